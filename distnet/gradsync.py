@@ -1,0 +1,48 @@
+"""Sum gradients across ranks: one all-reduce of the flat buffer, or buckets overlapped with backward.
+
+The trainer never knows which algorithm runs: it calls `hook` from backward and `finish` after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from distnet.allreduce import get
+
+MIB = 1 << 20
+
+
+class GradSync:
+    def __init__(self, comm: Any, grads: np.ndarray, param_slices: list[tuple[int, int]],
+                 algorithm: str, bucket_mb: float = 0.0, overlap: bool = True) -> None:
+        self.comm = comm
+        self.grads = grads
+        self.algorithm = algorithm
+        self._fn = get(algorithm)
+        self._bucketer = None
+        if bucket_mb > 0 and comm.Get_size() > 1:
+            from distnet.allreduce.bucket import Bucketer
+
+            self._bucketer = Bucketer(comm, grads, param_slices, algorithm,
+                                      bucket_bytes=max(1, int(bucket_mb * MIB)), overlap=overlap)
+
+    @property
+    def hook(self) -> Callable[[int, int], None] | None:
+        """Pass to model.backward: starts a bucket's reduction as soon as its gradients are final."""
+        return self._bucketer.hook if self._bucketer is not None else None
+
+    def finish(self) -> None:
+        """Block until every gradient is summed over all ranks."""
+        if self.comm.Get_size() == 1:
+            return
+        if self._bucketer is not None:
+            self._bucketer.finish()
+        else:
+            self._fn(self.comm, self.grads)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.grads.nbytes)

@@ -1,0 +1,38 @@
+"""Metrics as JSON Lines, written by rank 0 only: one record per line, flushed as it is written."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+SCHEMA_VERSION = 1
+
+
+class MetricsWriter:
+    """Appends records to a JSONL file; a writer for path None (or a non-zero rank) drops them."""
+
+    def __init__(self, path: str | None, append: bool = False) -> None:
+        self._file: TextIO | None = None
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps({"schema": SCHEMA_VERSION, **record}) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """All records of a metrics file, in order (used by tests and by distnet.whatif)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

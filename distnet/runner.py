@@ -1,0 +1,78 @@
+"""Run an MPI program so that bad input ends every rank promptly with one clear line.
+
+Two kinds of failure need different handling:
+- symmetric ones (every rank parses the same flags and reads the same file) are found by every
+  rank; `agree` turns the errors of a phase into the same UserError on all ranks, which then
+  all exit with status 2 and only rank 0 prints;
+- a failure on some ranks only, once training runs (a full disk on rank 0, a bug), cannot wait
+  for the others: that rank prints one line and calls MPI_Abort, so nobody is left waiting in a
+  collective forever.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from distnet.errors import UserError
+
+T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+
+
+def agree(comm: Any, phase: Callable[[], T]) -> T:
+    """Run `phase` on every rank; if it failed anywhere, raise the first error on every rank."""
+    error: str | None = None
+    result: T | None = None
+    try:
+        result = phase()
+    except UserError as exc:
+        error = str(exc)
+    except (OSError, ValueError, MemoryError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    errors = comm.allgather(error) if comm.Get_size() > 1 else [error]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise UserError(first)
+    return result  # type: ignore[return-value]
+
+
+def run(main: Callable[[Any], int], prog: str) -> int:
+    """Call main(comm) and translate failures into exit statuses (see the module docstring)."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    try:
+        return main(comm)
+    except UserError as exc:
+        if comm.Get_rank() == 0:
+            print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except _AbortAll as exc:
+        print(f"{prog}: error (rank {comm.Get_rank()}): {exc}", file=sys.stderr, flush=True)
+        comm.Abort(exc.status)
+        return exc.status
+    except KeyboardInterrupt:
+        comm.Abort(130)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.flush()
+        if comm.Get_size() > 1:
+            comm.Abort(EXIT_BUG)
+        return EXIT_BUG
+
+
+class _AbortAll(Exception):
+    def __init__(self, message: str, status: int = EXIT_USER_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def abort_all(message: str, status: int = EXIT_USER_ERROR) -> _AbortAll:
+    """An error found by one rank alone mid-run: raise the returned exception to abort the job."""
+    return _AbortAll(message, status)

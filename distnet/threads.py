@@ -1,0 +1,29 @@
+"""Keep ranks × BLAS threads within the cores: oversubscribed BLAS threads can halve throughput.
+
+Must run before NumPy is imported, because BLAS reads these variables once at load time.
+"""
+
+from __future__ import annotations
+
+import os
+
+_BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def local_ranks() -> int:
+    """Ranks sharing this machine, as told by the MPI launcher (1 outside mpirun)."""
+    for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def limit_blas_threads() -> int:
+    """Set every BLAS thread variable the user left unset to max(1, cores // local ranks)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // local_ranks())
+    for var in _BLAS_VARS:
+        os.environ.setdefault(var, str(threads))
+    return int(os.environ["OMP_NUM_THREADS"])

@@ -1,0 +1,275 @@
+"""The data-parallel training loop.
+
+Each step every rank takes its part of the same global batch, computes gradients of
+(sum of its sample losses) / (global batch size), and the ranks SUM those gradients: the result is
+exactly the 1-rank gradient of the whole global batch, even for a short last batch where some
+ranks hold no sample at all. Parameters start identical (same seed) and receive identical updates,
+so they stay identical on every rank without ever being broadcast.
+
+Progress is a position in the epoch's global permutation (`pos`), not a step count: resuming from
+a checkpoint, or continuing with a different number of ranks, re-derives the sharding of what is
+left of the epoch, so every sample is used exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from distnet import checkpoint
+from distnet.config import TrainConfig
+from distnet.errors import UserError
+from distnet.gradsync import GradSync
+from distnet.losses import softmax_cross_entropy
+from distnet.metrics import MetricsWriter
+from distnet.optim import lr_at
+from distnet.prepare import Prepared, build_model, build_optimizer, model_spec, prepare_data
+from distnet.runner import agree
+from distnet.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
+
+EVAL_CHUNK = 4096
+
+
+@dataclass
+class Progress:
+    """Where the run is; everything here goes into a checkpoint."""
+
+    epoch: int = 0
+    pos: int = 0  # samples of this epoch's permutation already consumed
+    step: int = 0  # optimiser steps since the start of the run
+    best_val_loss: float = float("inf")
+    bad_epochs: int = 0
+    epoch_loss_sum: float = 0.0  # this rank's share of the epoch's summed batch losses
+    epoch_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Timers:
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    optim_s: float = 0.0
+    comm_s: float = 0.0
+    samples: int = 0
+
+    def reset(self) -> None:
+        self.forward_s = self.backward_s = self.optim_s = self.comm_s = 0.0
+        self.samples = 0
+
+    @property
+    def compute_s(self) -> float:
+        return self.forward_s + self.backward_s + self.optim_s
+
+
+class Trainer:
+    def __init__(self, comm: Any, cfg: TrainConfig, log: Any = print) -> None:
+        self.comm, self.cfg = comm, cfg
+        self.rank, self.world = comm.Get_rank(), comm.Get_size()
+        self.log = log if self.rank == 0 and not cfg.quiet else (lambda *a, **k: None)
+        self.data: Prepared = agree(comm, lambda: prepare_data(cfg))
+        n_train = len(self.data.y_train)
+        if n_train < self.world:
+            raise UserError(f"more ranks ({self.world}) than training samples ({n_train})")
+        n_in = self.data.x_train.shape[1]
+        self.spec = model_spec(cfg, n_in, self.data.n_classes)
+        self.model, self.opt = agree(comm, self._build)
+        self.sync = GradSync(comm, self.model.grads, self.model.param_slices, cfg.allreduce,
+                             cfg.bucket_mb, cfg.overlap)
+        self.progress = Progress()
+        self.timers = Timers()
+        self.metrics = MetricsWriter(cfg.metrics if self.rank == 0 else None, append=cfg.resume)
+        if cfg.resume:
+            agree(comm, self._resume)
+
+    def _build(self) -> tuple[Any, Any]:
+        model = build_model(self.cfg, self.spec["n_in"], self.spec["n_out"], self.rank)
+        return model, build_optimizer(self.cfg, model)
+
+    # ---- one step -------------------------------------------------------------------------
+    def step(self, idx: np.ndarray, global_count: int) -> float:
+        """Forward, backward, gradient sum, update on this rank's samples `idx`; returns its loss."""
+        model, t = self.model, self.timers
+        t0 = time.perf_counter()
+        model.zero_grad()
+        loss = 0.0
+        if len(idx):
+            xb, yb = self.data.x_train[idx], self.data.y_train[idx]
+            out = model.forward(xb, train=True)
+            loss, dout = softmax_cross_entropy(out, yb, denom=global_count)
+            t1 = time.perf_counter()
+            model.backward(dout, hook=self.sync.hook)
+        else:
+            t1 = time.perf_counter()
+        t2 = time.perf_counter()
+        self.sync.finish()
+        t3 = time.perf_counter()
+        self.opt.step()
+        t4 = time.perf_counter()
+        t.forward_s += t1 - t0
+        t.backward_s += t2 - t1
+        t.comm_s += t3 - t2
+        t.optim_s += t4 - t3
+        t.samples += global_count
+        if self.cfg.profile:
+            self.metrics.write({
+                "event": "step", "epoch": self.progress.epoch, "step": self.progress.step,
+                "forward_s": t1 - t0, "backward_s": t2 - t1, "allreduce_s": t3 - t2,
+                "optim_s": t4 - t3, "bytes": self.sync.nbytes, "algorithm": self.cfg.allreduce,
+                "samples": global_count, "local_samples": int(len(idx)), "world_size": self.world,
+            })
+        return float(loss)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg, pr = self.cfg, self.progress
+        n = len(self.data.y_train)
+        start = time.perf_counter()
+        self.log(f"distnet: {self.world} rank(s), {n} train / {len(self.data.y_val)} val samples, "
+                 f"model {self.spec['n_in']}-{'-'.join(map(str, self.spec['hidden']))}"
+                 f"-{self.spec['n_out']} ({self.model.params.size:,} parameters, {cfg.dtype}), "
+                 f"all-reduce {cfg.allreduce}, {steps_per_epoch(n, cfg.batch_size, self.world)} "
+                 f"steps/epoch")
+        stopped_early = False
+        while pr.epoch < cfg.epochs and not self._step_cap_reached():
+            self.opt.lr = lr_at(cfg.lr_schedule, cfg.lr, pr.epoch, cfg.epochs)
+            epoch_start = time.perf_counter()
+            self.timers.reset()
+            perm = epoch_permutation(n, cfg.seed, pr.epoch)
+            while pr.pos < n and not self._step_cap_reached():
+                batch = global_batch(perm, pr.pos, cfg.batch_size, self.world)
+                idx = rank_part(batch, self.rank, self.world)
+                pr.epoch_loss_sum += self.step(idx, len(batch))
+                pr.epoch_steps += 1
+                pr.pos += len(batch)
+                pr.step += 1
+                if cfg.checkpoint_every and pr.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+            if pr.pos < n:
+                break  # step cap reached mid-epoch: no epoch record for a partial epoch
+            record = self._end_epoch(time.perf_counter() - epoch_start)
+            if cfg.checkpoint_dir and not cfg.checkpoint_every:
+                self.save_checkpoint()
+            if cfg.early_stopping and pr.bad_epochs >= cfg.early_stopping:
+                self.log(f"early stopping: val_loss has not improved for {pr.bad_epochs} epochs "
+                         f"(best {pr.best_val_loss:.4f})")
+                stopped_early = True
+                break
+            del record
+        if cfg.checkpoint_dir and cfg.checkpoint_every:
+            self.save_checkpoint()
+        val_loss, val_acc = self.evaluate()
+        summary = {
+            "event": "done", "world_size": self.world, "epochs_run": pr.epoch, "steps": pr.step,
+            "val_loss": val_loss, "val_acc": val_acc, "wall_s": time.perf_counter() - start,
+            "stopped_early": stopped_early, "algorithm": cfg.allreduce,
+            "param_count": int(self.model.params.size), "grad_bytes": self.sync.nbytes,
+        }
+        self.metrics.write(summary)
+        self.log(f"done: {pr.epoch} epoch(s), {pr.step} steps, val_loss {val_loss:.4f}, "
+                 f"val_acc {100 * val_acc:.2f}% in {summary['wall_s']:.1f}s on {self.world} rank(s)")
+        if cfg.save:
+            self.save_params(cfg.save)
+        self.metrics.close()
+        return summary
+
+    def _step_cap_reached(self) -> bool:
+        return bool(self.cfg.max_steps) and self.progress.step >= self.cfg.max_steps
+
+    def _end_epoch(self, wall_s: float) -> dict[str, Any]:
+        pr, t = self.progress, self.timers
+        # Summed over ranks, the per-rank shares add up to each global batch's mean loss.
+        totals = np.array([pr.epoch_loss_sum, t.compute_s, t.comm_s], dtype=np.float64)
+        from mpi4py import MPI
+
+        self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
+        train_loss = totals[0] / max(pr.epoch_steps, 1)
+        val_loss, val_acc = self.evaluate()
+        record = {
+            "event": "epoch", "epoch": pr.epoch + 1, "step": pr.step, "train_loss": train_loss,
+            "val_loss": val_loss, "val_acc": val_acc, "samples_per_s": t.samples / wall_s,
+            "compute_s": totals[1] / self.world, "comm_s": totals[2] / self.world,
+            "wall_s": wall_s, "lr": self.opt.lr, "world_size": self.world,
+        }
+        self.metrics.write(record)
+        pr.history.append({k: record[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")})
+        self.log(f"epoch {pr.epoch + 1}/{self.cfg.epochs}  train_loss {train_loss:.4f}  "
+                 f"val_loss {val_loss:.4f}  val_acc {100 * val_acc:6.2f}%  "
+                 f"{record['samples_per_s']:,.0f} samples/s  (compute {record['compute_s']:.2f}s,"
+                 f" comm {record['comm_s']:.2f}s)")
+        if val_loss < pr.best_val_loss:
+            pr.best_val_loss, pr.bad_epochs = val_loss, 0
+        else:
+            pr.bad_epochs += 1
+        pr.epoch += 1
+        pr.pos = 0
+        pr.epoch_loss_sum = 0.0
+        pr.epoch_steps = 0
+        return record
+
+    def evaluate(self) -> tuple[float, float]:
+        """Validation loss and accuracy, each rank scoring a slice and the ranks summing."""
+        from mpi4py import MPI
+
+        x, y = self.data.x_val, self.data.y_val
+        part = np.array_split(np.arange(len(y)), self.world)[self.rank]
+        sums = np.zeros(3, dtype=np.float64)  # loss sum, correct, count
+        for lo in range(0, len(part), EVAL_CHUNK):
+            ids = part[lo:lo + EVAL_CHUNK]
+            out = self.model.forward(x[ids], train=False)
+            loss, _ = softmax_cross_entropy(out, y[ids], denom=1)
+            sums += (loss, np.count_nonzero(out.argmax(axis=1) == y[ids]), len(ids))
+        self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """All ranks give their RNG state; rank 0 writes (parameters are identical everywhere)."""
+        rng_states = self.comm.gather(self.model.get_rng_state(), root=0)
+        if self.rank != 0:
+            return
+        pr = self.progress
+        arrays = {"params": self.model.params}
+        arrays.update({f"opt/{k}": np.asarray(v) for k, v in self.opt.state_dict().items()})
+        arrays.update({f"scaler/{k}": np.asarray(v) for k, v in self.data.scaler.to_dict().items()})
+        meta = {
+            "kind": "distnet-checkpoint", "spec": self.spec, "world_size": self.world,
+            "n_classes": self.data.n_classes, "rng": rng_states,
+            "progress": {k: v for k, v in vars(pr).items()},
+            "seed": self.cfg.seed, "batch_size": self.cfg.batch_size,
+        }
+        path = checkpoint.checkpoint_path(self.cfg.checkpoint_dir, pr.step)
+        checkpoint.save(path, arrays, meta)
+        checkpoint.prune(self.cfg.checkpoint_dir, keep=3)
+
+    def _resume(self) -> None:
+        path = checkpoint.latest(self.cfg.checkpoint_dir)
+        if path is None:
+            raise UserError(f"--resume: no checkpoint in {self.cfg.checkpoint_dir}")
+        arrays, meta = checkpoint.load(path)
+        if meta.get("kind") != "distnet-checkpoint":
+            raise UserError(f"{path} is not a distnet checkpoint")
+        self.check_spec(meta.get("spec", {}), path)
+        self.model.params[...] = arrays["params"]
+        opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+        self.opt.load_state_dict({k: (v if v.ndim else v.item()) for k, v in opt_state.items()})
+        rng = meta.get("rng") or []
+        if self.rank < len(rng):
+            self.model.set_rng_state(rng[self.rank])
+        self.progress = Progress(**meta["progress"])
+        self.log(f"resumed from {path}: epoch {self.progress.epoch + 1}, "
+                 f"position {self.progress.pos}, step {self.progress.step}")
+
+    def check_spec(self, saved: dict[str, Any], path: str) -> None:
+        for key, value in self.spec.items():
+            if saved.get(key) != value:
+                what = "feature count" if key == "n_in" else key
+                raise UserError(f"{path}: checkpoint has {what} {saved.get(key)!r}, "
+                                f"this run has {value!r}")
+
+    def save_params(self, path: str) -> None:
+        if self.rank == 0:
+            checkpoint.save(path, {"params": self.model.params},
+                            {"kind": "distnet-params", "spec": self.spec})
