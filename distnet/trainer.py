@@ -88,39 +88,63 @@ class Trainer:
         model = build_model(self.cfg, self.spec["n_in"], self.spec["n_out"], self.rank)
         return model, build_optimizer(self.cfg, model)
 
-    # ---- one step -------------------------------------------------------------------------
-    def step(self, idx: np.ndarray, global_count: int) -> float:
-        """Forward, backward, gradient sum, update on this rank's samples `idx`; returns its loss."""
-        model, t = self.model, self.timers
+    # ---- one step, in phases a fault-tolerant subclass can wrap -----------------------------
+    def train_step(self, perm: np.ndarray) -> int:
+        """One optimiser step on the global batch at the current position; returns its size."""
+        batch = global_batch(perm, self.progress.pos, self.cfg.batch_size, self.world)
+        idx = rank_part(batch, self.rank, self.world)
+        loss, forward_s, backward_s = self.compute_grads(idx, len(batch))
+        t0 = time.perf_counter()
+        self.reduce_grads()
+        t1 = time.perf_counter()
+        self.apply_update()
+        t2 = time.perf_counter()
+        self.record_step(len(idx), len(batch), loss, forward_s, backward_s, t1 - t0, t2 - t1)
+        return len(batch)
+
+    def compute_grads(self, idx: np.ndarray, global_count: int) -> tuple[float, float, float]:
+        """Gradients of (sum of this rank's sample losses) / global_count.
+
+        Returns that loss and the forward and backward seconds. With bucketing, backward also
+        starts the reductions of finished buckets through the sync hook.
+        """
+        model = self.model
         t0 = time.perf_counter()
         model.zero_grad()
-        loss = 0.0
-        if len(idx):
-            xb, yb = self.data.x_train[idx], self.data.y_train[idx]
-            out = model.forward(xb, train=True)
-            loss, dout = softmax_cross_entropy(out, yb, denom=global_count)
-            t1 = time.perf_counter()
-            model.backward(dout, hook=self.sync.hook)
-        else:
-            t1 = time.perf_counter()
-        t2 = time.perf_counter()
+        if not len(idx):
+            return 0.0, time.perf_counter() - t0, 0.0
+        xb, yb = self.data.x_train[idx], self.data.y_train[idx]
+        out = model.forward(xb, train=True)
+        loss, dout = softmax_cross_entropy(out, yb, denom=global_count)
+        t1 = time.perf_counter()
+        model.backward(dout, hook=self.sync.hook)
+        return float(loss), t1 - t0, time.perf_counter() - t1
+
+    def reduce_grads(self) -> None:
         self.sync.finish()
-        t3 = time.perf_counter()
+
+    def apply_update(self) -> None:
         self.opt.step()
-        t4 = time.perf_counter()
-        t.forward_s += t1 - t0
-        t.backward_s += t2 - t1
-        t.comm_s += t3 - t2
-        t.optim_s += t4 - t3
+
+    def record_step(self, local_count: int, global_count: int, loss: float, forward_s: float,
+                    backward_s: float, comm_s: float, optim_s: float) -> None:
+        t, pr = self.timers, self.progress
+        t.forward_s += forward_s
+        t.backward_s += backward_s
+        t.comm_s += comm_s
+        t.optim_s += optim_s
         t.samples += global_count
+        pr.epoch_loss_sum += loss
+        pr.epoch_steps += 1
+        pr.pos += global_count
+        pr.step += 1
         if self.cfg.profile:
             self.metrics.write({
-                "event": "step", "epoch": self.progress.epoch, "step": self.progress.step,
-                "forward_s": t1 - t0, "backward_s": t2 - t1, "allreduce_s": t3 - t2,
-                "optim_s": t4 - t3, "bytes": self.sync.nbytes, "algorithm": self.cfg.allreduce,
-                "samples": global_count, "local_samples": int(len(idx)), "world_size": self.world,
+                "event": "step", "epoch": pr.epoch, "step": pr.step, "forward_s": forward_s,
+                "backward_s": backward_s, "allreduce_s": comm_s, "optim_s": optim_s,
+                "bytes": self.sync.nbytes, "algorithm": self.cfg.allreduce,
+                "samples": global_count, "local_samples": local_count, "world_size": self.world,
             })
-        return float(loss)
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -139,12 +163,7 @@ class Trainer:
             self.timers.reset()
             perm = epoch_permutation(n, cfg.seed, pr.epoch)
             while pr.pos < n and not self._step_cap_reached():
-                batch = global_batch(perm, pr.pos, cfg.batch_size, self.world)
-                idx = rank_part(batch, self.rank, self.world)
-                pr.epoch_loss_sum += self.step(idx, len(batch))
-                pr.epoch_steps += 1
-                pr.pos += len(batch)
-                pr.step += 1
+                self.train_step(perm)
                 if cfg.checkpoint_every and pr.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
             if pr.pos < n:
