@@ -12,6 +12,7 @@ OPTIMIZERS = ("sgd", "adam", "adadelta")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DTYPES = ("float32", "float64")
+FT_MODES = ("none", "ulfm", "restart")
 
 
 @dataclass
@@ -44,6 +45,11 @@ class TrainConfig:
     profile: bool = False
     max_steps: int = 0
     quiet: bool = False
+    ft: str = "none"
+    fault_plan: str | None = None
+    inject: list[str] = field(default_factory=list)
+    deadline_s: float = 0.0
+    track_samples: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +98,14 @@ def build_parser(prog: str = "python -m distnet.train") -> argparse.ArgumentPars
     a("--profile", action="store_true", help="record per-step timings in the metrics file")
     a("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no cap)")
     a("--quiet", action="store_true")
+    a("--ft", default=d.ft, help="fault tolerance: none, ulfm or restart")
+    a("--fault-plan", default=d.fault_plan, help="JSON fault plan to inject (testing)")
+    a("--inject", action="append", default=[], metavar="SPEC",
+      help="inject one fault, e.g. crash:rank=2:step=5 (repeatable)")
+    a("--deadline-s", type=float, default=d.deadline_s,
+      help="collective deadline in seconds before a rank is declared failed (0: derived)")
+    a("--track-samples", action="store_true",
+      help="record the sample ids of every step in the metrics file (fault-test proof)")
     return p
 
 
@@ -128,4 +142,6 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.early_stopping >= 0, "--early-stopping must be >= 0")
     need(cfg.trials >= 0, "--trials must be >= 0")
     need(cfg.max_steps >= 0, "--max-steps must be >= 0")
+    need(cfg.ft in FT_MODES, f"unknown --ft mode {cfg.ft!r} (known: {', '.join(FT_MODES)})")
+    need(cfg.deadline_s >= 0, "--deadline-s must be >= 0")
     need(not (cfg.resume and not cfg.checkpoint_dir), "--resume needs --checkpoint-dir")

@@ -26,7 +26,12 @@ def main_with_comm(comm: Any, argv: list[str] | None = None) -> int:
 
         random_search(comm, cfg)
         return 0
-    Trainer(comm, cfg).fit()
+    if cfg.ft != "none" or cfg.fault_plan or cfg.inject or cfg.track_samples:
+        from distnet.ft.trainer import FaultTolerantTrainer
+
+        FaultTolerantTrainer(comm, cfg).fit()
+    else:
+        Trainer(comm, cfg).fit()
     return 0
 
 
