@@ -4,6 +4,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=python3
-[[ -x .venv/bin/python ]] && py=.venv/bin/python
-export PATH="$(dirname "$(readlink -f "$py")"):$(pwd)/.venv/bin:$PATH"
+if [[ -x .venv/bin/python ]]; then py=.venv/bin/python; export PATH="$PWD/.venv/bin:$PATH"; fi
 exec "$py" -m pytest -q -m "not slow" "$@"
