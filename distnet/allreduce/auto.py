@@ -1,0 +1,179 @@
+"""`auto`: pick the all-reduce algorithm per message size and world size from a tuned table.
+
+The table is written by ``python -m distnet.bench --tune`` and maps a world size p to a list of
+``(max_bytes, algorithm)`` entries sorted by max_bytes: a message of n bytes uses the first entry
+with ``n <= max_bytes`` and anything larger than the last entry uses the last one. On disk it is
+JSON, ``{"2": [[4096, "recursive_doubling"], [67108864, "ring"]], ...}``.
+
+Without a usable table (missing file, bad JSON, no row for this p, every entry stale) the choice
+comes from the α-β cost formulas in `builtin_choice`.
+
+Every rank must run the same algorithm or the job deadlocks, yet each rank reads its own file
+(node-local caches can differ). So the table is read on rank 0 only and broadcast once per
+communicator; the copy lives on the communicator as an MPI attribute, and since `Dup` does not
+copy attributes, a new communicator agrees afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from distnet.allreduce.registry import ALGORITHMS
+
+TUNE_ENV = "DISTNET_TUNE_FILE"
+DEFAULT_TUNE_PATH = Path("~/.cache/distnet/allreduce_tune.json")
+
+# A tune table: world size -> [(max_bytes, algorithm), ...] sorted by max_bytes.
+TuneTable = dict[int, list[tuple[int, str]]]
+
+# Shared-memory MPI on one host, roughly: per-message latency and per-byte time. Only the ratio
+# matters for the crossover; the tuned table replaces these numbers with measurements.
+ALPHA_S = 5e-6
+BETA_S_PER_BYTE = 1.0 / 5e9
+
+
+def tune_path() -> Path:
+    """Where the tune table lives: $DISTNET_TUNE_FILE, else ~/.cache/distnet/allreduce_tune.json."""
+    env = os.environ.get(TUNE_ENV)
+    return Path(env).expanduser() if env else DEFAULT_TUNE_PATH.expanduser()
+
+
+def parse_table(raw: Any) -> TuneTable:
+    """A TuneTable from decoded JSON; malformed rows and entries are dropped, never fatal."""
+    table: TuneTable = {}
+    if not isinstance(raw, dict):
+        return table
+    for key, rows in raw.items():
+        try:
+            p = int(key)
+        except (TypeError, ValueError):
+            continue
+        if p < 1 or not isinstance(rows, list):
+            continue
+        entries: list[tuple[int, str]] = []
+        for row in rows:
+            if (isinstance(row, (list, tuple)) and len(row) == 2
+                    and isinstance(row[0], int) and not isinstance(row[0], bool)
+                    and row[0] >= 0 and isinstance(row[1], str)):
+                entries.append((row[0], row[1]))
+        if entries:
+            table[p] = sorted(entries)
+    return table
+
+
+def load_table(path: Path | None = None) -> TuneTable:
+    """Read a tune table; a missing or unreadable file is an empty table (auto falls back)."""
+    try:
+        with open(path or tune_path(), encoding="utf-8") as f:
+            return parse_table(json.load(f))
+    except (OSError, ValueError):
+        return {}
+
+
+def save_table(table: TuneTable, path: Path | None = None) -> Path:
+    """Write a tune table (creating the directory); returns the path written."""
+    target = path or tune_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    doc = {str(p): [[b, a] for b, a in sorted(rows)] for p, rows in sorted(table.items())}
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(target)  # atomic: a concurrent reader sees the old or the new table, not half
+    return target
+
+
+def cost_s(name: str, p: int, nbytes: int) -> float:
+    """α-β model time of one all-reduce of nbytes over p ranks (inf for unmodelled names).
+
+    recursive doubling: ⌈log2 p⌉(α + nβ) (+2 steps folding in the non-power-of-two extras);
+    rabenseifner: 2⌈log2 p⌉α + 2(p−1)/p·nβ (reduce-scatter + all-gather by halving/doubling);
+    ring: 2(p−1)α + 2(p−1)/p·nβ; tree (reduce then broadcast): 2⌈log2 p⌉(α + nβ).
+    """
+    if p <= 1:
+        return 0.0
+    logp = math.ceil(math.log2(p))
+    extra = 0 if p & (p - 1) == 0 else 2
+    wire = 2 * (p - 1) / p * nbytes * BETA_S_PER_BYTE
+    if name == "recursive_doubling":
+        return (logp + extra) * (ALPHA_S + nbytes * BETA_S_PER_BYTE)
+    if name == "rabenseifner":
+        return (2 * logp + extra) * ALPHA_S + wire + extra * nbytes * BETA_S_PER_BYTE
+    if name == "ring":
+        return 2 * (p - 1) * ALPHA_S + wire
+    if name == "tree":
+        return 2 * logp * (ALPHA_S + nbytes * BETA_S_PER_BYTE)
+    return math.inf
+
+
+def builtin_choice(p: int, nbytes: int, known: set[str] | frozenset[str]) -> str:
+    """The cheapest modelled algorithm among `known`; `native` when none of them is modelled."""
+    best, best_s = "native", math.inf
+    for name in ("recursive_doubling", "rabenseifner", "ring", "tree"):  # tie -> earlier wins
+        if name in known:
+            t = cost_s(name, p, nbytes)
+            if t < best_s:
+                best, best_s = name, t
+    return best
+
+
+def choose(table: TuneTable, p: int, nbytes: int, known: set[str] | frozenset[str]) -> str:
+    """The algorithm for an nbytes message over p ranks: table row if usable, else the model.
+
+    Entries naming algorithms that are not in `known` (renamed, not registered here, or `auto`
+    itself) are skipped, so a stale table degrades to its neighbours rather than failing.
+    """
+    usable = [(b, a) for b, a in table.get(p, []) if a in known and a != "auto"]
+    for max_bytes, name in usable:
+        if nbytes <= max_bytes:
+            return name
+    if usable:
+        return usable[-1][1]
+    return builtin_choice(p, nbytes, known)
+
+
+def candidates() -> frozenset[str]:
+    """Algorithms auto may pick: everything registered except itself (native always)."""
+    return frozenset(ALGORITHMS) - {"auto"} | {"native"}
+
+
+_KEYVAL: int | None = None
+
+
+def agreed_table(comm: Any) -> TuneTable:
+    """Rank 0's tune table, broadcast on first use per communicator and cached on it."""
+    global _KEYVAL
+    from mpi4py import MPI
+
+    if _KEYVAL is None:
+        _KEYVAL = MPI.Comm.Create_keyval()
+    table = comm.Get_attr(_KEYVAL)
+    if table is None:
+        table = comm.bcast(load_table() if comm.rank == 0 else None, root=0)
+        comm.Set_attr(_KEYVAL, table)
+    return table
+
+
+def resolve(comm: Any, nbytes: int) -> str:
+    """The concrete algorithm `auto` runs for nbytes on comm (collective on first use per comm)."""
+    return choose(agreed_table(comm), comm.size, nbytes, candidates())
+
+
+def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
+    """All-reduce buf in place with the algorithm the tune table picks for its size and p.
+
+    Cost: that of the chosen algorithm, plus one broadcast of the table the first time a
+    communicator is used.
+    """
+    name = resolve(comm, int(buf.nbytes))
+    fn = ALGORITHMS.get(name)
+    if fn is None:  # only `native` can be missing from the registry here
+        from mpi4py import MPI
+
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM if op is None else op)
+    elif op is None:
+        fn(comm, buf)
+    else:
+        fn(comm, buf, op=op)

@@ -1,0 +1,192 @@
+"""Gradient bucketing with compute/communication overlap (the PyTorch DDP reducer, in small).
+
+The flat gradient buffer is in forward layer order, but backward finishes the *last* layer first,
+so buckets are contiguous slices cut from the end of the buffer: bucket 0 is the tail. As soon
+as backward has finalised every element of a bucket, its all-reduce starts (non-blocking) while
+the earlier layers are still computing. Bucket 0 is small (DDP's ``first_bucket_bytes``, 1 MiB)
+so communication starts early instead of waiting for a full 25 MiB.
+
+Buckets are byte ranges, not sets of whole layers: a boundary may fall inside a layer and one
+layer may span several buckets. Every rank cuts the same buckets and starts them strictly in
+bucket order, so collectives match across ranks whatever order the hooks arrive in.
+
+Each bucket all-reduces on its own duplicate of the communicator: several reductions are in
+flight at once, and separate communicators make it impossible for one bucket's point-to-point
+messages to match another's, whatever tags the executor uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from distnet.allreduce import auto
+from distnet.allreduce.registry import ALGORITHMS, SCHEDULES, get
+from distnet.errors import UserError
+
+MIB = 1 << 20
+
+
+class Handle(Protocol):
+    """A reduction in flight: `test` advances it without blocking, `wait` completes it."""
+
+    def test(self) -> bool: ...
+
+    def wait(self) -> None: ...
+
+
+def plan_buckets(n: int, itemsize: int, bucket_bytes: int,
+                 first_bucket_bytes: int) -> list[tuple[int, int]]:
+    """Element ranges [lo, hi) of the buckets in issue order: tail of the buffer first.
+
+    The first bucket holds first_bucket_bytes, the others bucket_bytes (each at least one
+    element); the last one takes whatever is left, so together they tile [0, n) exactly.
+    """
+    if bucket_bytes <= 0 or first_bucket_bytes <= 0:
+        raise UserError("bucket sizes must be positive")
+    buckets: list[tuple[int, int]] = []
+    hi = n
+    size = max(1, first_bucket_bytes // itemsize)
+    while hi > 0:
+        lo = max(0, hi - size)
+        buckets.append((lo, hi))
+        hi = lo
+        size = max(1, bucket_bytes // itemsize)
+    return buckets
+
+
+class _Request:
+    """An MPI request (e.g. from Iallreduce) seen through the Handle interface."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+
+    def test(self) -> bool:
+        return bool(self._request.Test())
+
+    def wait(self) -> None:
+        self._request.Wait()
+
+
+class _Done:
+    """A reduction that already ran to completion (blocking fallback)."""
+
+    def test(self) -> bool:
+        return True
+
+    def wait(self) -> None:
+        return None
+
+
+def start_reduction(comm: Any, view: np.ndarray, name: str) -> Handle:
+    """Start all-reducing view (sum) with algorithm `name`; returns a Handle.
+
+    native uses MPI's own non-blocking Iallreduce; schedule-defined algorithms go through the
+    executor's non-blocking `execute.start` when it exists; anything else runs blocking here.
+    """
+    from mpi4py import MPI
+
+    if name == "native":
+        return _Request(comm.Iallreduce(MPI.IN_PLACE, view, op=MPI.SUM))
+    try:
+        from distnet.allreduce.execute import start
+    except ImportError:
+        start = None
+    if start is not None and name in SCHEDULES:
+        return start(comm, view, name)
+    get(name)(comm, view)
+    return _Done()
+
+
+class Bucketer:
+    """Reduce `grads` bucket by bucket as backward finalises it; see the module docstring.
+
+    Use once per step: ``model.backward(dout, hook=bucketer.hook)`` then ``bucketer.finish()``.
+    With overlap=False the same buckets are all started only in `finish` (the baseline).
+    Call `close` (or use it as a context manager) to free the duplicated communicators.
+    """
+
+    def __init__(self, comm: Any, grads: np.ndarray, param_slices: list[tuple[int, int]],
+                 algorithm: str, bucket_bytes: int = 25 * MIB,
+                 first_bucket_bytes: int = 1 * MIB, overlap: bool = True) -> None:
+        if grads.ndim != 1 or not grads.flags.c_contiguous:
+            raise UserError("gradients must be one flat contiguous buffer")
+        n = grads.shape[0]
+        covered = np.zeros(n, dtype=bool)
+        for lo, hi in param_slices:
+            if not 0 <= lo <= hi <= n:
+                raise UserError(f"parameter slice [{lo}, {hi}) is outside the {n}-element buffer")
+            if covered[lo:hi].any():
+                raise UserError(f"parameter slice [{lo}, {hi}) overlaps another one")
+            covered[lo:hi] = True
+        if algorithm != "native" and algorithm not in ALGORITHMS and algorithm != "auto":
+            get(algorithm)  # raises the UserError listing the known names
+        self.grads = grads
+        self.overlap = overlap
+        self.buckets = plan_buckets(n, grads.itemsize, bucket_bytes, first_bucket_bytes)
+        # auto is resolved here, once, so no agreement collective runs in the middle of backward.
+        self.algorithms = [
+            auto.resolve(comm, (hi - lo) * grads.itemsize) if algorithm == "auto" else algorithm
+            for lo, hi in self.buckets
+        ]
+        self._comms = [comm.Dup() for _ in self.buckets]
+        # Elements outside every parameter slice are never reported by a hook: final from the start.
+        self._untracked = ~covered
+        self._reset()
+
+    def _reset(self) -> None:
+        self._final = self._untracked.copy()
+        self._missing = np.array(
+            [int((~self._final[lo:hi]).sum()) for lo, hi in self.buckets], dtype=np.int64)
+        self._handles: list[Handle] = []
+        self._done: list[bool] = []
+
+    def hook(self, start: int, end: int) -> None:
+        """Gradient slice [start, end) is final; start every bucket that just became complete."""
+        if not 0 <= start <= end <= self.grads.shape[0]:
+            raise UserError(f"hook slice [{start}, {end}) is outside the gradient buffer")
+        if self._final[start:end].any():
+            raise UserError(f"gradient slice [{start}, {end}) reported twice in one step")
+        self._final[start:end] = True
+        for i, (lo, hi) in enumerate(self.buckets):
+            self._missing[i] -= max(0, min(hi, end) - max(lo, start))
+        if self.overlap:
+            self._launch(ready_only=True)
+            self._progress()
+
+    def _launch(self, ready_only: bool) -> None:
+        # Strict bucket order: every rank issues the same collectives in the same sequence.
+        while len(self._handles) < len(self.buckets):
+            i = len(self._handles)
+            if ready_only and self._missing[i] > 0:
+                return
+            lo, hi = self.buckets[i]
+            self._handles.append(
+                start_reduction(self._comms[i], self.grads[lo:hi], self.algorithms[i]))
+            self._done.append(False)
+
+    def _progress(self) -> None:
+        # MPI without a progress thread only advances a non-blocking collective inside MPI calls.
+        for i, handle in enumerate(self._handles):
+            if not self._done[i]:
+                self._done[i] = handle.test()
+
+    def finish(self) -> None:
+        """Start what has not started (even slices no hook reported), wait for all, reset."""
+        self._launch(ready_only=False)
+        for i, handle in enumerate(self._handles):
+            if not self._done[i]:
+                handle.wait()
+        self._reset()
+
+    def close(self) -> None:
+        for c in self._comms:
+            c.Free()
+        self._comms = []
+
+    def __enter__(self) -> Bucketer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

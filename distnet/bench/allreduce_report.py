@@ -1,0 +1,207 @@
+"""The all-reduce benchmark's run and report: table, winners, targets, JSON, plot, tune table.
+
+Everything here except `run` is a pure function of the records that `allreduce.measure` returns,
+so the unit tests can check it without MPI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from distnet.allreduce import auto
+from distnet.bench import allreduce as bench
+from distnet.errors import UserError
+
+Record = dict[str, Any]
+NOT_CUSTOM = ("native", "auto")
+
+
+def add_ratios(records: list[Record]) -> None:
+    """ratio_to_native = t_native / t for every record of a size where native was measured."""
+    native = {r["bytes"]: r["avg_s"] for r in records if r["algorithm"] == "native"}
+    for r in records:
+        t = native.get(r["bytes"])
+        r["ratio_to_native"] = t / r["avg_s"] if t is not None and r["avg_s"] > 0 else None
+
+
+def best_by_size(records: list[Record], exclude: tuple[str, ...] = ("auto",)) -> dict[int, Record]:
+    """Fastest record (lowest avg_s; first measured wins ties) per size, among non-excluded."""
+    best: dict[int, Record] = {}
+    for r in records:
+        if r["algorithm"] in exclude:
+            continue
+        cur = best.get(r["bytes"])
+        if cur is None or r["avg_s"] < cur["avg_s"]:
+            best[r["bytes"]] = r
+    return best
+
+
+def tune_entries(records: list[Record]) -> list[tuple[int, str]]:
+    """The auto table row for this p: (max_bytes, algorithm) from the winner at each size.
+
+    Neighbouring sizes with the same winner merge; the border between two winners sits at the
+    geometric mean of the two measured sizes (sizes are log-spaced).
+    """
+    best = best_by_size(records)
+    sizes = sorted(best)
+    entries: list[tuple[int, str]] = []
+    for i, s in enumerate(sizes):
+        name = best[s]["algorithm"]
+        upper = s if i + 1 == len(sizes) else int(math.sqrt(s * sizes[i + 1]))
+        if entries and entries[-1][1] == name:
+            entries[-1] = (upper, name)
+        else:
+            entries.append((upper, name))
+    return entries
+
+
+def verdicts(records: list[Record]) -> list[str]:
+    """The targets, one PASS/FAIL/n/a line each."""
+    custom = best_by_size(records, exclude=NOT_CUSTOM)
+    native = {r["bytes"]: r for r in records if r["algorithm"] == "native"}
+    overall = best_by_size(records)
+    autos = {r["bytes"]: r for r in records if r["algorithm"] == "auto"}
+    lines = []
+
+    big = [s for s in sorted(custom) if s >= bench.MIB and s in native]
+    if big:
+        worst = min(native[s]["avg_s"] / custom[s]["avg_s"] for s in big)
+        ok = all(custom[s]["busbw_gbps"] >= native[s]["busbw_gbps"] for s in big)
+        lines.append(f"{_v(ok)} best custom busbw >= 1.0x native at every size >= 1 MiB "
+                     f"(worst {worst:.2f}x)")
+    else:
+        lines.append("n/a  best custom busbw >= 1.0x native at >= 1 MiB (no such size measured)")
+
+    s4k = 4096
+    if s4k in custom and s4k in native:
+        ratio = native[s4k]["avg_s"] / custom[s4k]["avg_s"]
+        lines.append(f"{_v(ratio >= 0.5)} at 4 KiB native time / best custom time = "
+                     f"{ratio:.2f} (target >= 0.5, {custom[s4k]['algorithm']})")
+    else:
+        lines.append("n/a  4 KiB native / best custom >= 0.5 (4 KiB, native or custom missing)")
+
+    sizes = [s for s in sorted(autos) if s in overall]
+    if sizes:
+        slow = max(autos[s]["avg_s"] / overall[s]["avg_s"] for s in sizes)
+        lines.append(f"{_v(slow <= 1.10)} auto within 10% of the best at every size "
+                     f"(worst {slow:.2f}x the best)")
+    else:
+        lines.append("n/a  auto within 10% of the best (auto not measured)")
+    return lines
+
+
+def _v(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
+
+
+def format_table(records: list[Record], header: Record) -> str:
+    """The human-readable report: reference bandwidth, one row per (size, algorithm), winners."""
+    p = header["ranks"]
+    lines = [
+        f"# all-reduce benchmark: {p} ranks, {header['dtype']}; time = max over ranks per "
+        "iteration, averaged; GB/s = 1e9 B/s; busbw = algbw*2(p-1)/p",
+        f"# memory copy (64 MiB numpy): rank 0 alone {header['mem_copy_gbps_rank0_alone']:.2f} "
+        f"GB/s; all ranks at once {header['mem_copy_gbps_per_rank_all']:.2f} GB/s per rank, "
+        f"{header['mem_copy_gbps_aggregate_all']:.2f} GB/s total",
+        f"{'size':>8} {'algorithm':>20} {'avg_us':>11} {'min_us':>11} {'max_us':>11} "
+        f"{'algbw':>8} {'busbw':>8} {'x_native':>8}",
+    ]
+    best = best_by_size(records)
+    for s in sorted({r["bytes"] for r in records}):
+        for r in (r for r in records if r["bytes"] == s):
+            ratio = r.get("ratio_to_native")
+            lines.append(
+                f"{human_bytes(s):>8} {r['algorithm']:>20} {r['avg_s'] * 1e6:11.1f} "
+                f"{r['min_s'] * 1e6:11.1f} {r['max_s'] * 1e6:11.1f} {r['algbw_gbps']:8.3f} "
+                f"{r['busbw_gbps']:8.3f} {'-' if ratio is None else f'{ratio:.2f}':>8}")
+        if s in best:
+            lines.append(f"{'':>8} winner: {best[s]['algorithm']}")
+    lines += ["# targets", *verdicts(records)]
+    return "\n".join(lines)
+
+
+def write_json(path: str, records: list[Record], header: Record) -> None:
+    """A list of records; each also carries the run's header fields (memory bandwidth, p)."""
+    out = [{**r, **{k: v for k, v in header.items() if k not in r}} for r in records]
+    try:
+        Path(path).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write --json {path}: {e.strerror}") from None
+
+
+def plot(path: str, records: list[Record]) -> None:
+    """busbw and latency against size, log axes, one line per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_bw, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name in dict.fromkeys(r["algorithm"] for r in records):
+        rows = sorted((r for r in records if r["algorithm"] == name), key=lambda r: r["bytes"])
+        x = [r["bytes"] for r in rows]
+        ax_bw.plot(x, [max(r["busbw_gbps"], 1e-6) for r in rows], marker=".", label=name)
+        ax_t.plot(x, [r["avg_s"] * 1e6 for r in rows], marker=".", label=name)
+    p = records[0]["ranks"] if records else 0
+    for ax, ylabel in ((ax_bw, "busbw (GB/s)"), (ax_t, "time (us)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("message size (bytes)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_bw.set_title(f"all-reduce bus bandwidth, p={p}")
+    ax_t.set_title(f"all-reduce latency, p={p}")
+    ax_t.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise UserError(f"cannot write --plot {path}: {e.strerror}") from None
+    finally:
+        plt.close(fig)
+
+
+def run(comm: Any, args: Any) -> str:
+    """Measure, then (tune mode) write the table and time auto against it; text for rank 0."""
+    header: Record = {"ranks": comm.size, "dtype": args.dtype,
+                      "bandwidth_unit": "GB/s = 1e9 bytes/s", **bench.memory_bandwidth(comm)}
+    dtype = bench.DTYPES[args.dtype]
+    records = bench.measure(comm, args.algorithms, args.sizes, dtype, args.iters, args.warmup)
+    notes = []
+    if args.tune is not None:
+        path = Path(args.tune).expanduser() if args.tune else auto.tune_path()
+        entries = tune_entries(records)
+        if comm.rank == 0:
+            table = auto.load_table(path)
+            table[comm.size] = entries
+            try:
+                auto.save_table(table, path)
+            except OSError as e:
+                raise UserError(f"cannot write tune table {path}: {e.strerror}") from None
+        comm.Barrier()
+        notes.append(f"# tune table for p={comm.size} written to {path}: {entries}")
+        # Time auto against the table just written: a fresh communicator re-reads it.
+        os.environ[auto.TUNE_ENV] = str(path)
+        fresh = comm.Dup()
+        try:
+            records += bench.measure(fresh, ["auto"], args.sizes, dtype, args.iters, args.warmup)
+        finally:
+            fresh.Free()
+    add_ratios(records)
+    if comm.rank == 0:
+        if args.json:
+            write_json(args.json, records, header)
+        if args.plot:
+            plot(args.plot, records)
+    return "\n".join([format_table(records, header), *notes])
