@@ -1,0 +1,162 @@
+"""Atomic, self-checking checkpoints: an uncompressed .npz of named arrays plus JSON metadata.
+
+A crash can happen at any byte of a write. `save` therefore writes a temporary file in the same
+directory, fsyncs it, renames it over the target (atomic on POSIX) and fsyncs the directory so
+the rename itself survives a power loss; readers see the old checkpoint or the new one, never
+half of one. A SHA-256 over every array's name, dtype, shape and bytes plus the metadata is
+stored inside, so damage that slips past the zip CRCs is still caught on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+
+from distnet.errors import UserError
+
+META_KEY = "__meta__"
+CHECKSUM_KEY = "__sha256__"
+FORMAT_KEY = "__format__"
+FORMAT = "distnet-checkpoint-v1"
+TMP_PREFIX = ".tmp-"
+_NAME = re.compile(r"^ckpt-(\d+)\.npz$")
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError)
+
+
+def save(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write arrays and meta to path atomically (all or nothing, even if the process dies)."""
+    for name in arrays:
+        # np.savez takes the names as keyword arguments next to its own `file` and `allow_pickle`.
+        if not name or name.startswith("__") or name in ("file", "allow_pickle"):
+            raise ValueError(f"checkpoint array name {name!r} is empty or reserved")
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    meta_json = json.dumps(meta, sort_keys=True, default=_json_default)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            payload: dict[str, Any] = {
+                **arrays, META_KEY: np.array(meta_json), FORMAT_KEY: np.array(FORMAT),
+                CHECKSUM_KEY: np.array(_digest(arrays, meta_json)),
+            }
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary output file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def load(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays, meta) of a checkpoint written by save; any problem is one UserError line."""
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint {path}: no such file")
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path}: is a directory, not a checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not {META_KEY, CHECKSUM_KEY, FORMAT_KEY} <= set(npz.files):
+                raise UserError(f"checkpoint {path}: not a distnet checkpoint (no metadata)")
+            fmt, meta_json = str(npz[FORMAT_KEY]), str(npz[META_KEY])
+            stored_digest = str(npz[CHECKSUM_KEY])
+            arrays = {k: npz[k] for k in npz.files if not k.startswith("__")}
+    except UserError:
+        raise
+    except _READ_ERRORS as e:
+        raise UserError(f"checkpoint {path}: unreadable, truncated or corrupt ({_short(e)})"
+                        ) from None
+    if fmt != FORMAT:
+        raise UserError(f"checkpoint {path}: unknown format {fmt!r} (expected {FORMAT!r})")
+    if _digest(arrays, meta_json) != stored_digest:
+        raise UserError(f"checkpoint {path}: checksum mismatch, the file is corrupt")
+    return arrays, json.loads(meta_json)
+
+
+def checkpoint_path(folder: str, step: int) -> str:
+    """Zero-padded so that names sort like steps."""
+    if step < 0:
+        raise ValueError(f"checkpoint step must be >= 0, got {step}")
+    return os.path.join(folder, f"ckpt-{step:09d}.npz")
+
+
+def latest(folder: str) -> str | None:
+    """The complete, intact checkpoint with the highest step, or None if there is none.
+
+    Temporary files from a crash mid-write never match; a damaged file at a checkpoint name
+    (say, copied half-way) is skipped in favour of the previous good one.
+    """
+    for _, path in _by_step_newest_first(folder):
+        if _is_intact(path):
+            return path
+    return None
+
+
+def prune(folder: str, keep: int) -> None:
+    """Delete all but the `keep` newest intact checkpoints (damaged newer ones are left alone)."""
+    if keep < 1:
+        raise UserError(f"must keep at least 1 checkpoint, got {keep}")
+    kept = 0
+    for _, path in _by_step_newest_first(folder):
+        if kept >= keep:
+            os.unlink(path)
+        elif _is_intact(path):
+            kept += 1
+
+
+def _by_step_newest_first(folder: str) -> list[tuple[int, str]]:
+    if not os.path.isdir(folder):
+        return []
+    found = [(int(m.group(1)), os.path.join(folder, name))
+             for name in os.listdir(folder) if (m := _NAME.match(name))]
+    return sorted(found, reverse=True)
+
+
+def _is_intact(path: str) -> bool:
+    try:
+        load(path)
+    except UserError:
+        return False
+    return True
+
+
+def _digest(arrays: dict[str, np.ndarray], meta_json: str) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    h.update(meta_json.encode())
+    return h.hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    """NumPy scalars and small arrays in meta (steps, losses, RNG states) become plain JSON."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    kind = type(value).__name__
+    raise TypeError(f"checkpoint meta value of type {kind} is not JSON-serialisable")
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _short(e: BaseException) -> str:
+    return (str(e) or type(e).__name__).splitlines()[0]
