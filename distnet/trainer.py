@@ -177,7 +177,7 @@ class Trainer:
                 stopped_early = True
                 break
             del record
-        if cfg.checkpoint_dir and cfg.checkpoint_every:
+        if cfg.checkpoint_dir and cfg.checkpoint_every and pr.step % cfg.checkpoint_every:
             self.save_checkpoint()
         val_loss, val_acc = self.evaluate()
         summary = {
@@ -247,6 +247,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """All ranks give their RNG state; rank 0 writes (parameters are identical everywhere)."""
         rng_states = self.comm.gather(self.model.get_rng_state(), root=0)
+        # The epoch's loss sum is spread over ranks; keep its total so any world can resume it.
+        loss_total = self.comm.allreduce(self.progress.epoch_loss_sum)
         if self.rank != 0:
             return
         pr = self.progress
@@ -256,7 +258,7 @@ class Trainer:
         meta = {
             "kind": "distnet-checkpoint", "spec": self.spec, "world_size": self.world,
             "n_classes": self.data.n_classes, "rng": rng_states,
-            "progress": {k: v for k, v in vars(pr).items()},
+            "progress": {**vars(pr), "epoch_loss_sum": loss_total},
             "seed": self.cfg.seed, "batch_size": self.cfg.batch_size,
         }
         path = checkpoint.checkpoint_path(self.cfg.checkpoint_dir, pr.step)
@@ -278,10 +280,16 @@ class Trainer:
         if self.rank < len(rng):
             self.model.set_rng_state(rng[self.rank])
         self.progress = Progress(**meta["progress"])
+        if self.rank != 0:
+            self.progress.epoch_loss_sum = 0.0
         self.log(f"resumed from {path}: epoch {self.progress.epoch + 1}, "
                  f"position {self.progress.pos}, step {self.progress.step}")
 
     def check_spec(self, saved: dict[str, Any], path: str) -> None:
+        if saved.get("n_out") is not None and self.spec["n_out"] > saved["n_out"]:
+            raise UserError(f"{path}: labels out of range: the data has labels up to "
+                            f"{self.spec['n_out'] - 1}, the checkpoint's model has "
+                            f"{saved['n_out']} classes")
         for key, value in self.spec.items():
             if saved.get(key) != value:
                 what = "feature count" if key == "n_in" else key
