@@ -1,0 +1,350 @@
+"""Host-to-host routes for many flows at once: ECMP hashing, ideal fluid spreading, D-mod-k.
+
+All built-in topologies are multi-rooted trees (folded Clos): every link joins adjacent tiers and
+every host hangs off one tier-1 switch. Routes there are up-down (valley-free, as datacentre BGP
+routes them): climb to the lowest tier from which the destination's edge switch is reachable
+downwards, then descend. Two tables per network, built once by tier sweeps, make every hop a
+vectorised lookup even after link failures:
+- reach[s, e]: switch s reaches edge switch e using down-links only;
+- up_cost[s, e]: up-hops from s to the nearest switch with reach[., e] (INF if none).
+A hop is a valid equal-cost choice iff it keeps the remaining distance decreasing, so ECMP only
+ever chooses among surviving up-links that still lead to the destination. Other graphs (custom
+networks that are not layered trees) fall back to plain shortest paths from per-destination BFS.
+
+All flows advance one hop per iteration as arrays of "states" (flow, node, fraction of the flow,
+latency so far); ideal spreading splits a state's fraction evenly over its valid next hops and
+merges states that meet at the same node, which is exactly the fluid split over all equal-cost
+paths (1/(k/2) per agg uplink, 1/(k/2)^2 per core path in a fat-tree).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from distnet.errors import UserError
+from topology.network import Network
+
+MODES = ("ecmp", "ideal", "dmodk")
+_INF = 100  # int8 "unreachable" in up_cost; trees have a handful of tiers
+
+
+@dataclass(frozen=True)
+class Routes:
+    """CSR over flows: the links each flow uses and the share of its rate on each."""
+
+    flow_ptr: np.ndarray  # int64 (F+1,)
+    link: np.ndarray  # int64 (nnz,) directed link index, in hop order within a flow
+    frac: np.ndarray  # float64 (nnz,) fraction of the flow's rate on that link
+    latency_s: np.ndarray  # float64 (F,) links + switches, max over paths for ideal
+    hops: np.ndarray  # int64 (F,) links on the path
+
+    @property
+    def n_flows(self) -> int:
+        return int(self.flow_ptr.shape[0] - 1)
+
+    def links_of(self, f: int) -> np.ndarray:
+        return self.link[self.flow_ptr[f] : self.flow_ptr[f + 1]]
+
+    def fracs_of(self, f: int) -> np.ndarray:
+        return self.frac[self.flow_ptr[f] : self.flow_ptr[f + 1]]
+
+    def link_load(self, n_links: int, rate: np.ndarray | float = 1.0) -> np.ndarray:
+        """Sum over flows of rate * frac on every directed link (a flow-conservation helper)."""
+        flow_of = np.repeat(np.arange(self.n_flows), np.diff(self.flow_ptr))
+        w = self.frac * np.broadcast_to(np.asarray(rate, dtype=np.float64), (self.n_flows,))[
+            flow_of
+        ]
+        return np.bincount(self.link, weights=w, minlength=n_links)
+
+
+@dataclass(frozen=True)
+class _TreeTables:
+    row: np.ndarray  # node -> switch row, -1 for hosts
+    col: np.ndarray  # node -> tier-1 column, -1 otherwise
+    reach: np.ndarray  # bool (switches, tier-1 switches)
+    up_cost: np.ndarray  # int8 (switches, tier-1 switches)
+    host_edge: np.ndarray  # host number -> its tier-1 switch node, -1 if cut off
+
+
+_TABLES: weakref.WeakKeyDictionary[Network, _TreeTables | None] = weakref.WeakKeyDictionary()
+
+
+def is_layered_tree(net: Network) -> bool:
+    """True when every link joins adjacent tiers and every host has at most one link (to tier 1)."""
+    tu, tv = net.tier[net.link_u], net.tier[net.link_v]
+    if np.any(np.abs(tu - tv) != 1):
+        return False
+    host_deg = np.bincount(net.link_u, minlength=net.n_nodes)[net.hosts]
+    return bool(np.all(host_deg <= 1))
+
+
+def _segments(keys_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique keys of a sorted array and the start of each run."""
+    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]])
+    return keys_sorted[starts], starts
+
+
+def tree_tables(net: Network) -> _TreeTables | None:
+    """The reach / up_cost tables of a layered tree (None for other graphs), cached per network."""
+    if net in _TABLES:
+        return _TABLES[net]
+    tables = _build_tree_tables(net) if is_layered_tree(net) else None
+    _TABLES[net] = tables
+    return tables
+
+
+def _build_tree_tables(net: Network) -> _TreeTables:
+    switches = np.flatnonzero(net.tier > 0)
+    edges = np.flatnonzero(net.tier == 1)
+    row = np.full(net.n_nodes, -1, dtype=np.int64)
+    row[switches] = np.arange(switches.size)
+    col = np.full(net.n_nodes, -1, dtype=np.int64)
+    col[edges] = np.arange(edges.size)
+    reach = np.zeros((switches.size, edges.size), dtype=bool)
+    reach[row[edges], col[edges]] = True
+    tu, tv = net.tier[net.link_u], net.tier[net.link_v]
+    top = int(net.tier.max()) if net.n_nodes else 0
+    for t in range(2, top + 1):
+        sel = np.flatnonzero((tu == t) & (tv == t - 1))
+        sel = sel[np.argsort(net.link_u[sel], kind="stable")]
+        if sel.size:
+            parents, starts = _segments(net.link_u[sel])
+            reach[row[parents]] = np.logical_or.reduceat(reach[row[net.link_v[sel]]], starts)
+    up_cost = np.where(reach, 0, _INF).astype(np.int8)
+    for t in range(top - 1, 0, -1):
+        sel = np.flatnonzero((tu == t) & (tv == t + 1))
+        sel = sel[np.argsort(net.link_u[sel], kind="stable")]
+        if sel.size:
+            kids, starts = _segments(net.link_u[sel])
+            best = np.minimum.reduceat(up_cost[row[net.link_v[sel]]], starts).astype(np.int16) + 1
+            cur = up_cost[row[kids]]
+            up_cost[row[kids]] = np.minimum(cur, np.minimum(best, _INF)).astype(np.int8)
+    host_links = np.flatnonzero(net.tier[net.link_u] == 0)
+    host_edge = np.full(net.n_hosts, -1, dtype=np.int64)
+    host_edge[net.host_of_node[net.link_u[host_links]]] = net.link_v[host_links]
+    return _TreeTables(row, col, reach, up_cost, host_edge)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a cheap, well-spread, platform-independent hash of uint64 words."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def ecmp_hash(src: np.ndarray, dst: np.ndarray, seed: int, salt: np.ndarray, node: np.ndarray):
+    """Per-switch flow hash of (src, dst, seed, salt): one flow always takes the same path,
+    and mixing in the switch makes the choices at successive hops independent."""
+    with np.errstate(over="ignore"):
+        h = _mix64(src.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+        h = _mix64(h ^ dst.astype(np.uint64))
+        h = _mix64(h ^ salt.astype(np.uint64))
+        return _mix64(h ^ node.astype(np.uint64))
+
+
+def _bfs_dist(net: Network, targets: np.ndarray) -> np.ndarray:
+    """Hop distance from every node to each target host; hosts are never transit nodes."""
+    ptr, order = net.out_csr
+    dist = np.full((targets.size, net.n_nodes), -1, dtype=np.int64)
+    is_host = net.tier == 0
+    for i, t in enumerate(targets):
+        dist[i, t] = 0
+        frontier = np.array([t], dtype=np.int64)
+        d = 0
+        while frontier.size:
+            d += 1
+            if d > 1:
+                frontier = frontier[~is_host[frontier]]
+            deg = ptr[frontier + 1] - ptr[frontier]
+            base = np.repeat(ptr[frontier] - np.cumsum(deg) + deg, deg)
+            nxt = net.link_v[order[base + np.arange(deg.sum())]]
+            nxt = np.unique(nxt[dist[i, nxt] < 0])
+            dist[i, nxt] = d
+            frontier = nxt
+    return dist
+
+
+def route(
+    net: Network,
+    src_hosts: np.ndarray,
+    dst_hosts: np.ndarray,
+    mode: str = "ecmp",
+    seed: int = 0,
+    salt: np.ndarray | None = None,
+) -> Routes:
+    """Route flows src_hosts[f] -> dst_hosts[f] (host numbers) on `net`.
+
+    mode "ecmp": per-switch hash of (src, dst, seed, salt[f]) over the equal-cost next hops;
+    "ideal": fluid split over all equal-cost paths; "dmodk": destination-mod-k, at each hop with
+    m > 1 choices take port q mod m then q //= m, starting from q = destination host number
+    (Zahavi's D-mod-k for fat-trees: edge port d mod k/2, agg port (d div k/2) mod k/2).
+    Flows with src == dst get no links and zero latency. A disconnected pair is a UserError.
+    """
+    if mode not in MODES:
+        raise UserError(f"unknown routing mode {mode!r} (known: {', '.join(MODES)})")
+    src = np.asarray(src_hosts, dtype=np.int64).reshape(-1)
+    dst = np.asarray(dst_hosts, dtype=np.int64).reshape(-1)
+    if src.shape != dst.shape:
+        raise UserError(f"route: {src.size} sources but {dst.size} destinations")
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= net.n_hosts):
+        raise UserError(f"route: host number out of range 0..{net.n_hosts - 1}")
+    salt_a = np.zeros(src.size, np.int64) if salt is None else np.asarray(salt, np.int64)
+    n_flows = src.size
+    src_node, dst_node = net.hosts[src], net.hosts[dst]
+
+    tables = tree_tables(net)
+    if tables is not None:
+        valid_fn = _tree_validator(net, tables, dst, dst_node)
+        _check_tree_connected(net, tables, src, dst)
+    else:
+        valid_fn = _bfs_validator(net, src, dst, dst_node)
+
+    # states: one per (flow, node) the flow currently occupies
+    moving = src != dst
+    st_flow = np.flatnonzero(moving)
+    st_node = src_node[st_flow]
+    st_frac = np.ones(st_flow.size)
+    st_lat = np.zeros(st_flow.size)
+    st_q = dst[st_flow].copy()
+    ptr, order = net.out_csr
+    ent_flow, ent_link, ent_frac = [], [], []
+    latency = np.zeros(n_flows)
+    hops = np.zeros(n_flows, dtype=np.int64)
+    for hop in range(1, 2 * net.n_nodes + 2):
+        if st_flow.size == 0:
+            break
+        n_st = st_flow.size
+        deg = ptr[st_node + 1] - ptr[st_node]
+        c_state = np.repeat(np.arange(n_st), deg)
+        first = np.repeat(np.cumsum(deg) - deg, deg)
+        c_link = order[ptr[st_node][c_state] + np.arange(c_state.size) - first]
+        valid = valid_fn(st_flow[c_state], st_node[c_state], net.link_v[c_link])
+        v_idx = np.flatnonzero(valid)
+        v_state = c_state[v_idx]
+        n_valid = np.bincount(v_state, minlength=n_st)
+        if np.any(n_valid == 0):
+            bad = st_flow[np.flatnonzero(n_valid == 0)[0]]
+            raise _disconnected(net, src[bad], dst[bad])
+        rank = np.arange(v_idx.size) - (np.cumsum(n_valid) - n_valid)[v_state]
+        if mode == "ideal":
+            pick = v_idx
+            new_state = v_state
+            new_frac = st_frac[v_state] / n_valid[v_state]
+        else:
+            if mode == "ecmp":
+                f = st_flow
+                h = ecmp_hash(src[f], dst[f], seed, salt_a[f], st_node)
+                choice = (h % n_valid.astype(np.uint64)).astype(np.int64)
+            else:
+                choice = st_q % n_valid
+                st_q = np.where(n_valid > 1, st_q // n_valid, st_q)
+            keep = rank == choice[v_state]
+            pick = v_idx[keep]
+            new_state = v_state[keep]
+            new_frac = st_frac[new_state]
+        link = c_link[pick]
+        ent_flow.append(st_flow[new_state])
+        ent_link.append(link)
+        ent_frac.append(new_frac)
+        nxt = net.link_v[link]
+        lat = st_lat[new_state] + net.link_latency_s[link]
+        lat = lat + np.where(net.tier[nxt] > 0, net.switch_latency_s, 0.0)
+        flow = st_flow[new_state]
+        q = st_q[new_state] if mode == "dmodk" else st_q[:0]
+        if mode == "ideal":
+            flow, nxt, new_frac, lat = _merge_states(flow, nxt, new_frac, lat, net.n_nodes)
+        done = nxt == dst_node[flow]
+        np.maximum.at(latency, flow[done], lat[done])
+        hops[flow[done]] = hop
+        st_flow, st_node, st_frac, st_lat = flow[~done], nxt[~done], new_frac[~done], lat[~done]
+        if mode == "dmodk":
+            st_q = q[~done]
+    else:  # pragma: no cover - valid hops always shorten the distance
+        raise RuntimeError("routing did not converge")
+    return _to_csr(n_flows, ent_flow, ent_link, ent_frac, latency, hops)
+
+
+def _merge_states(flow, node, frac, lat, n_nodes):
+    """Combine states of one flow at one node: fractions add, latency is the worst path's."""
+    key = flow * n_nodes + node
+    order = np.lexsort((lat, key))
+    key_s = key[order]
+    uniq, starts = _segments(key_s)
+    ends = np.r_[starts[1:], key_s.size] - 1
+    frac_sum = np.add.reduceat(frac[order], starts) if starts.size else frac[:0]
+    return uniq // n_nodes, uniq % n_nodes, frac_sum, lat[order][ends]
+
+
+def _to_csr(n_flows, ent_flow, ent_link, ent_frac, latency, hops) -> Routes:
+    if ent_flow:
+        flow = np.concatenate(ent_flow)
+        link = np.concatenate(ent_link)
+        frac = np.concatenate(ent_frac)
+    else:
+        flow, link, frac = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    order = np.argsort(flow, kind="stable")  # keeps hop order within each flow
+    flow_ptr = np.zeros(n_flows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(flow, minlength=n_flows), out=flow_ptr[1:])
+    return Routes(flow_ptr, link[order].astype(np.int64), frac[order], latency, hops)
+
+
+def _disconnected(net: Network, s: int, d: int) -> UserError:
+    a, b = net.node_names[net.hosts[s]], net.node_names[net.hosts[d]]
+    return UserError(f"hosts {a} and {b} are disconnected in {net.name} (failed links?)")
+
+
+def _check_tree_connected(net: Network, t: _TreeTables, src: np.ndarray, dst: np.ndarray):
+    moving = src != dst
+    es, ed = t.host_edge[src], t.host_edge[dst]
+    cut = moving & ((es < 0) | (ed < 0))
+    ok = ~cut & moving
+    cost = np.full(src.size, 0, dtype=np.int64)
+    cost[ok] = t.up_cost[t.row[es[ok]], t.col[ed[ok]]]
+    bad = np.flatnonzero(cut | (cost >= _INF))
+    if bad.size:
+        raise _disconnected(net, src[bad[0]], dst[bad[0]])
+
+
+def _tree_validator(net: Network, t: _TreeTables, dst: np.ndarray, dst_node: np.ndarray):
+    dst_col = t.col[np.maximum(t.host_edge[dst], 0)]
+    tier, row = net.tier, t.row
+
+    def valid(flow: np.ndarray, cur: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        c = dst_col[flow]
+        rc, rn = row[cur], row[nxt]
+        rc0, rn0 = np.maximum(rc, 0), np.maximum(rn, 0)
+        tc, tn = tier[cur], tier[nxt]
+        descending = (rc >= 0) & t.reach[rc0, c]
+        down_ok = (tn == tc - 1) & (rn >= 0) & t.reach[rn0, c]
+        up_ok = (tn == tc + 1) & (rn >= 0)
+        up_ok &= t.up_cost[rn0, c].astype(np.int16) == t.up_cost[rc0, c].astype(np.int16) - 1
+        from_host = tc == 0
+        return (nxt == dst_node[flow]) | np.where(
+            from_host, tn == 1, np.where(descending, down_ok, up_ok)
+        )
+
+    return valid
+
+
+def _bfs_validator(net: Network, src: np.ndarray, dst: np.ndarray, dst_node: np.ndarray):
+    targets, which = np.unique(dst_node, return_inverse=True)
+    dist = _bfs_dist(net, targets)
+    moving = np.flatnonzero(src != dst)
+    far = dist[which[moving], net.hosts[src[moving]]]
+    if np.any(far < 0):
+        bad = moving[np.flatnonzero(far < 0)[0]]
+        raise _disconnected(net, src[bad], dst[bad])
+
+    def valid(flow: np.ndarray, cur: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        w = which[flow]
+        dn = dist[w, nxt]
+        # hosts other than the destination never forward traffic
+        transit_ok = (net.tier[nxt] > 0) | (nxt == dst_node[flow])
+        return (dn >= 0) & (dn == dist[w, cur] - 1) & transit_ok
+
+    return valid
