@@ -6,7 +6,9 @@ import pytest
 from topology.maxmin import link_load, max_min_rates
 
 
-def csr(paths: list[list[int]], fracs: list[list[float]] | None = None):
+def csr(
+    paths: list[list[int]], fracs: list[list[float]] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ptr = np.zeros(len(paths) + 1, dtype=np.int64)
     ptr[1:] = np.cumsum([len(p) for p in paths])
     link = np.array([l for p in paths for l in p], dtype=np.int64)

@@ -7,28 +7,28 @@ from distnet.allreduce.schedule import Schedule, chunk_bounds, from_steps, make_
 from distnet.errors import UserError
 from topology.builders import fat_tree
 from topology.closed_form import closed_form_time
-from topology.network import make_network
+from topology.network import Network, make_network
 from topology.routing import route
 from topology.sim import simulate
 
 US = 1e-6
 
 
-def star(gbps: float = 8.0) -> object:
+def star(gbps: float = 8.0) -> Network:
     """Three hosts on one switch: 8 Gb/s = 1e9 B/s, 0.25 us per link, 0.5 us per switch."""
     names = [("host", 0), ("host", 1), ("host", 2), ("edge", 0)]
     return make_network("star", names, np.array([0, 0, 0, 1]), np.array([0, 1, 2]),
-                        np.array([3, 3, 3]), gbps, 0.25 * US, 0.5 * US)
+                        np.array([3, 3, 3]), np.array(gbps), np.array(0.25 * US), 0.5 * US)
 
 
-def leaf_spine() -> object:
+def leaf_spine() -> Network:
     """Hosts 0,1 on leaf 0 and 2,3 on leaf 1, two spines: two equal-cost paths between leaves."""
     names = [("host", i) for i in range(4)] + [("leaf", 0), ("leaf", 1), ("spine", 0),
                                                ("spine", 1)]
     tier = np.array([0, 0, 0, 0, 1, 1, 2, 2])
     u = np.array([0, 1, 2, 3, 4, 4, 5, 5])
     v = np.array([4, 4, 5, 5, 6, 7, 6, 7])
-    return make_network("ls", names, tier, u, v, 8.0, 0.25 * US, 0.5 * US)
+    return make_network("ls", names, tier, u, v, np.array(8.0), np.array(0.25 * US), 0.5 * US)
 
 
 def ring(p: int, n: int) -> Schedule:
