@@ -37,7 +37,8 @@ def save(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None
         # np.savez takes the names as keyword arguments next to its own `file` and `allow_pickle`.
         if not name or name.startswith("__") or name in ("file", "allow_pickle"):
             raise ValueError(f"checkpoint array name {name!r} is empty or reserved")
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    # order="C", not ascontiguousarray: that one turns 0-d arrays (optimizer step counts) into 1-d.
+    arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}
     meta_json = json.dumps(meta, sort_keys=True, default=_json_default)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -135,7 +136,7 @@ def _is_intact(path: str) -> bool:
 def _digest(arrays: dict[str, np.ndarray], meta_json: str) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name], order="C")
         h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
         h.update(a.tobytes())
     h.update(meta_json.encode())
