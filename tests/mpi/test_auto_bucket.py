@@ -1,0 +1,109 @@
+"""auto and Bucketer against one comm.Allreduce: exact (integer-valued float64 sums)."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distnet.allreduce import auto
+from distnet.allreduce.bucket import Bucketer
+
+
+def _comm():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def _data(n: int, rank: int, seed: int) -> np.ndarray:
+    # Integer-valued so that every summation order gives the same bits.
+    rng = np.random.default_rng([seed, rank])
+    return rng.integers(-1000, 1000, size=n).astype(np.float64)
+
+
+def _reference(comm, x: np.ndarray) -> np.ndarray:
+    from mpi4py import MPI
+
+    ref = x.copy()
+    comm.Allreduce(MPI.IN_PLACE, ref)
+    return ref
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("n", [1, 3, 7, 1000, 4099, 300_001])
+def test_auto_matches_native(n: int) -> None:
+    comm = _comm()
+    x = _data(n, comm.rank, seed=n)
+    ref = _reference(comm, x)
+    auto.auto_allreduce(comm, x)
+    assert np.array_equal(x, ref)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_auto_agrees_despite_differing_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each rank reads a different table; all must run rank 0's choice (no deadlock)."""
+    comm = _comm()
+    known = sorted(auto.candidates())
+    # One private directory per rank: pytest's tmp_path numbering is not safe across ranks.
+    tmp = tempfile.TemporaryDirectory()
+    path = Path(tmp.name) / "tune.json"
+    mine = known[comm.rank % len(known)]
+    path.write_text(json.dumps({str(comm.size): [[1 << 30, mine]]}))
+    monkeypatch.setenv(auto.TUNE_ENV, str(path))
+    fresh = comm.Dup()  # the table is cached per communicator; start from a clean one
+    try:
+        choice = auto.resolve(fresh, 800)
+        assert comm.allgather(choice) == [known[0]] * comm.size
+        x = _data(100, comm.rank, seed=5)
+        ref = _reference(comm, x)
+        auto.auto_allreduce(fresh, x)
+        assert np.array_equal(x, ref)
+    finally:
+        fresh.Free()
+        tmp.cleanup()
+
+
+# Layers as (start, end) slices of the flat buffer, in forward order; 8-byte items.
+LAYERS = [(0, 600), (600, 610), (610, 5610), (5610, 5650), (5650, 5700)]
+N = 5700
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("bucket_bytes,first_bucket_bytes", [
+    (25 << 20, 1 << 20),  # everything in one bucket
+    (8 * 1000, 8 * 30),   # boundaries inside layers; layer 2 (5000 items) spans buckets
+    (8 * 7, 8 * 1),       # many tiny buckets
+    (8 * 2000, 8 * 70),   # first bucket covers the last layer plus part of the one before
+])
+@pytest.mark.parametrize("algorithm", ["native", "auto"])
+def test_bucketer_matches_one_allreduce(overlap: bool, bucket_bytes: int,
+                                        first_bucket_bytes: int, algorithm: str) -> None:
+    comm = _comm()
+    grads = np.zeros(N)
+    with Bucketer(comm, grads, LAYERS, algorithm, bucket_bytes=bucket_bytes,
+                  first_bucket_bytes=first_bucket_bytes, overlap=overlap) as bucketer:
+        for step in range(2):  # reuse across steps
+            x = _data(N, comm.rank, seed=100 + step)
+            ref = _reference(comm, x)
+            grads[:] = 0.0
+            for lo, hi in reversed(LAYERS):  # backward: last layer first
+                grads[lo:hi] = x[lo:hi]
+                bucketer.hook(lo, hi)
+            bucketer.finish()
+            assert np.array_equal(grads, ref)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_bucketer_finish_reduces_unreported_and_uncovered() -> None:
+    """A slice no hook reported, and a gap outside every layer, are still reduced."""
+    comm = _comm()
+    grads = _data(100, comm.rank, seed=7)
+    ref = _reference(comm, grads)
+    with Bucketer(comm, grads, [(0, 40), (50, 100)], "native", bucket_bytes=8 * 16,
+                  first_bucket_bytes=8 * 8) as bucketer:
+        bucketer.hook(50, 100)
+        bucketer.finish()
+    assert np.array_equal(grads, ref)

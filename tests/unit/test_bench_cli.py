@@ -1,0 +1,48 @@
+"""`python -m distnet.bench` end to end under mpirun (2 ranks), each run under a hard timeout."""
+
+import json
+from pathlib import Path
+
+from tests.proc import mpi_python
+
+
+def test_tiny_bench_writes_checked_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    res = mpi_python(2, "-m", "distnet.bench", "--sizes", "8,4KiB", "--iters", "2",
+                     "--json", str(out), timeout_s=120)
+    assert not res.timed_out and res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("# targets") == 1  # the table comes from rank 0 only
+    records = json.loads(out.read_text())
+    assert {r["bytes"] for r in records} == {8, 4096}
+    assert {"native", "auto"} <= {r["algorithm"] for r in records}
+    for r in records:
+        assert r["ranks"] == 2 and r["iters"] == 2
+        assert 0 < r["min_s"] <= r["avg_s"] <= r["max_s"]
+        assert r["busbw_gbps"] == r["algbw_gbps"]  # 2(p-1)/p = 1 at p = 2
+        assert r["ratio_to_native"] > 0
+        assert r["mem_copy_gbps_rank0_alone"] > 0
+
+
+def test_tune_writes_table_auto_reads(tmp_path: Path) -> None:
+    table = tmp_path / "tune.json"
+    res = mpi_python(2, "-m", "distnet.bench", "--sizes", "8,1KiB", "--iters", "2",
+                     "--tune", str(table), timeout_s=120)
+    assert not res.timed_out and res.returncode == 0, res.stdout + res.stderr
+    rows = json.loads(table.read_text())["2"]
+    assert [b for b, _ in rows] == sorted(b for b, _ in rows) and rows[-1][0] == 1024
+    assert "auto within 10%" in res.stdout
+
+
+def test_unknown_algorithm_is_one_line_on_every_rank() -> None:
+    res = mpi_python(3, "-m", "distnet.bench", "--algorithms", "native,bogus",
+                     "--sizes", "8", timeout_s=60)
+    assert not res.timed_out and res.returncode != 0
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "bogus" in errors[0] and "native" in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_flag_exits_2_without_traceback() -> None:
+    res = mpi_python(2, "-m", "distnet.bench", "--sizes", "4QB", timeout_s=60)
+    assert not res.timed_out and res.returncode == 2
+    assert res.stderr.count("error:") == 1 and "Traceback" not in res.stderr

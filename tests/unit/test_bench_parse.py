@@ -1,0 +1,143 @@
+"""Pure parts of the all-reduce bench, auto's table handling and the bucket plan (no MPI)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distnet.allreduce import auto
+from distnet.allreduce.bucket import plan_buckets
+from distnet.bench import allreduce as bench
+from distnet.bench import allreduce_report as report
+from distnet.errors import UserError
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("8", 8), ("8B", 8), ("4KiB", 4096), ("4kib", 4096), ("1MiB", 1 << 20),
+    ("64MiB", 64 << 20), ("1GiB", 1 << 30), ("1KB", 1000), ("2MB", 2_000_000),
+    ("1.5KiB", 1536), (" 16 KiB ", 16384),
+])
+def test_parse_size(text: str, expected: int) -> None:
+    assert bench.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "KiB", "4XB", "-1", "0", "0.3B", "1e3", "4 Ki B"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(UserError):
+        bench.parse_size(text)
+
+
+def test_parse_sizes_sorted_unique() -> None:
+    assert bench.parse_sizes("1MiB,4KiB,4096,8") == [8, 4096, 1 << 20]
+    with pytest.raises(UserError):
+        bench.parse_sizes(",")
+
+
+def test_default_sizes_span() -> None:
+    sizes = bench.default_sizes()
+    assert sizes[0] == 8 and sizes[-1] == 64 << 20 and sizes == sorted(sizes)
+
+
+def test_parse_algorithms() -> None:
+    known = ["native", "ring", "auto"]
+    assert bench.parse_algorithms("ring, native,ring", known) == ["ring", "native"]
+    with pytest.raises(UserError, match="known: native, ring, auto"):
+        bench.parse_algorithms("ring,bogus", known)
+
+
+def test_parse_args_errors_are_user_errors() -> None:
+    with pytest.raises(UserError):
+        bench.parse_args(["--bogus"])
+    with pytest.raises(UserError):
+        bench.parse_args(["--sizes", "6", "--dtype", "float64"])  # not a multiple of 8 B
+    with pytest.raises(UserError, match="unknown all-reduce algorithm"):
+        bench.parse_args(["--algorithms", "nope"])
+    args = bench.parse_args(["--sizes", "8,4KiB", "--tune"])
+    assert args.tune == "" and "auto" not in args.algorithms and "native" in args.algorithms
+
+
+def test_bandwidth_formulas() -> None:
+    alg = bench.algbw_gbps(1_000_000_000, 2.0)
+    assert alg == 0.5
+    assert bench.busbw_gbps(alg, 4) == pytest.approx(0.5 * 2 * 3 / 4)
+    assert bench.busbw_gbps(alg, 1) == 0.0
+    assert bench.default_iters(8) == 100 and bench.default_iters(64 << 20) == 4
+
+
+def _rec(name: str, nbytes: int, t_s: float) -> dict:
+    alg = bench.algbw_gbps(nbytes, t_s)
+    return {"algorithm": name, "bytes": nbytes, "ranks": 4, "avg_s": t_s, "min_s": t_s,
+            "max_s": t_s, "algbw_gbps": alg, "busbw_gbps": bench.busbw_gbps(alg, 4)}
+
+
+def test_tune_entries_merge_and_borders() -> None:
+    recs = [_rec("native", 8, 3.0), _rec("recursive_doubling", 8, 1.0),
+            _rec("native", 32, 3.0), _rec("recursive_doubling", 32, 1.0),
+            _rec("native", 512, 1.0), _rec("ring", 512, 2.0), _rec("auto", 512, 0.1)]
+    # auto never wins its own table; the border between 32 and 512 is their geometric mean.
+    assert report.tune_entries(recs) == [(128, "recursive_doubling"), (512, "native")]
+
+
+def test_verdicts_and_ratios() -> None:
+    mib = 1 << 20
+    recs = [_rec("native", 4096, 1.0), _rec("ring", 4096, 1.5), _rec("auto", 4096, 1.05),
+            _rec("native", mib, 1.0), _rec("ring", mib, 0.9), _rec("auto", mib, 0.95)]
+    report.add_ratios(recs)
+    assert recs[1]["ratio_to_native"] == pytest.approx(1 / 1.5)
+    lines = report.verdicts(recs)
+    assert lines[0].startswith("PASS") and lines[1].startswith("PASS")
+    assert lines[2].startswith("PASS")
+    recs[2]["avg_s"] = 1.2  # auto 20% slower than native at 4 KiB
+    assert report.verdicts(recs)[2].startswith("FAIL")
+
+
+def test_tune_table_roundtrip(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "tune.json"
+    auto.save_table({2: [(65536, "ring"), (4096, "recursive_doubling")]}, path)
+    assert json.loads(path.read_text()) == {"2": [[4096, "recursive_doubling"], [65536, "ring"]]}
+    assert auto.load_table(path) == {2: [(4096, "recursive_doubling"), (65536, "ring")]}
+
+
+def test_tune_table_bad_files(tmp_path: Path) -> None:
+    assert auto.load_table(tmp_path / "missing.json") == {}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert auto.load_table(bad) == {}
+    bad.write_text(json.dumps({"x": [[1, "ring"]], "3": [[1, "ring"], ["big", "tree"], [5]],
+                               "4": "nope", "0": [[1, "ring"]]}))
+    assert auto.load_table(bad) == {3: [(1, "ring")]}
+
+
+def test_tune_path_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(auto.TUNE_ENV, str(tmp_path / "t.json"))
+    assert auto.tune_path() == tmp_path / "t.json"
+    monkeypatch.delenv(auto.TUNE_ENV)
+    assert auto.tune_path().name == "allreduce_tune.json"
+
+
+def test_builtin_choice_small_vs_large() -> None:
+    known = {"native", "ring", "recursive_doubling", "rabenseifner", "tree"}
+    assert auto.builtin_choice(8, 8, known) == "recursive_doubling"
+    assert auto.builtin_choice(8, 64 << 20, known) in {"rabenseifner", "ring"}
+    assert auto.builtin_choice(8, 64 << 20, {"native", "ring", "recursive_doubling"}) == "ring"
+    assert auto.builtin_choice(8, 8, {"native"}) == "native"
+
+
+def test_choose_skips_stale_entries() -> None:
+    known = frozenset({"native", "ring", "recursive_doubling"})
+    table = {4: [(1024, "recursive_doubling"), (1 << 20, "gone"), (1 << 30, "ring")]}
+    assert auto.choose(table, 4, 100, known) == "recursive_doubling"
+    assert auto.choose(table, 4, 5000, known) == "ring"  # "gone" skipped
+    assert auto.choose(table, 4, 1 << 31, known) == "ring"  # past the end: last entry
+    assert auto.choose({4: [(10, "auto")]}, 4, 1, known) == auto.builtin_choice(4, 1, known)
+    assert auto.choose(table, 3, 100, known) == auto.builtin_choice(3, 100, known)
+
+
+def test_plan_buckets_tiles_from_the_end() -> None:
+    # 8-byte items: first bucket 2 items, then 3 items each, last takes the rest.
+    assert plan_buckets(10, 8, 24, 16) == [(8, 10), (5, 8), (2, 5), (0, 2)]
+    assert plan_buckets(3, 8, 1 << 20, 1 << 20) == [(0, 3)]
+    assert plan_buckets(0, 8, 16, 16) == []
+    assert plan_buckets(4, 8, 1, 1) == [(3, 4), (2, 3), (1, 2), (0, 1)]  # at least one item
+    with pytest.raises(UserError):
+        plan_buckets(4, 8, 0, 16)
