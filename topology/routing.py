@@ -29,6 +29,9 @@ from topology.network import Network
 
 MODES = ("ecmp", "ideal", "dmodk")
 _INF = 100  # int8 "unreachable" in up_cost; trees have a handful of tiers
+# Ideal spreading keeps every equal-cost path: (k/2)^2 per cross-pod flow in a fat-tree. Past
+# this many candidate hops in one sweep (~1 GB of temporaries) refuse instead of swapping.
+_MAX_CANDIDATES = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,13 @@ class _TreeTables:
     reach: np.ndarray  # bool (switches, tier-1 switches)
     up_cost: np.ndarray  # int8 (switches, tier-1 switches)
     host_edge: np.ndarray  # host number -> its tier-1 switch node, -1 if cut off
+    dir_ptr: np.ndarray  # (2N+1,) links of node u going up: dir_links[dir_ptr[2u]:dir_ptr[2u+1]],
+    dir_links: np.ndarray  # going down: dir_links[dir_ptr[2u+1]:dir_ptr[2u+2]]; sorted by v
 
 
 _TABLES: weakref.WeakKeyDictionary[Network, _TreeTables | None] = weakref.WeakKeyDictionary()
+_ROUTE_CACHE: weakref.WeakKeyDictionary[Network, dict] = weakref.WeakKeyDictionary()
+_CACHE_ENTRIES = 32
 
 
 def is_layered_tree(net: Network) -> bool:
@@ -125,7 +132,12 @@ def _build_tree_tables(net: Network) -> _TreeTables:
     host_links = np.flatnonzero(net.tier[net.link_u] == 0)
     host_edge = np.full(net.n_hosts, -1, dtype=np.int64)
     host_edge[net.host_of_node[net.link_u[host_links]]] = net.link_v[host_links]
-    return _TreeTables(row, col, reach, up_cost, host_edge)
+    # candidates split by direction: an up-down walk only ever looks at one of the two sets
+    key = 2 * net.link_u + (tv < tu)
+    dir_links = np.lexsort((net.link_v, key)).astype(np.int64)
+    dir_ptr = np.zeros(2 * net.n_nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key, minlength=2 * net.n_nodes), out=dir_ptr[1:])
+    return _TreeTables(row, col, reach, up_cost, host_edge, dir_ptr, dir_links)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -194,15 +206,34 @@ def route(
     if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= net.n_hosts):
         raise UserError(f"route: host number out of range 0..{net.n_hosts - 1}")
     salt_a = np.zeros(src.size, np.int64) if salt is None else np.asarray(salt, np.int64)
+    if salt_a.shape != src.shape:
+        raise UserError(f"route: salt has {salt_a.size} entries for {src.size} flows")
+    # the simulator routes the same step pattern many times: remember recent answers
+    key = (mode, int(seed), src.tobytes(), dst.tobytes(), salt_a.tobytes())
+    cache = _ROUTE_CACHE.setdefault(net, {})
+    if key in cache:
+        return cache[key]
+    routes = _route(net, src, dst, mode, int(seed), salt_a)
+    for a in (routes.flow_ptr, routes.link, routes.frac, routes.latency_s, routes.hops):
+        a.flags.writeable = False  # cached and shared between callers
+    if len(cache) >= _CACHE_ENTRIES:
+        cache.pop(next(iter(cache)))
+    cache[key] = routes
+    return routes
+
+
+def _route(
+    net: Network, src: np.ndarray, dst: np.ndarray, mode: str, seed: int, salt_a: np.ndarray
+) -> Routes:
     n_flows = src.size
     src_node, dst_node = net.hosts[src], net.hosts[dst]
 
     tables = tree_tables(net)
     if tables is not None:
-        valid_fn = _tree_validator(net, tables, dst, dst_node)
         _check_tree_connected(net, tables, src, dst)
+        step_fn = _tree_walk(net, tables, dst, dst_node)
     else:
-        valid_fn = _bfs_validator(net, src, dst, dst_node)
+        step_fn = _bfs_walk(net, src, dst, dst_node)
 
     # states: one per (flow, node) the flow currently occupies
     moving = src != dst
@@ -211,7 +242,6 @@ def route(
     st_frac = np.ones(st_flow.size)
     st_lat = np.zeros(st_flow.size)
     st_q = dst[st_flow].copy()
-    ptr, order = net.out_csr
     ent_flow, ent_link, ent_frac = [], [], []
     latency = np.zeros(n_flows)
     hops = np.zeros(n_flows, dtype=np.int64)
@@ -219,11 +249,7 @@ def route(
         if st_flow.size == 0:
             break
         n_st = st_flow.size
-        deg = ptr[st_node + 1] - ptr[st_node]
-        c_state = np.repeat(np.arange(n_st), deg)
-        first = np.repeat(np.cumsum(deg) - deg, deg)
-        c_link = order[ptr[st_node][c_state] + np.arange(c_state.size) - first]
-        valid = valid_fn(st_flow[c_state], st_node[c_state], net.link_v[c_link])
+        c_state, c_link, valid = step_fn(st_flow, st_node)
         v_idx = np.flatnonzero(valid)
         v_state = c_state[v_idx]
         n_valid = np.bincount(v_state, minlength=n_st)
@@ -310,28 +336,51 @@ def _check_tree_connected(net: Network, t: _TreeTables, src: np.ndarray, dst: np
         raise _disconnected(net, src[bad[0]], dst[bad[0]])
 
 
-def _tree_validator(net: Network, t: _TreeTables, dst: np.ndarray, dst_node: np.ndarray):
-    dst_col = t.col[np.maximum(t.host_edge[dst], 0)]
-    tier, row = net.tier, t.row
-
-    def valid(flow: np.ndarray, cur: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        c = dst_col[flow]
-        rc, rn = row[cur], row[nxt]
-        rc0, rn0 = np.maximum(rc, 0), np.maximum(rn, 0)
-        tc, tn = tier[cur], tier[nxt]
-        descending = (rc >= 0) & t.reach[rc0, c]
-        down_ok = (tn == tc - 1) & (rn >= 0) & t.reach[rn0, c]
-        up_ok = (tn == tc + 1) & (rn >= 0)
-        up_ok &= t.up_cost[rn0, c].astype(np.int16) == t.up_cost[rc0, c].astype(np.int16) - 1
-        from_host = tc == 0
-        return (nxt == dst_node[flow]) | np.where(
-            from_host, tn == 1, np.where(descending, down_ok, up_ok)
+def _csr_gather(ptr: np.ndarray, links: np.ndarray, key: np.ndarray):
+    """(state of each candidate, candidate link) for the CSR rows `key` of every state."""
+    deg = ptr[key + 1] - ptr[key]
+    total = int(deg.sum())
+    if total > _MAX_CANDIDATES:
+        raise UserError(
+            f"route: {total:,} candidate hops in one sweep (limit {_MAX_CANDIDATES:,}); "
+            "ideal spreading keeps every equal-cost path, use ecmp/dmodk or fewer flows"
         )
+    c_state = np.repeat(np.arange(key.size), deg)
+    first = np.repeat(np.cumsum(deg) - deg, deg)
+    return c_state, links[ptr[key][c_state] + np.arange(total) - first]
 
-    return valid
+
+def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray, dst_node: np.ndarray):
+    """Candidate next hops of each state and which of them are equal-cost choices.
+
+    up_cost is 0 exactly where reach holds, so one flat int8 gather answers both questions:
+    going down, a child is valid iff it reaches the destination edge (cost 0); going up, a
+    parent is valid iff its cost is one less than here.
+    """
+    n_cols = t.up_cost.shape[1]
+    flat_cost = t.up_cost.reshape(-1)
+    dst_col = t.col[np.maximum(t.host_edge[dst], 0)]
+    row = t.row
+
+    def step(flow: np.ndarray, cur: np.ndarray):
+        c = dst_col[flow]
+        rc = row[cur]
+        from_host = rc < 0
+        cost = flat_cost[np.maximum(rc, 0) * n_cols + c]
+        descending = ~from_host & (cost == 0)
+        need = np.where(descending, 0, cost - 1)
+        c_state, c_link = _csr_gather(t.dir_ptr, t.dir_links, 2 * cur + descending)
+        nxt = net.link_v[c_link]
+        rn = row[nxt]
+        hit = flat_cost[np.maximum(rn, 0) * n_cols + c[c_state]] == need[c_state]
+        valid = ((rn >= 0) & hit) | from_host[c_state]
+        valid |= nxt == dst_node[flow[c_state]]
+        return c_state, c_link, valid
+
+    return step
 
 
-def _bfs_validator(net: Network, src: np.ndarray, dst: np.ndarray, dst_node: np.ndarray):
+def _bfs_walk(net: Network, src: np.ndarray, dst: np.ndarray, dst_node: np.ndarray):
     targets, which = np.unique(dst_node, return_inverse=True)
     dist = _bfs_dist(net, targets)
     moving = np.flatnonzero(src != dst)
@@ -340,11 +389,14 @@ def _bfs_validator(net: Network, src: np.ndarray, dst: np.ndarray, dst_node: np.
         bad = moving[np.flatnonzero(far < 0)[0]]
         raise _disconnected(net, src[bad], dst[bad])
 
-    def valid(flow: np.ndarray, cur: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        w = which[flow]
+    ptr, order = net.out_csr
+
+    def step(flow: np.ndarray, cur: np.ndarray):
+        c_state, c_link = _csr_gather(ptr, order, cur)
+        w, nxt = which[flow[c_state]], net.link_v[c_link]
         dn = dist[w, nxt]
         # hosts other than the destination never forward traffic
-        transit_ok = (net.tier[nxt] > 0) | (nxt == dst_node[flow])
-        return (dn >= 0) & (dn == dist[w, cur] - 1) & transit_ok
+        transit_ok = (net.tier[nxt] > 0) | (nxt == dst_node[flow[c_state]])
+        return c_state, c_link, (dn >= 0) & (dn == dist[w, cur[c_state]] - 1) & transit_ok
 
-    return valid
+    return step
