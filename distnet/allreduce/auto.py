@@ -172,7 +172,8 @@ def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
     if fn is None:  # only `native` can be missing from the registry here
         from mpi4py import MPI
 
-        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM if op is None else op)
+        mpi_op = MPI.SUM if op is None else op.to_mpi() if hasattr(op, "to_mpi") else op
+        comm.Allreduce(MPI.IN_PLACE, buf, op=mpi_op)
     elif op is None:
         fn(comm, buf)
     else:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from distnet.allreduce import auto
-from distnet.allreduce.registry import ALGORITHMS, SCHEDULES, get
+from distnet.allreduce.registry import ALGORITHMS, get
 from distnet.errors import UserError
 
 MIB = 1 << 20
@@ -82,8 +82,9 @@ class _Done:
 def start_reduction(comm: Any, view: np.ndarray, name: str) -> Handle:
     """Start all-reducing view (sum) with algorithm `name`; returns a Handle.
 
-    native uses MPI's own non-blocking Iallreduce; schedule-defined algorithms go through the
-    executor's non-blocking `execute.start` when it exists; anything else runs blocking here.
+    native uses MPI's own non-blocking Iallreduce; every other algorithm goes through the
+    executor's `execute.start` (non-blocking where the algorithm has a schedule), or runs
+    blocking here while that module is absent.
     """
     from mpi4py import MPI
 
@@ -92,11 +93,9 @@ def start_reduction(comm: Any, view: np.ndarray, name: str) -> Handle:
     try:
         from distnet.allreduce.execute import start
     except ImportError:
-        start = None
-    if start is not None and name in SCHEDULES:
-        return start(comm, view, name)
-    get(name)(comm, view)
-    return _Done()
+        get(name)(comm, view)
+        return _Done()
+    return start(comm, view, name)
 
 
 class Bucketer:

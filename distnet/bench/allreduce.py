@@ -115,7 +115,7 @@ def _native(comm: Any, buf: np.ndarray, op: Any = None) -> None:
     comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM if op is None else op)
 
 
-class _Parser(argparse.ArgumentParser):
+class RankParser(argparse.ArgumentParser):
     """argparse that raises UserError instead of printing usage and exiting on every rank."""
 
     def __init__(self, *args: Any, rank: int = 0, **kwargs: Any) -> None:
@@ -131,7 +131,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(rank: int = 0) -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m distnet.bench", rank=rank,
+    p = RankParser(prog="python -m distnet.bench", rank=rank,
                 description="All-reduce benchmark (run under mpirun). "
                             "Subcommands: `train ...`, `overlap ...`.")
     p.add_argument("--sizes", type=str, default=None,
