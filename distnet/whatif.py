@@ -1,0 +1,367 @@
+"""`python -m distnet.whatif`: project a profiled run onto a modelled cluster (no MPI needed).
+
+    python -m distnet.whatif --metrics run.jsonl --topology fat-tree:k=16 \\
+        --ranks 8,64,512,4096 --algorithms ring,tree,hierarchical [--plot scaling.png]
+        [--placement packed|scattered] [--routing ecmp|ideal] [--calibration bench.json]
+        [--json OUT] [--compare-topologies]
+
+`--topology local` models this machine: one switch with one host per rank whose links run at the
+calibrated bandwidth (`--calibration`, from `python -m distnet.bench --json`). The model and its
+assumptions are in `distnet.projection`'s docstring and docs/whatif.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from distnet.errors import UserError
+from distnet.projection import (
+    MIB,
+    NetModel,
+    ProjectionRow,
+    RunProfile,
+    Variant,
+    compare_topologies,
+    crossover,
+    load_profile,
+    project,
+    simulator_comm,
+)
+
+PROG = "python -m distnet.whatif"
+
+
+# ---- this machine: calibration and a one-switch network ---------------------------------------
+@dataclass(frozen=True)
+class Calibration:
+    """alpha (per message), beta (per byte on the wire), gamma (per reduced byte), in seconds."""
+
+    alpha_s: float
+    beta_s_per_byte: float
+    gamma_s_per_byte: float
+    points: int
+
+    @property
+    def link_gbps(self) -> float:
+        return 8.0 / self.beta_s_per_byte / 1e9
+
+    def describe(self) -> str:
+        return (f"alpha {1e6 * self.alpha_s:.2f} us, beta {1e12 * self.beta_s_per_byte:.1f} ps/B "
+                f"({self.link_gbps:.1f} Gb/s), gamma {1e12 * self.gamma_s_per_byte:.1f} ps/B, "
+                f"{self.points} points")
+
+
+def fit_calibration(records: list[dict[str, Any]]) -> Calibration:
+    """Least-squares alpha, beta, gamma over bench records, in relative error.
+
+    Every closed form is linear in (alpha, beta, gamma), so each record gives one row of
+    coefficients (the form evaluated at unit vectors); dividing rows by the measured time weighs
+    4 KiB and 64 MiB alike. A negative coefficient is meaningless: it is pinned to 0 and the rest
+    refitted.
+    """
+    from topology.closed_form import CLOSED_FORMS
+
+    rows, times = [], []
+    for r in records:
+        form = CLOSED_FORMS.get(str(r.get("algorithm")))
+        p, n, t = r.get("ranks"), r.get("bytes"), r.get("avg_s")
+        if form is None or not (isinstance(p, int) and isinstance(n, (int, float))
+                                and isinstance(t, (int, float))):
+            continue
+        if p < 2 or t <= 0:
+            continue
+        unit = [form(p, float(n), *np.eye(3)[i]) for i in range(3)]
+        rows.append(np.array(unit) / float(t))
+        times.append(1.0)
+    if len(rows) < 3:
+        raise UserError("calibration: need >= 3 bench records of >= 2 ranks with a known "
+                        "algorithm (python -m distnet.bench --json)")
+    a, b = np.array(rows), np.array(times)
+    free = [0, 1, 2]
+    coef = np.zeros(3)
+    while free:
+        sol = np.linalg.lstsq(a[:, free], b, rcond=None)[0]
+        if (sol >= 0).all():
+            coef[free] = sol
+            break
+        free.pop(int(np.argmin(sol)))
+    if coef[1] <= 0:
+        raise UserError("calibration: the bench records do not determine a bandwidth")
+    return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), len(rows))
+
+
+def load_calibration(path: str) -> Calibration:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise UserError(f"cannot read --calibration {path}: {exc.strerror}") from None
+    except ValueError:
+        raise UserError(f"--calibration {path} is not JSON "
+                        "(python -m distnet.bench --json)") from None
+    records = data if isinstance(data, list) else []
+    return fit_calibration([r for r in records if isinstance(r, dict)])
+
+
+def one_switch(n_hosts: int, link_gbps: float) -> Any:
+    """n hosts on one switch with zero-latency links: a shared-memory machine seen as a network.
+
+    Path latency is zero because the calibrated alpha already holds the whole per-message cost.
+    """
+    from topology.network import make_network
+
+    names: list[tuple] = [("host", h) for h in range(n_hosts)] + [("switch", 0)]
+    tier = np.array([0] * n_hosts + [1])
+    hosts = np.arange(n_hosts)
+    return make_network(f"local-{n_hosts}", names, tier, hosts, np.full(n_hosts, n_hosts),
+                        np.full(n_hosts, link_gbps), np.zeros(n_hosts), 0.0)
+
+
+def build_network(spec: str, max_ranks: int, calib: Calibration | None,
+                  link_gbps: float | None) -> Any:
+    """`local` (this machine, calibrated) or any `topology.spec` network spec."""
+    if link_gbps is not None and link_gbps <= 0:
+        raise UserError(f"--link-gbps must be > 0, got {link_gbps}")
+    if spec == "local":
+        gbps = link_gbps or (calib.link_gbps if calib else None)
+        if gbps is None:
+            raise UserError("--topology local needs --calibration (or --link-gbps)")
+        return one_switch(max_ranks, gbps)
+    from topology.spec import parse_network
+
+    overrides = {"link_gbps": link_gbps} if link_gbps is not None else {}
+    return parse_network(spec, **overrides)
+
+
+def default_variants(ranks: int, alpha_s: float | None, gamma: float | None,
+                     seed: int) -> list[Variant]:
+    """2-tier leaf-spine vs 3-tier CLOS vs fat-tree, 1:1 and 3:1, ECMP vs ideal, packed vs
+    scattered — each sized for `ranks` hosts from 16-host racks."""
+    from topology.spec import parse_network
+
+    racks = max(2, math.ceil(ranks / 16))
+    pods = max(2, math.ceil(racks / 8))
+    k = 4
+    while k ** 3 // 4 < ranks:
+        k += 2
+    specs = [
+        f"leaf-spine:leaves={racks},spines=16,hosts=16",
+        f"leaf-spine:leaves={racks},spines=16,hosts=16,oversub=3",
+        f"clos:pods={pods},tors=8,hosts=16,aggs=8,cores=8",
+        f"clos:pods={pods},tors=8,hosts=16,aggs=8,cores=8,oversub=3",
+        f"fat-tree:k={k}",
+    ]
+    out = []
+    for spec in specs:
+        net = parse_network(spec)
+        for routing in ("ecmp", "ideal"):
+            for placement in ("packed", "scattered"):
+                out.append(Variant(spec, NetModel(net, placement, routing, alpha_s, gamma, seed)))
+    return out
+
+
+def plot_scaling(path: str, rows: Sequence[ProjectionRow], algorithms: Sequence[str],
+                 title: str) -> None:
+    """Step time and efficiency vs ranks: one colour per algorithm, dashed = with overlap."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, alg in enumerate(algorithms):
+        mine = [r for r in rows if r.algorithm == alg]
+        p = [r.ranks for r in mine]
+        colour = f"C{i}"
+        ax_t.plot(p, [1e3 * r.step_s for r in mine], "o-", color=colour, label=alg)
+        ax_t.plot(p, [1e3 * r.step_overlap_s for r in mine], "s--", color=colour,
+                  label=f"{alg} + overlap")
+        ax_e.plot(p, [100 * r.efficiency for r in mine], "o-", color=colour, label=alg)
+        ax_e.plot(p, [100 * r.efficiency_overlap for r in mine], "s--", color=colour)
+        cross = crossover(rows, alg)
+        if cross is not None:
+            ax_e.axvline(cross, color=colour, lw=0.8, ls=":")
+    compute_ms = 1e3 * rows[0].compute_s
+    ax_t.axhline(compute_ms, color="k", lw=0.8, ls=":", label="compute only")
+    ax_t.axhline(2 * compute_ms, color="grey", lw=0.8, ls="-.", label="comm = compute")
+    ax_e.axhline(50, color="grey", lw=0.8, ls="-.")
+    for ax, ylabel in ((ax_t, "step time (ms)"), (ax_e, "weak-scaling efficiency (%)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ranks")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.set_yscale("log")
+    ax_e.set_ylim(0, 105)
+    ax_t.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise UserError(f"cannot write --plot {path}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Project measured training onto a modelled cluster.")
+    a = p.add_argument
+    a("--metrics", required=True, help="metrics JSONL of a `distnet.train --profile` run")
+    a("--topology", required=True,
+      help="network spec (fat-tree:k=16, leaf-spine:..., clos:...) or 'local' (this machine)")
+    a("--ranks", default="8,64,512,4096", help="comma-separated rank counts")
+    a("--algorithms", default="ring,tree,hierarchical", help="comma-separated all-reduce names")
+    a("--placement", default="packed", help="packed, scattered or random")
+    a("--routing", default="ecmp", help="ecmp, ideal or dmodk")
+    a("--calibration", help="distnet.bench --json file: fit alpha, beta, gamma of this machine")
+    a("--link-gbps", type=float, help="override every link's bandwidth (Gb/s)")
+    a("--alpha-us", type=float, help="per-message software overhead (default: simulator's)")
+    a("--batch-per-rank", type=int, help="samples per rank per step (default: as measured)")
+    a("--bucket-mb", type=float, default=25.0, help="bucket size for the overlap projection")
+    a("--first-bucket-mb", type=float, default=1.0, help="first (small) bucket, DDP-style")
+    a("--seed", type=int, default=0, help="ECMP hash / random placement seed")
+    a("--compare-topologies", action="store_true",
+      help="also print one table of several clusters at the largest rank count")
+    a("--json", dest="json_out", help="write the projection rows to this JSON file")
+    a("--plot", help="write a scaling plot (PNG) here")
+    return p
+
+
+def parse_ranks(text: str) -> list[int]:
+    try:
+        ranks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise UserError(f"--ranks: expected comma-separated integers, got {text!r}") from None
+    if not ranks or ranks[0] < 1:
+        raise UserError(f"--ranks: rank counts must be >= 1, got {text!r}")
+    return ranks
+
+
+def parse_algorithms(text: str) -> list[str]:
+    from distnet.allreduce import get_schedule
+
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise UserError("--algorithms: give at least one algorithm")
+    for name in names:
+        get_schedule(name)  # unknown or schedule-less names: one line listing the known ones
+    return names
+
+
+def format_rows(profile: RunProfile, rows: Sequence[ProjectionRow], header: str) -> str:
+    lines = [header,
+             f"{'algorithm':<14}{'ranks':>7}{'comm ms':>10}{'step ms':>10}{'samples/s':>12}"
+             f"{'eff':>7}  |{'exposed ms':>11}{'step ms':>10}{'samples/s':>12}{'eff':>7}",
+             f"{'':<31}(no overlap){'':<20}|  (bucketed, overlapped with backward)"]
+    for r in rows:
+        lines.append(
+            f"{r.algorithm:<14}{r.ranks:>7}{1e3 * r.comm_s:>10.3f}{1e3 * r.step_s:>10.3f}"
+            f"{r.samples_per_s:>12,.0f}{100 * r.efficiency:>6.1f}%  |"
+            f"{1e3 * r.exposed_comm_s:>11.3f}{1e3 * r.step_overlap_s:>10.3f}"
+            f"{r.samples_per_s_overlap:>12,.0f}{100 * r.efficiency_overlap:>6.1f}%")
+    return "\n".join(lines)
+
+
+def crossover_text(rows: Sequence[ProjectionRow], algorithms: Sequence[str]) -> list[str]:
+    top = max(r.ranks for r in rows)
+    out = []
+    for alg in algorithms:
+        parts = []
+        for overlap, label in ((False, "no overlap"), (True, "overlap")):
+            p = crossover(rows, alg, overlap)
+            parts.append(f"{label}: from ~{p:,.0f} ranks" if p is not None
+                         else f"{label}: not up to {top:,} ranks")
+        out.append(f"  {alg}: communication >= compute — " + "; ".join(parts))
+    return out
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'topology':<44}{'routing':>8}{'placement':>11}{'comm ms':>10}"
+             f"{'step ms':>10}{'eff':>7}{'overlap eff':>13}"]
+    for r in rows:
+        lines.append(f"{r['topology']:<44}{r['routing']:>8}{r['placement']:>11}"
+                     f"{1e3 * r['comm_s']:>10.3f}{1e3 * r['step_s']:>10.3f}"
+                     f"{100 * r['efficiency']:>6.1f}%{100 * r['efficiency_overlap']:>12.1f}%")
+    return "\n".join(lines)
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    ranks = parse_ranks(args.ranks)
+    algorithms = parse_algorithms(args.algorithms)
+    profile = load_profile(args.metrics)
+    calib: Calibration | None = load_calibration(args.calibration) if args.calibration else None
+    net = build_network(args.topology, max(ranks), calib, args.link_gbps)
+    alpha_s = args.alpha_us * 1e-6 if args.alpha_us is not None else (
+        calib.alpha_s if calib else None)
+    gamma = calib.gamma_s_per_byte if calib else None
+    model = NetModel(net, args.placement, args.routing, alpha_s, gamma, args.seed)
+    if args.bucket_mb <= 0 or args.first_bucket_mb <= 0:
+        raise UserError("--bucket-mb and --first-bucket-mb must be > 0")
+    buckets = (int(args.bucket_mb * MIB), int(args.first_bucket_mb * MIB))
+    comm = simulator_comm(model, profile.itemsize)
+    rows = project(profile, ranks, algorithms, comm, args.batch_per_rank, *buckets)
+    batch = args.batch_per_rank or profile.batch_per_rank
+    header = (f"model: {profile.grad_bytes / 1e6:.3f} MB of gradients, batch {batch}/rank, "
+              f"compute {1e3 * rows[0].compute_s:.3f} ms/step (measured on "
+              f"{profile.world_size} rank(s): {1e3 * profile.step_s:.3f} ms/step with "
+              f"{profile.algorithm})\nnetwork: {net.name} ({net.n_hosts} hosts), routing "
+              f"{args.routing}, placement {args.placement}"
+              + (f", calibrated from {args.calibration}: {calib.describe()}" if calib else ""))
+    print(format_rows(profile, rows, header))
+    print("\n".join(crossover_text(rows, algorithms)))
+    result: dict[str, Any] = {"profile": vars(profile), "network": net.name,
+                              "rows": [r.as_dict() for r in rows],
+                              "crossover": {a: {"no_overlap": crossover(rows, a, False),
+                                                "overlap": crossover(rows, a, True)}
+                                            for a in algorithms}}
+    if args.compare_topologies:
+        variants: list[Variant] = default_variants(max(ranks), alpha_s, gamma, args.seed)
+        table = compare_topologies(profile, max(ranks), algorithms[0], variants,
+                                   args.batch_per_rank, *buckets)
+        print(f"\n{algorithms[0]} all-reduce, {max(ranks)} ranks, one model on several clusters:")
+        print(format_comparison(table))
+        result["comparison"] = table
+    if args.json_out:
+        _write_json(args.json_out, result)
+    if args.plot:
+        plot_scaling(args.plot, rows, algorithms, title=f"{net.name}, {args.routing}, "
+                     f"{args.placement}; batch {batch}/rank")
+    return result
+
+
+def _write_json(path: str, result: dict[str, Any]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+    except OSError as exc:
+        raise UserError(f"cannot write --json {path}: {exc.strerror}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run(argv)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
