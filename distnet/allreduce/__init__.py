@@ -5,6 +5,43 @@ buffer in place across the ranks of ``comm``. Adding one is a file plus a ``regi
 Importing this package never initialises MPI (the simulator imports the schedules).
 """
 
+from distnet.allreduce.auto import auto_allreduce
+from distnet.allreduce.execute import register_start, start
+from distnet.allreduce.hierarchical import (
+    hierarchical_allreduce,
+    hierarchical_schedule,
+    hierarchical_start,
+)
+from distnet.allreduce.naive import naive_allreduce, naive_schedule
+from distnet.allreduce.native import native_allreduce, native_start
+from distnet.allreduce.ops import MAX, MIN, PROD, SUM
+from distnet.allreduce.rabenseifner import rabenseifner_allreduce, rabenseifner_schedule
+from distnet.allreduce.recursive_doubling import (
+    recursive_doubling_allreduce,
+    recursive_doubling_schedule,
+)
 from distnet.allreduce.registry import ALGORITHMS, SCHEDULES, get, get_schedule, register
+from distnet.allreduce.ring import ring_allreduce, ring_schedule
+from distnet.allreduce.tree import (
+    tree_allreduce,
+    tree_pipelined_allreduce,
+    tree_pipelined_schedule,
+    tree_schedule,
+)
 
-__all__ = ["ALGORITHMS", "SCHEDULES", "get", "get_schedule", "register"]
+register("native", native_allreduce)
+register("naive", naive_allreduce, naive_schedule)
+register("ring", ring_allreduce, ring_schedule)
+register("tree", tree_allreduce, tree_schedule)
+register("tree_pipelined", tree_pipelined_allreduce, tree_pipelined_schedule)
+register("recursive_doubling", recursive_doubling_allreduce, recursive_doubling_schedule)
+register("rabenseifner", rabenseifner_allreduce, rabenseifner_schedule)
+register("hierarchical", hierarchical_allreduce, hierarchical_schedule)
+register("auto", auto_allreduce)  # picks one of the above per size; no schedule of its own
+register_start("native", native_start)
+register_start("hierarchical", hierarchical_start)
+
+__all__ = [
+    "ALGORITHMS", "MAX", "MIN", "PROD", "SCHEDULES", "SUM", "get", "get_schedule", "register",
+    "start",
+]

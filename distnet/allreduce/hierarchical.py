@@ -1,0 +1,111 @@
+"""Hierarchical (topology-aware) all-reduce: reduce within each node, ring across node leaders,
+broadcast within each node.
+
+Only one rank per node (its leader, the node's smallest rank) touches the slow inter-node links,
+and it moves 2((m−1)/m)n bytes there instead of every rank doing so. Inside a node a binomial tree
+reduces to the leader and later broadcasts back. Which ranks share a node comes from
+`MPI.COMM_TYPE_SHARED`, or from DISTNET_RANKS_PER_NODE=k (ranks r // k form a node) so that tests
+can emulate several nodes on one machine; the map is computed once per communicator.
+
+Cost (k ranks per node, m nodes, L = ⌈log2 k⌉; intra-node β_in, inter-node β_out):
+    2Lα + 2L·nβ_in + L·nγ  +  2(m−1)α + 2((m−1)/m)nβ_out + ((m−1)/m)nγ
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from distnet.allreduce.execute import Handle, execute, start_schedule
+from distnet.allreduce.ops import SUM, ReduceOp
+from distnet.allreduce.ring import ring_steps
+from distnet.allreduce.schedule import Schedule, Step, make_step
+from distnet.errors import UserError
+
+RANKS_PER_NODE_ENV = "DISTNET_RANKS_PER_NODE"
+
+
+def hierarchical_schedule(p: int, n: int, node_of: Sequence[int] | None = None,
+                          **_: Any) -> Schedule:
+    """Intra-node binomial reduce, ring among leaders, intra-node binomial broadcast; O(p)/step."""
+    nodes = np.zeros(p, dtype=np.int64) if node_of is None else np.asarray(node_of, np.int64)
+    if nodes.shape != (p,):
+        raise UserError(f"node_of has {nodes.shape[0]} entries for {p} ranks")
+    by_node = np.argsort(nodes, kind="stable")  # ranks grouped by node, ascending inside
+    _ids, first, size = np.unique(nodes[by_node], return_index=True, return_counts=True)
+    node_idx = np.searchsorted(nodes[by_node][first], nodes)  # 0..m−1 per rank
+    local = np.empty(p, dtype=np.int64)
+    local[by_node] = np.arange(p) - np.repeat(first, size)
+    start, width = first[node_idx], size[node_idx]
+    leaders = by_node[first]
+    levels = int(size.max() - 1).bit_length() if p else 0
+    ring_len = 2 * (leaders.shape[0] - 1)
+
+    def step(s: int) -> Step:
+        if s < levels:  # binomial reduce to local rank 0, round s
+            src = np.flatnonzero((local & ((2 << s) - 1)) == (1 << s))
+            return make_step(src, by_node[start[src] + local[src] - (1 << s)], 0, n, True)
+        if s < levels + ring_len:
+            return make_step(*ring_steps(leaders, n, s - levels))
+        k = 2 * levels + ring_len - 1 - s  # binomial broadcast, rounds in reverse
+        src = np.flatnonzero(((local & ((2 << k) - 1)) == 0) & (local + (1 << k) < width))
+        return make_step(src, by_node[start[src] + local[src] + (1 << k)], 0, n, False)
+
+    nsteps = 2 * levels + ring_len if p > 1 else 0
+    return Schedule("hierarchical", p, n, nsteps, step, None,
+                    {"nodes": int(leaders.shape[0]), "levels": levels})
+
+
+_node_keyval: int | None = None
+
+
+def _ranks_per_node_from_env() -> int | None:
+    raw = os.environ.get(RANKS_PER_NODE_ENV, "")
+    if not raw:
+        return None
+    try:
+        k = int(raw)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise UserError(f"{RANKS_PER_NODE_ENV} must be a positive integer, got {raw!r}")
+    return k
+
+
+def node_map(comm: Any, ranks_per_node: int | None = None) -> tuple[int, ...]:
+    """Node id of every rank of comm (collective the first time per comm and setting)."""
+    global _node_keyval
+    from mpi4py import MPI
+
+    k = ranks_per_node if ranks_per_node is not None else _ranks_per_node_from_env()
+    if k is not None and k < 1:
+        raise UserError(f"ranks_per_node must be positive, got {k}")
+    if _node_keyval is None:
+        _node_keyval = MPI.Comm.Create_keyval()
+    cached = comm.Get_attr(_node_keyval)
+    if cached is None:
+        cached = {}
+        comm.Set_attr(_node_keyval, cached)
+    if k not in cached:
+        if k is not None:
+            cached[k] = tuple(r // k for r in range(comm.Get_size()))
+        else:
+            shared = comm.Split_type(MPI.COMM_TYPE_SHARED)
+            leader = shared.allreduce(comm.Get_rank(), op=MPI.MIN)
+            shared.Free()
+            cached[k] = tuple(comm.allgather(leader))
+    return cached[k]
+
+
+def hierarchical_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM,
+                           ranks_per_node: int | None = None) -> None:
+    """Reduce in node, ring across leaders, broadcast in node (cost in the module docstring)."""
+    execute(comm, buf, hierarchical_schedule, op, node_of=node_map(comm, ranks_per_node))
+
+
+def hierarchical_start(comm: Any, buf: np.ndarray, op: ReduceOp) -> Handle:
+    """Non-blocking form of hierarchical_allreduce (for `execute.start`)."""
+    return start_schedule(comm, buf, hierarchical_schedule, op, node_of=node_map(comm))

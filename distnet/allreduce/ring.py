@@ -1,0 +1,66 @@
+"""Ring all-reduce: reduce-scatter then all-gather around the ring r -> r+1 (Patarasuk & Yuan).
+
+The buffer is cut into p near-equal chunks (`chunk_bounds`). In reduce-scatter step s rank r
+sends chunk (r − s) mod p to r + 1, which adds it to its own copy; after p − 1 steps rank r holds
+the finished chunk (r + 1) mod p. The all-gather then passes finished chunks on for p − 1 more
+steps, overwriting. Every chunk is reduced in one fixed order around the ring and then copied,
+so all ranks end bitwise identical.
+
+Cost (α per message, β per byte, γ per reduced byte, n bytes, p ranks):
+    2(p−1)α + 2((p−1)/p)nβ + ((p−1)/p)nγ
+— bandwidth-optimal, but its latency term grows with p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+
+from distnet.allreduce.execute import execute
+from distnet.allreduce.ops import SUM
+from distnet.allreduce.schedule import Schedule, Step, chunk_bounds, make_step
+
+
+def ring_steps(
+    members: np.ndarray, n: int, s: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """(src, dst, offset, count, reduce) of ring step s among `members` (rank ids, ring order).
+
+    Steps 0..m−2 are the reduce-scatter, m−1..2m−3 the all-gather. Shared with `hierarchical`,
+    which runs this ring among node leaders. O(m) NumPy, no O(m²) data.
+    """
+    m = members.shape[0]
+    bounds = chunk_bounds(n, m)
+    pos = np.arange(m, dtype=np.int64)
+    if s < m - 1:
+        chunk, reduce = (pos - s) % m, True
+    else:
+        chunk, reduce = (pos + 1 - (s - (m - 1))) % m, False
+    return members, members[(pos + 1) % m], bounds[chunk], bounds[chunk + 1] - bounds[chunk], reduce
+
+
+def ring_schedule(p: int, n: int, **_: Any) -> Schedule:
+    """The ring as a Schedule: 2(p−1) steps of one transfer per rank, built on demand."""
+    members = np.arange(p, dtype=np.int64)
+    nsteps = 2 * (p - 1) if p > 1 else 0
+
+    def step(s: int) -> Step:
+        src, dst, off, cnt, red = ring_steps(members, n, s)
+        return make_step(src, dst, off, cnt, red)
+
+    def pattern(s: int) -> Hashable:
+        # Step s sends chunk (r − shift) from every r; only the shift mod p changes the
+        # (src, dst, count) multiset, and not even that when every chunk has the same size.
+        if n % p == 0:
+            return ("ring", p, n)
+        shift = s if s < p - 1 else s - p
+        return ("ring", p, n, shift % p)
+
+    return Schedule("ring", p, n, nsteps, step, pattern, {"chunks": p})
+
+
+def ring_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM) -> None:
+    """Ring all-reduce of buf in place: 2(p−1)α + 2((p−1)/p)nβ + ((p−1)/p)nγ."""
+    execute(comm, buf, ring_schedule, op)
