@@ -1,0 +1,246 @@
+"""Training throughput: distnet vs PyTorch on the same MLP, at several world sizes.
+
+    python -m distnet.bench.train [--world-sizes 1,2] [--steps 100] [--json PATH]
+
+Run it WITHOUT mpirun: for each world size W it starts `mpirun -n W` on itself (a worker mode),
+once for distnet and, when `import torch` works, once for PyTorch (plain at W=1, DDP over gloo
+otherwise). Model 784-1024-1024-10 ReLU, batch 128 per rank, SGD lr 0.01, float32, random data.
+Each rank gets max(1, cores // W) BLAS threads so ranks x threads never exceed the cores.
+A worker times `--repeats` windows of `--steps` steps after a warm-up and reports the best
+window, which is the least disturbed by other load on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from distnet.bench.launch import mpirun_python, run_group
+from distnet.errors import UserError
+
+N_IN, HIDDEN, N_OUT = 784, [1024, 1024], 10
+BATCH_PER_RANK = 128
+LR = 0.01
+N_BATCHES = 4  # cycled, so the step does not always see one cached batch
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m distnet.bench.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world-sizes", default="1,2", help="comma-separated, e.g. 1,2")
+    ap.add_argument("--steps", type=int, default=100, help="timed steps per window")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3, help="timed windows; the best is kept")
+    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    ap.add_argument("--timeout-s", type=float, default=600, help="per mpirun launch")
+    ap.add_argument("--worker", choices=["distnet", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.steps <= 0 or args.warmup < 0 or args.repeats <= 0:
+        raise UserError("--steps and --repeats must be positive and --warmup non-negative")
+    return args
+
+
+def _world_sizes(spec: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--world-sizes must be comma-separated integers, got {spec!r}") from None
+    if not sizes or any(w <= 0 for w in sizes):
+        raise UserError(f"--world-sizes must be positive, got {spec!r}")
+    return sizes
+
+
+def _data(rank: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1000 + rank)
+    x = rng.standard_normal((N_BATCHES, BATCH_PER_RANK, N_IN), dtype=np.float32)
+    y = rng.integers(0, N_OUT, size=(N_BATCHES, BATCH_PER_RANK))
+    return x, y
+
+
+def _report(windows_s: list[float], world: int, steps: int, threads: int) -> dict[str, Any]:
+    samples = world * BATCH_PER_RANK * steps
+    return {"world": world, "threads_per_rank": threads, "steps": steps,
+            "best_samples_per_s": samples / min(windows_s),
+            "median_samples_per_s": samples / statistics.median(windows_s)}
+
+
+def _distnet_worker(args: argparse.Namespace) -> None:
+    from mpi4py import MPI
+
+    from distnet.losses import softmax_cross_entropy
+    from distnet.model import build_mlp
+    from distnet.optim import SGD
+
+    comm = MPI.COMM_WORLD
+    world = comm.size
+    model = build_mlp(N_IN, HIDDEN, N_OUT, activation="relu", dtype=np.float32, seed=0)
+    opt = SGD(model.params, model.grads, lr=LR)
+    xs, ys = _data(comm.rank)
+    global_batch = BATCH_PER_RANK * world
+
+    def step(i: int) -> None:
+        model.zero_grad()
+        logits = model.forward(xs[i % N_BATCHES], train=True)
+        # Global batch as denom: the SUM all-reduce then yields the mean gradient, no division.
+        _, dlogits = softmax_cross_entropy(logits, ys[i % N_BATCHES], denom=global_batch)
+        model.backward(dlogits)
+        if world > 1:
+            comm.Allreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
+        opt.step()
+
+    for i in range(args.warmup):
+        step(i)
+    windows_s = []
+    for _ in range(args.repeats):
+        comm.Barrier()
+        t0 = MPI.Wtime()
+        for i in range(args.steps):
+            step(i)
+        comm.Barrier()
+        windows_s.append(MPI.Wtime() - t0)
+    if comm.rank == 0:
+        print(json.dumps(_report(windows_s, world, args.steps, _threads())), flush=True)
+
+
+def _torch_worker(args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+    world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
+    torch.set_num_threads(_threads())
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    width = N_IN
+    for h in HIDDEN:
+        layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+        width = h
+    layers.append(torch.nn.Linear(width, N_OUT))
+    model: torch.nn.Module = torch.nn.Sequential(*layers)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}",
+                                rank=rank, world_size=world)
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xs_np, ys_np = _data(rank)
+    xs, ys = torch.from_numpy(xs_np), torch.from_numpy(ys_np)
+
+    def step(i: int) -> None:
+        opt.zero_grad()
+        loss_fn(model(xs[i % N_BATCHES]), ys[i % N_BATCHES]).backward()
+        opt.step()
+
+    def barrier() -> None:
+        if world > 1:
+            dist.barrier()
+
+    for i in range(args.warmup):
+        step(i)
+    windows_s = []
+    for _ in range(args.repeats):
+        barrier()
+        t0 = time.perf_counter()
+        for i in range(args.steps):
+            step(i)
+        barrier()
+        windows_s.append(time.perf_counter() - t0)
+    if rank == 0:
+        print(json.dumps(_report(windows_s, world, args.steps, _threads())), flush=True)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def _threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _launch(framework: str, world: int, args: argparse.Namespace) -> dict[str, Any]:
+    threads = max(1, (os.cpu_count() or 1) // world)
+    env = {name: str(threads) for name in
+           ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    cmd = mpirun_python(world, "-m", "distnet.bench.train", "--worker", framework,
+                        "--steps", str(args.steps), "--warmup", str(args.warmup),
+                        "--repeats", str(args.repeats), "--port", str(_free_port()))
+    done = run_group(cmd, args.timeout_s, env=env)
+    if done.timed_out or done.returncode != 0:
+        why = "timed out" if done.timed_out else f"exit status {done.returncode}"
+        raise RuntimeError(f"{framework} at world {world}: {why}\n{done.stderr[-3000:]}")
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    return dict(json.loads(lines[-1]))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    out = [f"{'world':>5} {'threads':>7} {'distnet samples/s':>18} {'torch samples/s':>16} "
+           f"{'ratio':>6}"]
+    for r in rows:
+        torch_sps = r.get("torch_samples_per_s")
+        torch_txt = f"{torch_sps:16.0f}" if torch_sps else f"{'-':>16}"
+        ratio = f"{r['ratio']:6.2f}" if r.get("ratio") else f"{'-':>6}"
+        out.append(f"{r['world']:>5} {r['threads_per_rank']:>7} "
+                   f"{r['distnet_samples_per_s']:18.0f} {torch_txt} {ratio}")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Launch every (framework, world) pair and return one row per world size."""
+    with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    rows = []
+    for world in _world_sizes(args.world_sizes):
+        ours = _launch("distnet", world, args)
+        row: dict[str, Any] = {
+            "world": world, "threads_per_rank": ours["threads_per_rank"],
+            "batch_per_rank": BATCH_PER_RANK, "steps": args.steps,
+            "distnet_samples_per_s": ours["best_samples_per_s"],
+            "distnet_median_samples_per_s": ours["median_samples_per_s"],
+        }
+        if with_torch:
+            theirs = _launch("torch", world, args)
+            row["torch_samples_per_s"] = theirs["best_samples_per_s"]
+            row["torch_median_samples_per_s"] = theirs["median_samples_per_s"]
+            row["ratio"] = ours["best_samples_per_s"] / theirs["best_samples_per_s"]
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parse_args(sys.argv[1:] if argv is None else argv)
+        if args.worker == "distnet":
+            _distnet_worker(args)
+            return 0
+        if args.worker == "torch":
+            _torch_worker(args)
+            return 0
+        rows = run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"MLP {N_IN}-{'-'.join(map(str, HIDDEN))}-{N_OUT}, batch {BATCH_PER_RANK}/rank, "
+          f"SGD lr {LR}, float32, best of {args.repeats} x {args.steps} steps")
+    print(_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": [N_IN, *HIDDEN, N_OUT], "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""A Sequential model whose parameters and gradients live in ONE flat buffer each.
+
+Every parametrised layer's W and b are views into `params` (and dW, db into `grads`), laid out in
+forward layer order, W then b. So a data-parallel step is one all-reduce of `grads` (or one per
+bucket of `param_slices`), the optimiser updates one array, and a checkpoint is one array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from distnet.errors import UserError
+from distnet.layers import ACTIVATIONS, Dense, Dropout, Layer
+
+GradHook = Callable[[int, int], None]
+
+
+class Sequential:
+    """Layers applied in order; `rng` is the generator the Dropout layers draw from."""
+
+    def __init__(self, layers: Sequence[Layer], dtype: Any = np.float32,
+                 rng: np.random.Generator | None = None) -> None:
+        self.layers = list(layers)
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        total = sum(layer.n_params for layer in self.layers)
+        self.params = np.zeros(total, dtype=self.dtype)
+        self.grads = np.zeros(total, dtype=self.dtype)
+        self.param_slices: list[tuple[int, int]] = []
+        self._param_layer_index: list[int] = []  # layer index of each param_slices entry
+        start = 0
+        for i, layer in enumerate(self.layers):
+            if layer.n_params == 0:
+                continue
+            end = start + layer.n_params
+            layer.bind(self.params[start:end], self.grads[start:end])
+            self.param_slices.append((start, end))
+            self._param_layer_index.append(i)
+            start = end
+
+    @property
+    def n_params(self) -> int:
+        return int(self.params.size)
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """(B, n_in) -> (B, n_out); the result is the caller's own copy."""
+        out = np.ascontiguousarray(x, dtype=self.dtype)
+        for layer in self.layers:
+            out = layer.forward(out, train)
+        # Layers reuse their output buffers, so hand out a copy (tiny: (B, n_out)).
+        return np.array(out, copy=True)
+
+    def backward(self, dout: np.ndarray, hook: GradHook | None = None,
+                 need_input_grad: bool = False) -> np.ndarray | None:
+        """Accumulate dL/dparams into `grads` given dL/dout from the last forward.
+
+        `hook(start, end)` runs as soon as the gradients of `params[start:end]` are final, in
+        reverse layer order, so a caller can start all-reducing that bucket while earlier layers
+        are still in backward. Returns dL/dx only if `need_input_grad` (else the first layer
+        skips that matmul, as frameworks do for inputs that need no gradient).
+        """
+        d = np.ascontiguousarray(dout, dtype=self.dtype)
+        hooked = dict(zip(self._param_layer_index, self.param_slices, strict=True))
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and isinstance(layer, Dense):
+                d = layer.backward(d, need_dx=need_input_grad)
+            else:
+                d = layer.backward(d)
+            if hook is not None and i in hooked:
+                hook(*hooked[i])
+        return np.array(d, copy=True) if need_input_grad else None
+
+    def zero_grad(self) -> None:
+        """Zero `grads`. Edit `grads` only after backward: the next backward of each Dense
+        layer then overwrites its (known-zero) gradients instead of adding to them."""
+        self.grads.fill(0)
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                layer.grads_are_zero = True
+
+    def get_rng_state(self) -> dict[str, Any]:
+        """The dropout generator's state as plain JSON-serialisable data."""
+        return dict(self.rng.bit_generator.state)
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        # Assigning in place keeps the Generator object the Dropout layers hold.
+        self.rng.bit_generator.state = state
+
+
+def build_mlp(n_in: int, hidden: list[int], n_out: int, activation: str = "relu",
+              dropout: float = 0.0, dtype: Any = np.float32, seed: int = 0,
+              dropout_seed: int | None = None) -> Sequential:
+    """Dense -> activation [-> Dropout] per hidden layer, then a final Dense producing logits.
+
+    He init for relu, Xavier for tanh/sigmoid, drawn from `seed` so every rank builds identical
+    parameters. Dropout masks come from a separate stream: `dropout_seed` if given (a trainer may
+    pass seed + rank), else one derived from `seed` that never overlaps the init stream.
+    """
+    if activation not in ACTIVATIONS:
+        known = ", ".join(sorted(ACTIVATIONS))
+        raise UserError(f"unknown activation {activation!r} (known: {known})")
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"dropout must be in [0, 1), got {dropout}")
+    if n_in <= 0 or n_out <= 0 or any(h <= 0 for h in hidden):
+        raise UserError(f"layer sizes must be positive, got {n_in}, {hidden}, {n_out}")
+    init_seq, drop_seq = np.random.SeedSequence(seed).spawn(2)
+    init_rng = np.random.default_rng(init_seq)
+    drop_rng = np.random.default_rng(drop_seq if dropout_seed is None else dropout_seed)
+    init = "he" if activation == "relu" else "xavier"
+    layers: list[Layer] = []
+    width = n_in
+    for h in hidden:
+        layers += [Dense(width, h, init=init, rng=init_rng), ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(Dropout(dropout, drop_rng))
+        width = h
+    layers.append(Dense(width, n_out, init=init, rng=init_rng))
+    return Sequential(layers, dtype=dtype, rng=drop_rng)
+
+
+def parse_hidden(spec: str) -> list[int]:
+    """"256,256" -> [256, 256]; "" -> [] (no hidden layer: a linear model)."""
+    spec = spec.strip()
+    if not spec:
+        return []
+    try:
+        sizes = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise UserError(f"hidden sizes must be comma-separated integers, got {spec!r}") from None
+    if any(s <= 0 for s in sizes):
+        raise UserError(f"hidden sizes must be positive, got {spec!r}")
+    return sizes
