@@ -25,6 +25,7 @@ from topology.network import (
 )
 
 PerTier = float | Sequence[float]
+__all__ = ["clos", "custom", "fat_tree", "leaf_spine", "per_tier"]
 
 
 def per_tier(value: PerTier, n_tiers: int, what: str) -> list[float]:
@@ -96,3 +97,207 @@ def fat_tree(
     return make_network(
         f"fat-tree-k{k}", names, tier, cable_u, cable_v, cable_gbps, cable_lat, switch_latency_s
     )
+
+
+def _uplink_gbps(down_gbps_total: float, n_up: int, oversub: float | None, fallback: float):
+    """Per-uplink speed giving downlink/uplink capacity = oversub (None keeps `fallback`)."""
+    if oversub is None:
+        return fallback
+    if oversub <= 0:
+        raise UserError(f"oversubscription must be > 0, got {oversub}")
+    return down_gbps_total / (oversub * n_up)
+
+
+def leaf_spine(
+    leaves: int,
+    spines: int,
+    hosts_per_leaf: int,
+    link_gbps: PerTier = DEFAULT_LINK_GBPS,
+    link_latency_s: PerTier = DEFAULT_LINK_LATENCY_S,
+    switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
+    host_gbps: float | None = None,
+    oversub: float | None = 1.0,
+) -> Network:
+    """2-tier folded Clos: every leaf has one cable to every spine.
+
+    Cable tiers: (host-leaf, leaf-spine). `oversub` (leaf downlink / uplink capacity) is realised
+    by uplink *speed*: each leaf-spine cable runs at hosts_per_leaf * host_gbps / (oversub *
+    spines), so any ratio is exact without changing the wiring. The default 1.0 is non-blocking;
+    oversub=None keeps link_gbps for the uplinks instead.
+    """
+    leaves = _positive_int("leaf_spine: leaves", leaves)
+    spines = _positive_int("leaf_spine: spines", spines)
+    hpl = _positive_int("leaf_spine: hosts_per_leaf", hosts_per_leaf)
+    gbps, lat = _tiers(link_gbps, link_latency_s, host_gbps, 2)
+    gbps[1] = _uplink_gbps(hpl * gbps[0], spines, oversub, gbps[1])
+    n_hosts = leaves * hpl
+    leaf0, spine0 = n_hosts, n_hosts + leaves
+    hidx = np.arange(n_hosts, dtype=np.int64)
+    l_all = np.repeat(np.arange(leaves, dtype=np.int64), spines)
+    s_all = np.tile(np.arange(spines, dtype=np.int64), leaves)
+    cable_u = np.concatenate([hidx, leaf0 + l_all])
+    cable_v = np.concatenate([leaf0 + hidx // hpl, spine0 + s_all])
+    counts = [n_hosts, leaves * spines]
+    names: list[tuple] = [("host", leaf, i) for leaf in range(leaves) for i in range(hpl)]
+    names += [("leaf", i) for i in range(leaves)] + [("spine", i) for i in range(spines)]
+    tier = np.repeat(np.arange(3, dtype=np.int64), [n_hosts, leaves, spines])
+    return make_network(
+        f"leaf-spine-{leaves}x{spines}x{hpl}",
+        names,
+        tier,
+        cable_u,
+        cable_v,
+        np.repeat(gbps, counts),
+        np.repeat(lat, counts),
+        switch_latency_s,
+    )
+
+
+def clos(
+    pods: int,
+    tors_per_pod: int,
+    hosts_per_tor: int,
+    aggs_per_pod: int,
+    cores: int,
+    tor_oversub: float | None = 1.0,
+    agg_oversub: float | None = 1.0,
+    link_gbps: PerTier = DEFAULT_LINK_GBPS,
+    link_latency_s: PerTier = DEFAULT_LINK_LATENCY_S,
+    switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
+    host_gbps: float | None = None,
+) -> Network:
+    """3-tier Clos: ToRs, per-pod aggregation, a shared core.
+
+    Every ToR has one cable to every agg of its pod; agg a of every pod has one cable to each
+    core c with c mod aggs_per_pod == a (cores split into aggs_per_pod planes, as in a
+    fat-tree), so each core has one cable per pod and cores must be a multiple of aggs_per_pod.
+    Cable tiers: (host-ToR, ToR-agg, agg-core). Oversubscription (downlink / uplink capacity of
+    a switch) is realised by uplink *speed*, which keeps the wiring and makes any ratio exact:
+    ToR uplinks run at hosts_per_tor * host_gbps / (tor_oversub * aggs_per_pod), agg uplinks
+    at tors_per_pod * tor_uplink_gbps / (agg_oversub * cores / aggs_per_pod). The defaults
+    (1.0) make the fabric non-blocking; None keeps the per-tier link_gbps for that tier.
+    """
+    pods = _positive_int("clos: pods", pods)
+    tpp = _positive_int("clos: tors_per_pod", tors_per_pod)
+    hpt = _positive_int("clos: hosts_per_tor", hosts_per_tor)
+    app = _positive_int("clos: aggs_per_pod", aggs_per_pod)
+    cores = _positive_int("clos: cores", cores)
+    if cores % app:
+        raise UserError(f"clos: cores ({cores}) must be a multiple of aggs_per_pod ({app})")
+    cpa = cores // app  # core uplinks per agg
+    gbps, lat = _tiers(link_gbps, link_latency_s, host_gbps, 3)
+    gbps[1] = _uplink_gbps(hpt * gbps[0], app, tor_oversub, gbps[1])
+    gbps[2] = _uplink_gbps(tpp * gbps[1], cpa, agg_oversub, gbps[2])
+    n_hosts, n_tor, n_agg = pods * tpp * hpt, pods * tpp, pods * app
+    tor0, agg0 = n_hosts, n_hosts + n_tor
+    core0 = agg0 + n_agg
+    hidx = np.arange(n_hosts, dtype=np.int64)
+    t_all = np.repeat(np.arange(n_tor, dtype=np.int64), app)
+    a_all = (t_all // tpp) * app + np.tile(np.arange(app, dtype=np.int64), n_tor)
+    g_all = np.repeat(np.arange(n_agg, dtype=np.int64), cpa)
+    c_all = (g_all % app) + app * np.tile(np.arange(cpa, dtype=np.int64), n_agg)
+    cable_u = np.concatenate([hidx, tor0 + t_all, agg0 + g_all])
+    cable_v = np.concatenate([tor0 + hidx // hpt, agg0 + a_all, core0 + c_all])
+    counts = [n_hosts, n_tor * app, n_agg * cpa]
+    names: list[tuple] = [
+        ("host", p, t, i) for p in range(pods) for t in range(tpp) for i in range(hpt)
+    ]
+    names += [("tor", p, t) for p in range(pods) for t in range(tpp)]
+    names += [("agg", p, a) for p in range(pods) for a in range(app)]
+    names += [("core", c) for c in range(cores)]
+    tier = np.repeat(np.arange(4, dtype=np.int64), [n_hosts, n_tor, n_agg, cores])
+    return make_network(
+        f"clos-{pods}x{tpp}x{hpt}-a{app}-c{cores}",
+        names,
+        tier,
+        cable_u,
+        cable_v,
+        np.repeat(gbps, counts),
+        np.repeat(lat, counts),
+        switch_latency_s,
+    )
+
+
+def custom(
+    spec: dict | str,
+    link_gbps: float = DEFAULT_LINK_GBPS,
+    link_latency_s: float = DEFAULT_LINK_LATENCY_S,
+    switch_latency_s: float | None = None,
+) -> Network:
+    """A small hand-written network from a dict or a JSON file path:
+
+        {"name": "two-racks", "switch_latency_s": 6e-7,
+         "nodes": {"h0": 0, "h1": 0, "tor0": 1, "tor1": 1, "spine": 2},   # name -> tier
+         "cables": [["h0", "tor0"], ["h1", "tor1"],
+                    ["tor0", "spine", {"gbps": 100}], ["tor1", "spine", {"latency_s": 1e-6}]]}
+
+    Tier 0 nodes are hosts (numbered in the order given), everything else is a switch; cables
+    default to link_gbps / link_latency_s. Node names become ("host", name) / ("switch", name).
+    Layered trees route up-down like the built-ins; any other graph uses BFS shortest paths.
+    """
+    loaded = _load_json(spec) if isinstance(spec, str) else spec
+    if not isinstance(loaded, dict):
+        raise UserError("custom network: expected a JSON object with 'nodes' and 'cables'")
+    spec = loaded
+    unknown = set(spec) - {"name", "nodes", "cables", "switch_latency_s"}
+    if unknown:
+        raise UserError(f"custom network: unknown key(s) {sorted(unknown)}")
+    nodes = spec.get("nodes")
+    if isinstance(nodes, list):  # [{"name": ..., "tier": ...}, ...]
+        try:
+            nodes = {str(n["name"]): n["tier"] for n in nodes}
+        except (KeyError, TypeError):
+            raise UserError("custom network: each node needs 'name' and 'tier'") from None
+    if not isinstance(nodes, dict) or not nodes:
+        raise UserError("custom network: 'nodes' must map node name -> tier")
+    index = {name: i for i, name in enumerate(nodes)}
+    tiers = [_tier_value(name, t) for name, t in nodes.items()]
+    cu, cv, gb, la = [], [], [], []
+    for c in spec.get("cables") or []:
+        a, b, opts = _cable_fields(c)
+        for end in (a, b):
+            if end not in index:
+                raise UserError(f"custom network: cable names unknown node {end!r}")
+        cu.append(index[a])
+        cv.append(index[b])
+        gb.append(float(opts.get("gbps", link_gbps)))
+        la.append(float(opts.get("latency_s", link_latency_s)))
+    if not cu:
+        raise UserError("custom network: 'cables' is empty")
+    sw = spec.get("switch_latency_s", DEFAULT_SWITCH_LATENCY_S)
+    if switch_latency_s is not None:
+        sw = switch_latency_s
+    names = [("host" if t == 0 else "switch", n) for n, t in zip(nodes, tiers, strict=True)]
+    return make_network(
+        str(spec.get("name", "custom")), names, np.array(tiers), np.array(cu), np.array(cv),
+        np.array(gb), np.array(la), float(sw),
+    )
+
+
+def _load_json(path: str) -> object:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise UserError(f"custom network: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        msg = f"custom network: {path} is not valid JSON ({exc.msg}, line {exc.lineno})"
+        raise UserError(msg) from None
+
+
+def _tier_value(name: str, t: object) -> int:
+    if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+        raise UserError(f"custom network: node {name!r} needs an integer tier >= 0, got {t!r}")
+    return t
+
+
+def _cable_fields(c: object) -> tuple[str, str, dict]:
+    if isinstance(c, dict) and "a" in c and "b" in c:
+        return str(c["a"]), str(c["b"]), c
+    if isinstance(c, (list, tuple)) and len(c) in (2, 3):
+        opts = c[2] if len(c) == 3 else {}
+        if isinstance(opts, dict):
+            return str(c[0]), str(c[1]), opts
+    raise UserError(f"custom network: a cable is [a, b] or [a, b, {{gbps, latency_s}}], got {c!r}")

@@ -14,6 +14,7 @@ Defaults (one line of why each):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -150,22 +151,52 @@ def make_network(
     )
 
 
-def fail_cables(net: Network, cables: np.ndarray) -> Network:
-    """`net` without the given cables (both directions); nodes and host numbering unchanged."""
-    cables = np.asarray(cables, dtype=np.int64).reshape(-1)
-    if cables.size and (cables.min() < 0 or cables.max() >= net.n_cables):
-        raise UserError(f"fail_links: cable index out of range 0..{net.n_cables - 1}")
-    keep_cable = np.ones(net.n_cables, dtype=bool)
-    keep_cable[cables] = False
-    keep = np.repeat(keep_cable, 2)
+def fail_links(net: Network, cables: Iterable[int | tuple]) -> Network:
+    """`net` without the given cables (both directions); nodes and host numbering unchanged.
+
+    A cable is its index or a pair of node names / indices, e.g. (("edge", 0, 0), ("agg", 0, 1)).
+    Routing on the result uses only what is left.
+    """
+    idx = []
+    for c in cables:
+        if isinstance(c, (int, np.integer)):
+            if not 0 <= c < net.n_cables:
+                raise UserError(f"fail_links: cable {c} out of range 0..{net.n_cables - 1}")
+            idx.append(int(c))
+        elif isinstance(c, (tuple, list)) and len(c) == 2:
+            idx.append(net.cable(c[0], c[1]))
+        else:
+            raise UserError(f"fail_links: a cable is an index or a pair of nodes, got {c!r}")
+    gone = np.unique(np.asarray(idx, dtype=np.int64))
+    keep = np.ones(net.n_cables, dtype=bool)
+    keep[gone] = False
+    keep_links = np.repeat(keep, 2)  # cable c is links 2c, 2c+1: the pairing survives
     return Network(
-        name=f"{net.name}-{int(cables.size and np.unique(cables).size)}failed",
+        name=f"{net.name}-minus{gone.size}",
         node_names=net.node_names,
         tier=net.tier,
         hosts=net.hosts,
-        link_u=net.link_u[keep],
-        link_v=net.link_v[keep],
-        link_gbps=net.link_gbps[keep],
-        link_latency_s=net.link_latency_s[keep],
+        link_u=net.link_u[keep_links],
+        link_v=net.link_v[keep_links],
+        link_gbps=net.link_gbps[keep_links],
+        link_latency_s=net.link_latency_s[keep_links],
         switch_latency_s=net.switch_latency_s,
     )
+
+
+def cable_tier(net: Network) -> np.ndarray:
+    """Tier of each cable's upper end: 1 host-edge, 2 edge-agg (leaf-spine), 3 agg-core."""
+    return np.maximum(net.tier[net.link_u[0::2]], net.tier[net.link_v[0::2]])
+
+
+def fail_random(net: Network, count: int, tier: int | None = None, seed: int = 0) -> Network:
+    """Fail `count` distinct cables chosen uniformly (seeded) among those whose upper end is at
+    `tier` (see cable_tier); tier None means any switch-to-switch cable."""
+    ct = cable_tier(net)
+    lower = np.minimum(net.tier[net.link_u[0::2]], net.tier[net.link_v[0::2]])
+    pool = np.flatnonzero(lower > 0) if tier is None else np.flatnonzero(ct == tier)
+    if count < 0 or count > pool.size:
+        where = "switch-to-switch" if tier is None else f"tier-{tier}"
+        raise UserError(f"fail_random: cannot fail {count} of {pool.size} {where} cables")
+    rng = np.random.default_rng(seed)
+    return fail_links(net, rng.choice(pool, size=count, replace=False).tolist())
