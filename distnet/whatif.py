@@ -59,8 +59,12 @@ class Calibration:
                 f"{self.points} points")
 
 
-def fit_calibration(records: list[dict[str, Any]]) -> Calibration:
-    """Least-squares alpha, beta, gamma over bench records, in relative error.
+def fit_calibration(records: list[dict[str, Any]], stat: str = "min_s") -> Calibration:
+    """Least-squares alpha, beta, gamma over bench records' `stat` time, in relative error.
+
+    `min_s` by default: on a shared machine the bench's mean is dominated by preemption outliers
+    (milliseconds of scheduler quanta on microsecond messages), while the minimum estimates the
+    uncontended cost, as the median step time we compare projections with does.
 
     Every closed form is linear in (alpha, beta, gamma), so each record gives one row of
     coefficients (the form evaluated at unit vectors); dividing rows by the measured time weighs
@@ -72,7 +76,7 @@ def fit_calibration(records: list[dict[str, Any]]) -> Calibration:
     rows, times = [], []
     for r in records:
         form = CLOSED_FORMS.get(str(r.get("algorithm")))
-        p, n, t = r.get("ranks"), r.get("bytes"), r.get("avg_s")
+        p, n, t = r.get("ranks"), r.get("bytes"), r.get(stat)
         if form is None or not (isinstance(p, int) and isinstance(n, (int, float))
                                 and isinstance(t, (int, float))):
             continue
