@@ -77,6 +77,24 @@ def tree(p: int, n_bytes: float, alpha_s: float, beta_s_per_byte: float,
         + rounds * n_bytes * gamma_s_per_byte
 
 
+def tree_pipelined(p: int, n_bytes: float, alpha_s: float, beta_s_per_byte: float,
+                   gamma_s_per_byte: float, latency_s: float = 0.0,
+                   segment_bytes: float = 4 * 65536) -> float:
+    """(S + 2H − 1)(α + L + m·sβ + c·sγ), s = n/S, H = ⌊log p⌋: a segmented binary heap tree in
+    which the busiest rank moves m = parent + children segments per step each way and reduces
+    c = children of them (m = 3, c = 2 from p = 5 on). An upper bound: the pipeline's fill and
+    drain steps move fewer segments."""
+    if p <= 1:
+        return 0.0
+    segments = max(1, math.ceil(n_bytes / segment_bytes))
+    seg = n_bytes / segments
+    height = p.bit_length() - 1
+    children = min(2, p - 1)
+    moved = 3 if p >= 5 else (2 if p >= 3 else 1)
+    per_step = alpha_s + latency_s + seg * (moved * beta_s_per_byte + children * gamma_s_per_byte)
+    return (segments + 2 * height - 1) * per_step
+
+
 def naive(p: int, n_bytes: float, alpha_s: float, beta_s_per_byte: float,
           gamma_s_per_byte: float, latency_s: float = 0.0) -> float:
     """2(α + L) + 2(p−1)nβ + (p−1)nγ: everyone sends to rank 0 (whose NIC carries (p−1)n bytes
@@ -106,6 +124,7 @@ CLOSED_FORMS: dict[str, ClosedForm] = {
     "naive": naive,
     "ring": ring,
     "tree": tree,
+    "tree_pipelined": tree_pipelined,
     "recursive_doubling": recursive_doubling,
     "rabenseifner": rabenseifner,
     "hierarchical": hierarchical,
