@@ -28,7 +28,7 @@ from distnet.errors import UserError
 from topology.network import Network
 
 MODES = ("ecmp", "ideal", "dmodk")
-_INF = 100  # int8 "unreachable" in up_cost; trees have a handful of tiers
+UNREACHABLE = _INF = 100  # int8 "unreachable" in up_cost; trees have a handful of tiers
 # Ideal spreading keeps every equal-cost path: (k/2)^2 per cross-pod flow in a fat-tree. Past
 # this many candidate hops in one sweep (~1 GB of temporaries) refuse instead of swapping.
 _MAX_CANDIDATES = 40_000_000
