@@ -106,7 +106,8 @@ def bisection_gbps(net: Network) -> tuple[float, str]:
     left_cols = np.zeros(t.reach.shape[1], dtype=bool)
     edges = np.flatnonzero(net.tier == 1)
     left_cols[t.col[edges]] = ~edge_has_right[edges]
-    owned_rows: np.ndarray = t.reach.any(axis=1) & ~(t.reach & ~left_cols).any(axis=1)
+    outside = np.any(t.reach & ~left_cols, axis=1)
+    owned_rows = np.asarray(np.any(t.reach, axis=1) & ~outside)
     owned = is_left_host.copy()
     sw = np.flatnonzero(t.row >= 0)
     owned[sw] = owned_rows[t.row[sw]]
