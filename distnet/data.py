@@ -7,6 +7,7 @@ would leak the validation set's range into training.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,16 @@ def _integer_labels(y: np.ndarray, source: str) -> np.ndarray:
         i = int(np.argmin(whole))
         raise UserError(f"{source}: labels are not integers (sample {i} has label {y[i]!r})")
     return y.astype(np.int64)
+
+
+def fingerprint(ds: Dataset) -> str:
+    """SHA-256 of the samples, labels and class count: ranks can compare it to prove they agree."""
+    h = hashlib.sha256()
+    for a in (ds.x, ds.y):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(str(ds.n_classes).encode())
+    return h.hexdigest()
 
 
 def validate_labels(y: np.ndarray, n_classes: int) -> None:

@@ -49,27 +49,34 @@ def read_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
             lines = [(i, line.strip()) for i, line in enumerate(f, start=1)]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read csv ({_short(e)})") from None
-    rows = [(i, [c.strip() for c in line.split(",")]) for i, line in lines if line]
+    rows = [(i, line) for i, line in lines if line]
     # A header is a first row with no number in it; a row with only some numbers is bad data.
-    if rows and not any(_is_number(c) for c in rows[0][1]):
+    if rows and not any(_is_number(c) for c in rows[0][1].split(",")):
         rows = rows[1:]
     if not rows:
         raise UserError(f"{path}: empty dataset (no data rows)")
-    width = len(rows[0][1])
-    if width < 2:
+    try:
+        # NumPy's C parser is ~50x faster than Python on MNIST-sized files; its errors are
+        # vague, so on failure the rows are re-checked one by one for a precise message.
+        table = np.loadtxt([line for _, line in rows], delimiter=",", comments=None,
+                           dtype=np.float64, ndmin=2)
+    except ValueError:
+        _diagnose_csv(path, rows)
+        raise UserError(f"{path}: cannot parse csv") from None
+    if table.shape[1] < 2:
         raise UserError(f"{path}: csv needs at least one feature column and a label column")
-    for i, cells in rows:
+    return table[:, :-1], table[:, -1]
+
+
+def _diagnose_csv(path: str, rows: list[tuple[int, str]]) -> None:
+    width = len(rows[0][1].split(","))
+    for i, line in rows:
+        cells = [c.strip() for c in line.split(",")]
         if len(cells) != width:
             raise UserError(f"{path}: line {i} has {len(cells)} columns, expected {width}")
-    try:
-        table = np.array([cells for _, cells in rows], dtype=np.float64)
-    except ValueError:
-        for i, cells in rows:
-            bad = next((c for c in cells if not _is_number(c)), None)
-            if bad is not None:
-                raise UserError(f"{path}: line {i}: non-numeric value {bad!r}") from None
-        raise
-    return table[:, :-1], table[:, -1]
+        bad = next((c for c in cells if not _is_number(c)), None)
+        if bad is not None:
+            raise UserError(f"{path}: line {i}: non-numeric value {bad!r}")
 
 
 def read_idx_pair(images_path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from distnet.data import Dataset, MinMax, load, make_default, train_val_split, validate_labels
+from distnet.data import (
+    Dataset,
+    MinMax,
+    fingerprint,
+    load,
+    make_default,
+    train_val_split,
+    validate_labels,
+)
 from distnet.errors import UserError
 
 # ---- the embedded default ------------------------------------------------------------------
@@ -22,6 +30,7 @@ def test_default_is_deterministic_and_seed_dependent() -> None:
         make_default(seed=4, n_samples=500)
     assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
     assert not np.array_equal(a.x, c.x)
+    assert fingerprint(a) == fingerprint(b) != fingerprint(c)
 
 
 def test_default_shape_dtype_and_classes() -> None:
