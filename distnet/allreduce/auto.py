@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distnet.allreduce.registry import ALGORITHMS
+from distnet.allreduce.registry import ALGORITHMS, AllreduceFn
 
 TUNE_ENV = "DISTNET_TUNE_FILE"
 DEFAULT_TUNE_PATH = Path("~/.cache/distnet/allreduce_tune.json")
@@ -34,6 +34,8 @@ TuneTable = dict[int, list[tuple[int, str]]]
 # matters for the crossover; the tuned table replaces these numbers with measurements.
 ALPHA_S = 5e-6
 BETA_S_PER_BYTE = 1.0 / 5e9
+# Reducing is not free in shared memory: NumPy adds at a few GB/s (two reads, one write per item).
+GAMMA_S_PER_BYTE = 1.0 / 2e9
 
 
 def tune_path() -> Path:
@@ -78,33 +80,37 @@ def save_table(table: TuneTable, path: Path | None = None) -> Path:
     """Write a tune table (creating the directory); returns the path written."""
     target = path or tune_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    doc = {str(p): [[b, a] for b, a in sorted(rows)] for p, rows in sorted(table.items())}
+    # One line per world size: the table stays readable and diffable.
+    lines = [f" {json.dumps(str(p))}: {json.dumps([[b, a] for b, a in sorted(rows)])}"
+             for p, rows in sorted(table.items())]
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
     tmp.replace(target)  # atomic: a concurrent reader sees the old or the new table, not half
     return target
 
 
 def cost_s(name: str, p: int, nbytes: int) -> float:
-    """α-β model time of one all-reduce of nbytes over p ranks (inf for unmodelled names).
+    """α-β-γ model time of one all-reduce of n = nbytes over p ranks (inf for unmodelled names).
 
-    recursive doubling: ⌈log2 p⌉(α + nβ) (+2 steps folding in the non-power-of-two extras);
-    rabenseifner: 2⌈log2 p⌉α + 2(p−1)/p·nβ (reduce-scatter + all-gather by halving/doubling);
-    ring: 2(p−1)α + 2(p−1)/p·nβ; tree (reduce then broadcast): 2⌈log2 p⌉(α + nβ).
+    With L = ⌈log2 p⌉, f = 2(p−1)/p, and e = 2 extra steps when p is not a power of two:
+    recursive doubling: (L + e)(α + nβ) + L·nγ — every rank reduces the whole buffer L times;
+    rabenseifner: (2L + e)α + f·nβ + (f/2)·nγ + e·n(β + γ) — reduce-scatter by halving, then
+    all-gather by doubling; ring: 2(p−1)α + f·nβ + (f/2)·nγ; tree: 2L(α + nβ) + L·nγ.
     """
     if p <= 1:
         return 0.0
     logp = math.ceil(math.log2(p))
     extra = 0 if p & (p - 1) == 0 else 2
-    wire = 2 * (p - 1) / p * nbytes * BETA_S_PER_BYTE
+    f = 2 * (p - 1) / p
+    a, b, g = ALPHA_S, nbytes * BETA_S_PER_BYTE, nbytes * GAMMA_S_PER_BYTE
     if name == "recursive_doubling":
-        return (logp + extra) * (ALPHA_S + nbytes * BETA_S_PER_BYTE)
+        return (logp + extra) * (a + b) + logp * g
     if name == "rabenseifner":
-        return (2 * logp + extra) * ALPHA_S + wire + extra * nbytes * BETA_S_PER_BYTE
+        return (2 * logp + extra) * a + f * b + f / 2 * g + extra * (b + g)
     if name == "ring":
-        return 2 * (p - 1) * ALPHA_S + wire
+        return 2 * (p - 1) * a + f * b + f / 2 * g
     if name == "tree":
-        return 2 * logp * (ALPHA_S + nbytes * BETA_S_PER_BYTE)
+        return 2 * logp * (a + b) + logp * g
     return math.inf
 
 
@@ -139,21 +145,43 @@ def candidates() -> frozenset[str]:
     return frozenset(ALGORITHMS) - {"auto"} | {"native"}
 
 
+class _Agreement:
+    """What one communicator agreed on: rank 0's table (cached on the comm as an attribute)."""
+
+    def __init__(self, handle: int, table: TuneTable) -> None:
+        self.handle = handle
+        self.table = table
+
+
+# Hot path: (communicator handle, nbytes) -> the chosen function. A handle can be reused once
+# its communicator is freed, so the attribute's delete callback drops that handle's entries.
+_CHOICES: dict[tuple[int, int], AllreduceFn] = {}
 _KEYVAL: int | None = None
 
 
-def agreed_table(comm: Any) -> TuneTable:
+def _forget(comm: Any, keyval: int, agreement: _Agreement) -> None:
+    for key in [k for k in _CHOICES if k[0] == agreement.handle]:
+        del _CHOICES[key]
+
+
+def _agreement(comm: Any) -> _Agreement:
     """Rank 0's tune table, broadcast on first use per communicator and cached on it."""
     global _KEYVAL
-    from mpi4py import MPI
-
     if _KEYVAL is None:
-        _KEYVAL = MPI.Comm.Create_keyval()
-    table = comm.Get_attr(_KEYVAL)
-    if table is None:
+        from mpi4py import MPI
+
+        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_forget)
+    agreement = comm.Get_attr(_KEYVAL)
+    if agreement is None:
         table = comm.bcast(load_table() if comm.rank == 0 else None, root=0)
-        comm.Set_attr(_KEYVAL, table)
-    return table
+        agreement = _Agreement(comm.handle, table)
+        comm.Set_attr(_KEYVAL, agreement)
+    return agreement
+
+
+def agreed_table(comm: Any) -> TuneTable:
+    """The table every rank of comm uses: rank 0's (collective on first use per comm)."""
+    return _agreement(comm).table
 
 
 def resolve(comm: Any, nbytes: int) -> str:
@@ -161,20 +189,26 @@ def resolve(comm: Any, nbytes: int) -> str:
     return choose(agreed_table(comm), comm.size, nbytes, candidates())
 
 
+def _native(comm: Any, buf: Any, op: Any = None) -> None:
+    # Only used while `native` is not registered (auto must work with an empty registry).
+    from mpi4py import MPI
+
+    mpi_op = MPI.SUM if op is None else op.to_mpi() if hasattr(op, "to_mpi") else op
+    comm.Allreduce(MPI.IN_PLACE, buf, op=mpi_op)
+
+
 def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
     """All-reduce buf in place with the algorithm the tune table picks for its size and p.
 
     Cost: that of the chosen algorithm, plus one broadcast of the table the first time a
-    communicator is used.
+    communicator is used. The choice per (communicator, size) is made once and cached, so
+    afterwards a call adds one dict lookup (~0.1 µs) to the algorithm itself.
     """
-    name = resolve(comm, int(buf.nbytes))
-    fn = ALGORITHMS.get(name)
-    if fn is None:  # only `native` can be missing from the registry here
-        from mpi4py import MPI
-
-        mpi_op = MPI.SUM if op is None else op.to_mpi() if hasattr(op, "to_mpi") else op
-        comm.Allreduce(MPI.IN_PLACE, buf, op=mpi_op)
-    elif op is None:
+    fn = _CHOICES.get((comm.handle, buf.nbytes))
+    if fn is None:
+        name = choose(agreed_table(comm), comm.size, buf.nbytes, candidates())
+        fn = _CHOICES[comm.handle, buf.nbytes] = ALGORITHMS.get(name, _native)
+    if op is None:
         fn(comm, buf)
     else:
         fn(comm, buf, op=op)

@@ -6,9 +6,12 @@
 
 Timing. Every iteration starts right after a barrier; its time is the *maximum over ranks* of
 that rank's wall time inside the all-reduce call (the collective is done only when the slowest
-rank is). avg_s / min_s / max_s are the mean / min / max of those per-iteration times over the
-timed iterations (warm-up iterations are dropped). The per-rank times are collected after the
-loop, so the reduction of timings never sits inside a measurement.
+rank is). avg_s / min_s / max_s / median_s are the mean / min / max / median of those
+per-iteration times over the timed iterations (warm-up iterations are dropped). The per-rank
+times are collected after the loop, so the reduction of timings never sits inside a measurement.
+Bandwidths and ratios use avg_s (as OSU and nccl-tests do); *decisions* (the winner per size,
+the tune table, the target verdicts) use median_s, which one descheduled iteration on a shared
+machine cannot move.
 
 Bandwidth, in GB/s = 1e9 bytes/s as nccl-tests: algbw = S / t; busbw = algbw · 2(p−1)/p, the
 rate each rank's link must sustain for a bandwidth-optimal all-reduce (comparable across p).
@@ -64,9 +67,8 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def default_sizes() -> list[int]:
-    """8 B, 32 B, ... ×4 up to 32 MiB, then 64 MiB."""
-    sizes = [8 << (2 * k) for k in range(12)]
-    return [*sizes, 64 * MIB]
+    """8 B, 16 B, ... ×2 up to 64 MiB (so 4 KiB and 1 MiB, where the targets sit, are in)."""
+    return [8 << k for k in range(24)]
 
 
 def parse_algorithms(text: str, known: list[str]) -> list[str]:
@@ -90,8 +92,8 @@ def busbw_gbps(algbw: float, p: int) -> float:
 
 
 def default_iters(nbytes: int) -> int:
-    """Timed iterations: ~64 MiB of payload per point, between 4 and 100."""
-    return max(4, min(100, (64 * MIB) // nbytes))
+    """Timed iterations: ~256 MiB of payload per point, between 10 and 200."""
+    return max(10, min(200, (256 * MIB) // nbytes))
 
 
 def default_warmup(iters: int) -> int:
@@ -252,6 +254,7 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
             records.append({"algorithm": name, "bytes": nbytes, "ranks": p,
                             "dtype": np.dtype(dtype).name, "iters": it,
                             "avg_s": avg, "min_s": float(t.min()), "max_s": float(t.max()),
+                            "median_s": float(np.median(t)),
                             "algbw_gbps": alg, "busbw_gbps": busbw_gbps(alg, p)})
     return records
 

@@ -65,6 +65,19 @@ def test_auto_agrees_despite_differing_tables(monkeypatch: pytest.MonkeyPatch) -
         tmp.cleanup()
 
 
+@pytest.mark.mpi(min_size=1)
+def test_auto_forgets_a_freed_communicator() -> None:
+    """Handles are reused after Free, so cached choices must go with the communicator."""
+    comm = _comm()
+    fresh = comm.Dup()
+    x = _data(10, comm.rank, seed=1)
+    auto.auto_allreduce(fresh, x)
+    handle = fresh.handle
+    assert any(k[0] == handle for k in auto._CHOICES)
+    fresh.Free()
+    assert not any(k[0] == handle for k in auto._CHOICES)
+
+
 # Layers as (start, end) slices of the flat buffer, in forward order; 8-byte items.
 LAYERS = [(0, 600), (600, 610), (610, 5610), (5610, 5650), (5650, 5700)]
 N = 5700
@@ -94,6 +107,29 @@ def test_bucketer_matches_one_allreduce(overlap: bool, bucket_bytes: int,
                 bucketer.hook(lo, hi)
             bucketer.finish()
             assert np.array_equal(grads, ref)
+
+
+def _custom_algorithms() -> list[str]:
+    from distnet.allreduce import ALGORITHMS
+
+    return sorted(set(ALGORITHMS) - {"native", "auto"})
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("algorithm", _custom_algorithms())
+def test_bucketer_with_every_algorithm(algorithm: str) -> None:
+    """Several non-blocking schedule runs in flight at once, boundaries inside layers."""
+    comm = _comm()
+    grads = np.zeros(N)
+    with Bucketer(comm, grads, LAYERS, algorithm, bucket_bytes=8 * 1000,
+                  first_bucket_bytes=8 * 30, overlap=True) as bucketer:
+        x = _data(N, comm.rank, seed=11)
+        ref = _reference(comm, x)
+        for lo, hi in reversed(LAYERS):
+            grads[lo:hi] = x[lo:hi]
+            bucketer.hook(lo, hi)
+        bucketer.finish()
+    assert np.array_equal(grads, ref)
 
 
 @pytest.mark.mpi(min_size=1)

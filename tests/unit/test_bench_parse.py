@@ -36,6 +36,7 @@ def test_parse_sizes_sorted_unique() -> None:
 def test_default_sizes_span() -> None:
     sizes = bench.default_sizes()
     assert sizes[0] == 8 and sizes[-1] == 64 << 20 and sizes == sorted(sizes)
+    assert 4096 in sizes and 1 << 20 in sizes
 
 
 def test_parse_algorithms() -> None:
@@ -61,13 +62,14 @@ def test_bandwidth_formulas() -> None:
     assert alg == 0.5
     assert bench.busbw_gbps(alg, 4) == pytest.approx(0.5 * 2 * 3 / 4)
     assert bench.busbw_gbps(alg, 1) == 0.0
-    assert bench.default_iters(8) == 100 and bench.default_iters(64 << 20) == 4
+    assert bench.default_iters(8) == 200 and bench.default_iters(64 << 20) == 10
 
 
 def _rec(name: str, nbytes: int, t_s: float) -> dict:
     alg = bench.algbw_gbps(nbytes, t_s)
     return {"algorithm": name, "bytes": nbytes, "ranks": 4, "avg_s": t_s, "min_s": t_s,
-            "max_s": t_s, "algbw_gbps": alg, "busbw_gbps": bench.busbw_gbps(alg, 4)}
+            "max_s": t_s, "median_s": t_s, "algbw_gbps": alg,
+            "busbw_gbps": bench.busbw_gbps(alg, 4)}
 
 
 def test_tune_entries_merge_and_borders() -> None:
@@ -87,15 +89,16 @@ def test_verdicts_and_ratios() -> None:
     lines = report.verdicts(recs)
     assert lines[0].startswith("PASS") and lines[1].startswith("PASS")
     assert lines[2].startswith("PASS")
-    recs[2]["avg_s"] = 1.2  # auto 20% slower than native at 4 KiB
+    recs[2]["median_s"] = 1.2  # auto 20% slower than native at 4 KiB
     assert report.verdicts(recs)[2].startswith("FAIL")
 
 
 def test_tune_table_roundtrip(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "tune.json"
-    auto.save_table({2: [(65536, "ring"), (4096, "recursive_doubling")]}, path)
-    assert json.loads(path.read_text()) == {"2": [[4096, "recursive_doubling"], [65536, "ring"]]}
-    assert auto.load_table(path) == {2: [(4096, "recursive_doubling"), (65536, "ring")]}
+    auto.save_table({2: [(65536, "ring"), (4096, "recursive_doubling")], 3: [(8, "tree")]}, path)
+    assert json.loads(path.read_text()) == {"2": [[4096, "recursive_doubling"], [65536, "ring"]],
+                                            "3": [[8, "tree"]]}
+    assert auto.load_table(path)[2] == [(4096, "recursive_doubling"), (65536, "ring")]
 
 
 def test_tune_table_bad_files(tmp_path: Path) -> None:
