@@ -118,10 +118,11 @@ def prune(folder: str, keep: int) -> None:
 
 
 def _by_step_newest_first(folder: str) -> list[tuple[int, str]]:
-    if not os.path.isdir(folder):
+    where = folder or "."  # checkpoint_path("", step) names a file in the working directory
+    if not os.path.isdir(where):
         return []
     found = [(int(m.group(1)), os.path.join(folder, name))
-             for name in os.listdir(folder) if (m := _NAME.match(name))]
+             for name in os.listdir(where) if (m := _NAME.match(name))]
     return sorted(found, reverse=True)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 
 from distnet import checkpoint
 from distnet.errors import UserError
+from tests.proc import run
 
 
 def sample_arrays() -> dict[str, np.ndarray]:
@@ -69,6 +73,34 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path: Path,
     monkeypatch.undo()
     assert checkpoint.load(path)[1] == {"v": "old"}
     assert os.listdir(tmp_path) == ["c.npz"]
+
+
+@pytest.mark.parametrize("die_in", ["fsync", "replace"])
+def test_process_killed_mid_write(tmp_path: Path, die_in: str) -> None:
+    # A real SIGKILL at a chosen point of save (no cleanup code runs): while the temp file is
+    # being made durable, or just before the rename. The old checkpoint must stay the latest.
+    folder = str(tmp_path)
+    checkpoint.save(checkpoint.checkpoint_path(folder, 1), {"w": np.zeros(3)}, {"v": "old"})
+    child = textwrap.dedent(f"""
+        import os, signal
+        import numpy as np
+        from distnet import checkpoint
+        os.{die_in} = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+        checkpoint.save(checkpoint.checkpoint_path({folder!r}, 2), {{"w": np.ones(10**5)}}, {{}})
+    """)
+    res = run([sys.executable, "-c", child], timeout_s=60)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    leftovers = [n for n in os.listdir(folder) if n.startswith(checkpoint.TMP_PREFIX)]
+    assert len(leftovers) == 1  # the crash did leave its temp file behind
+    latest = checkpoint.latest(folder)
+    assert latest == checkpoint.checkpoint_path(folder, 1)
+    assert checkpoint.load(latest)[1] == {"v": "old"}
+
+
+def test_latest_in_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    checkpoint.save(checkpoint.checkpoint_path("", 3), {"w": np.zeros(1)}, {})
+    assert checkpoint.latest("") == "ckpt-000000003.npz"
 
 
 def test_latest_picks_highest_complete_step(tmp_path: Path) -> None:
