@@ -106,7 +106,11 @@ def latest(folder: str) -> str | None:
 
 
 def prune(folder: str, keep: int) -> None:
-    """Delete all but the `keep` newest intact checkpoints (damaged newer ones are left alone)."""
+    """Delete all but the `keep` newest intact checkpoints, and temp files left by crashes.
+
+    Damaged files newer than the kept ones are left alone (they cost a kept slot nothing). Call
+    it from the one process that saves, after its save: any temp file then is a crash leftover.
+    """
     if keep < 1:
         raise UserError(f"must keep at least 1 checkpoint, got {keep}")
     kept = 0
@@ -115,6 +119,10 @@ def prune(folder: str, keep: int) -> None:
             os.unlink(path)
         elif _is_intact(path):
             kept += 1
+    where = folder or "."
+    for name in os.listdir(where) if os.path.isdir(where) else []:
+        if name.startswith(TMP_PREFIX) and name.endswith(".npz"):
+            os.unlink(os.path.join(where, name))
 
 
 def _by_step_newest_first(folder: str) -> list[tuple[int, str]]:

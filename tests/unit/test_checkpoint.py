@@ -95,6 +95,8 @@ def test_process_killed_mid_write(tmp_path: Path, die_in: str) -> None:
     latest = checkpoint.latest(folder)
     assert latest == checkpoint.checkpoint_path(folder, 1)
     assert checkpoint.load(latest)[1] == {"v": "old"}
+    checkpoint.prune(folder, keep=3)
+    assert os.listdir(folder) == ["ckpt-000000001.npz"]  # the leftover is cleaned up
 
 
 def test_latest_in_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
