@@ -1,0 +1,105 @@
+"""Injection points: where in a step each planned fault strikes, on the rank it names.
+
+The trainer calls these hooks at fixed points of a step; each fault fires once (except the
+multi-step straggler and delay faults). Crashes leave with os._exit so that nothing (no
+finally, no atexit, no MPI_Finalize) runs: as close to a real process death as Python gets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from distnet.ft.plan import Fault
+
+CRASH_STATUS = 17  # recognisable in mpirun's report
+
+
+class Injector:
+    def __init__(self, faults: list[Fault], world_rank: int, attempt: int = 0) -> None:
+        now = [f for f in faults if f.attempt == attempt]
+        self.world_rank = world_rank
+        self.mine = [f for f in now if f.rank == world_rank]
+        self.kills = [f for f in now if f.kind == "kill"]
+        self.fired: set[Fault] = set()
+
+    def _take(self, kind: str, step: int, at: str = "compute") -> Fault | None:
+        for f in self.mine:
+            if f.kind == kind and f.at == at and f.step == step and f not in self.fired:
+                self.fired.add(f)
+                return f
+        return None
+
+    def crash(self, fault: Fault) -> None:
+        print(f"distnet: injected fault {fault.to_spec()}: world rank {self.world_rank} exits",
+              file=sys.stderr, flush=True)
+        os._exit(CRASH_STATUS)
+
+    def before_compute(self, step: int) -> None:
+        fault = self._take("crash", step)
+        if fault is not None:
+            self.crash(fault)
+        fault = self._take("hang", step)
+        if fault is not None:
+            print(f"distnet: injected fault {fault.to_spec()}: world rank {self.world_rank} "
+                  "stops responding", file=sys.stderr, flush=True)
+            end = time.monotonic() + (fault.seconds or 1e9)
+            while time.monotonic() < end:
+                time.sleep(0.05)
+        for f in self.mine:
+            if f.kind == "slow" and f.step <= step < f.step + f.steps:
+                time.sleep(f.seconds)
+
+    def wants_nan(self, step: int) -> bool:
+        return self._take("nan", step) is not None
+
+    def bitflip_due(self, step: int) -> Fault | None:
+        return self._take("bitflip", step)
+
+    def kill_peers(self, step: int, killer_of: dict[int, int], pids: dict[int, tuple[str, int]],
+                   host: str) -> None:
+        """Kill faults are carried out by another live rank (`killer_of[target]`) on the host."""
+        for f in self.kills:
+            if f.step != step or f in self.fired or killer_of.get(f.rank) != self.world_rank:
+                continue
+            self.fired.add(f)
+            target_host, pid = pids[f.rank]
+            if target_host == host:
+                print(f"distnet: injected fault {f.to_spec()}: world rank {self.world_rank} "
+                      f"sends SIGKILL to world rank {f.rank} (pid {pid})", file=sys.stderr,
+                      flush=True)
+                os.kill(pid, signal.SIGKILL)
+
+    def in_recovery(self, step: int) -> None:
+        """crash at=recovery fires in the first recovery at or after its step."""
+        for f in self.mine:
+            if f.kind == "crash" and f.at == "recovery" and step >= f.step:
+                self.crash(f)
+
+    def in_allreduce(self, step: int) -> Fault | None:
+        return self._take("crash", step, at="allreduce")
+
+    def arm_checkpoint_crash(self, step: int) -> Any:
+        """crash at=checkpoint: die at the rename that would publish the new checkpoint.
+
+        Returns an undo function. The temporary file is complete but never renamed, which is
+        the worst moment for a non-atomic writer and harmless for an atomic one.
+        """
+        fault = self._take("crash", step, at="checkpoint")
+        if fault is None:
+            return lambda: None
+        real_replace, real_rename = os.replace, os.rename
+
+        def die(*args: Any, **kwargs: Any) -> None:
+            self.crash(fault)
+
+        os.replace = die
+        os.rename = die
+
+        def undo() -> None:
+            os.replace, os.rename = real_replace, real_rename
+
+        return undo

@@ -1,0 +1,318 @@
+"""A Trainer that survives faults: a step is committed everywhere or redone, never half-applied.
+
+One step, as the fault-tolerant trainer runs it:
+
+    compute gradients  ->  arrival notes (deadline)  ->  reduce gradients + checksum
+      ->  Agree(ok) over the live ranks  ->  apply the update  ->  record the step
+
+Any failure before the agreement (a dead peer, a revoked communicator, a laggard, a bad
+checksum) leaves the parameters untouched on every rank. With `--ft ulfm` the survivors then
+revoke, shrink, rebuild the gradient reducer for the smaller world and redo the step at the
+same position of the epoch: the sharding is re-derived for the new world size, so every sample
+is still used exactly once. With `--ft none` or `--ft restart` a fault ends the job promptly with
+a clear error (the restart supervisor then continues it from the latest checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from distnet.config import TrainConfig
+from distnet.errors import UserError
+from distnet.ft import deadline, integrity, plan, ulfm
+from distnet.ft.faultycomm import FaultyComm, flip_bit
+from distnet.ft.inject import Injector
+from distnet.gradsync import GradSync
+from distnet.metrics import MetricsWriter
+from distnet.runner import abort_all, agree
+from distnet.shard import global_batch, rank_part
+from distnet.trainer import Trainer
+
+T = TypeVar("T")
+MAX_INTEGRITY_REDOS = 2  # then the step is skipped (ulfm) or the job stops (none, restart)
+MAX_RECOVERIES_PER_STEP = 8
+ATTEMPT_ENV = "DISTNET_FT_ATTEMPT"  # set by the restart supervisor
+
+
+class IntegrityFailure(Exception):
+    pass
+
+
+class FaultTolerantTrainer(Trainer):
+    def __init__(self, comm: Any, cfg: TrainConfig, log: Any = print) -> None:
+        self.mode = cfg.ft
+        if self.mode == "ulfm":
+            agree(comm, ulfm.check_support)
+            comm = ulfm.harden(comm)
+        if self.mode == "restart" and not cfg.checkpoint_dir:
+            raise UserError("--ft restart needs --checkpoint-dir (the supervisor resumes from it)")
+        world = comm.Get_size()
+        self.faults = agree(comm, lambda: plan.collect(cfg.fault_plan, cfg.inject, world))
+        super().__init__(comm, cfg, log)
+        self.world_rank = self.rank  # a rank's name for the whole run, whatever fails
+        # The global batch keeps its size when ranks fail (survivors take bigger parts), so the
+        # optimisation is the fault-free one up to summation order.
+        self.global_batch_size = cfg.batch_size * self.world
+        self.members = list(range(self.world))  # world rank of each rank of self.comm
+        self.host = socket.gethostname()
+        self.pids: dict[int, tuple[str, int]] = dict(enumerate(
+            comm.allgather((self.host, os.getpid()))))
+        self.attempt = int(os.environ.get(ATTEMPT_ENV, "0") or 0)
+        self.injector = Injector(self.faults, self.world_rank, self.attempt)
+        self.clock = deadline.DeadlineClock(cfg.deadline_s)
+        self.events: list[dict[str, Any]] = []
+        self.redone_steps = self.skipped_steps = 0
+        self._rank0_log = log
+        # The loss of each step is reduced with the checksum, so every rank knows the global
+        # batch loss; rank 0 alone carries the epoch sum, which is what Trainer._end_epoch sums.
+        self.epoch_loss_global = self.progress.epoch_loss_sum
+        self.progress.epoch_loss_sum = self.epoch_loss_global if self.rank == 0 else 0.0
+        self._rebuild_sync()
+
+    # ---- plumbing ---------------------------------------------------------------------------
+    def _rebuild_sync(self) -> None:
+        cfg = self.cfg
+        self.fcomm = FaultyComm(self.comm, [f for f in self.faults if f.rank == self.world_rank
+                                            and f.attempt == self.attempt])
+        inner = GradSync(self.fcomm, self.model.grads, self.model.param_slices, cfg.allreduce,
+                         cfg.bucket_mb, cfg.overlap)
+        self.sync = integrity.CheckedSync(inner, self.model.grads)  # type: ignore[assignment]
+
+    def _is_fault(self, exc: BaseException) -> bool:
+        return self.mode == "ulfm" and (isinstance(exc, deadline.DeadlineMiss)
+                                        or ulfm.is_failure(exc))
+
+    def _protected(self, fn: Callable[[], T]) -> T:
+        """Run a collective phase; on a rank failure recover and run it again."""
+        for _ in range(MAX_RECOVERIES_PER_STEP):
+            try:
+                return fn()
+            except Exception as exc:
+                if not self._is_fault(exc):
+                    raise
+                self._recover(exc, redo=False)
+        raise abort_all(f"gave up after {MAX_RECOVERIES_PER_STEP} recoveries in one phase")
+
+    def _agree(self, ok: bool) -> bool:
+        if self.mode == "ulfm":
+            return ulfm.agree(self.comm, ok)
+        from mpi4py import MPI
+
+        return bool(self.comm.allreduce(int(ok), op=MPI.MIN))
+
+    def _on_reduce_timeout(self) -> None:
+        """Watchdog thread: the reduction is stuck although every rank arrived."""
+        if self.mode == "ulfm":
+            print(f"distnet: world rank {self.world_rank}: gradient reduction of step "
+                  f"{self.progress.step} missed its deadline; revoking", file=sys.stderr,
+                  flush=True)
+            for c in self.fcomm.all_comms():
+                ulfm.revoke(c)
+        else:
+            print(f"distnet: error (world rank {self.world_rank}): gradient reduction of step "
+                  f"{self.progress.step} missed its deadline (--ft {self.mode}): aborting",
+                  file=sys.stderr, flush=True)
+            self.comm.Abort(3)
+
+    def _killers(self) -> dict[int, int]:
+        """Who carries out a kill fault: the first other live rank."""
+        return {t: next((m for m in self.members if m != t), -1) for t in self.members}
+
+    # ---- one step ---------------------------------------------------------------------------
+    def train_step(self, perm: np.ndarray) -> int:
+        redos = 0
+        for _ in range(MAX_RECOVERIES_PER_STEP + MAX_INTEGRITY_REDOS + 1):
+            try:
+                return self._attempt(perm)
+            except IntegrityFailure as exc:
+                redos += 1
+                self.redone_steps += 1
+                if redos > MAX_INTEGRITY_REDOS or self.mode != "ulfm":
+                    if self.mode != "ulfm":
+                        raise UserError(f"step {self.progress.step}: {exc} (--ft {self.mode}"
+                                        "): stopping before the model is poisoned") from None
+                    return self._skip_step(perm, str(exc))
+                self._note({"event": "integrity", "step": self.progress.step,
+                            "reason": str(exc), "action": "redo", "world_size": self.world})
+            except deadline.DeadlineMiss as exc:
+                if self.mode != "ulfm":
+                    lost = [self.members[r] for r in exc.laggards]
+                    raise abort_all(f"world rank(s) {lost} missed the {exc.waited_s:.1f} s "
+                                    f"deadline at step {self.progress.step} (--ft {self.mode}):"
+                                    " stopping") from None
+                self._recover(exc, redo=True)
+            except Exception as exc:
+                if not self._is_fault(exc):
+                    raise
+                self._recover(exc, redo=True)
+        raise abort_all(f"step {self.progress.step}: gave up after repeated failures")
+
+    def _attempt(self, perm: np.ndarray) -> int:
+        pr, cfg, inj = self.progress, self.cfg, self.injector
+        step = pr.step
+        inj.kill_peers(step, self._killers(), self.pids, self.host)
+        inj.before_compute(step)
+        batch = global_batch(perm, pr.pos, self.global_batch_size, 1)
+        idx = rank_part(batch, self.rank, self.world)
+        rng_state = self.model.get_rng_state()
+        checked: integrity.CheckedSync = self.sync  # type: ignore[assignment]
+        checked.begin()
+        checked.poison_next = inj.wants_nan(step)
+        crash = inj.in_allreduce(step)
+        self.fcomm.begin_step(step, (lambda: inj.crash(crash)) if crash else None)
+        loss, forward_s, backward_s = self.compute_grads(idx, len(batch))
+        if checked.poison_next:  # no sample here, so no backward: poison the zero gradient
+            self.model.grads[0] = np.nan
+            checked.poison_next = False
+        if self.world > 1:
+            deadline.wait_arrivals(self.comm, step, self.clock.deadline_s())
+        t0 = time.perf_counter()
+        with deadline.watchdog(self.clock.deadline_s(), self._on_reduce_timeout):
+            self.reduce_grads()
+            if crash is not None:  # a reduction without messages (one rank) still dies here
+                inj.crash(crash)
+            flip = inj.bitflip_due(step)
+            if flip is not None and flip not in self.fcomm.state.consumed:
+                flip_bit(self.model.grads, seed=step)  # the algorithm used no hookable call
+            stats = np.array([loss, checked.local_sum, checked.local_abs], dtype=np.float64)
+            if self.world > 1:
+                from mpi4py import MPI
+
+                self.comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
+            reason = integrity.check_reduced(self.model.grads, stats[1], stats[2], self.world)
+            ids = self.comm.gather(idx, root=0) if cfg.track_samples else None
+            ok = self._agree(reason is None)
+        t1 = time.perf_counter()
+        if not ok:
+            self.model.set_rng_state(rng_state)  # the redo draws the same dropout masks
+            raise IntegrityFailure(f"gradient {reason or 'checksum (on another rank)'}")
+        self.apply_update()
+        t2 = time.perf_counter()
+        self.epoch_loss_global += float(stats[0])
+        self.record_step(len(idx), len(batch), float(stats[0]) if self.rank == 0 else 0.0,
+                         forward_s, backward_s, t1 - t0, t2 - t1)
+        if ids is not None:
+            self.metrics.write({"event": "samples", "epoch": pr.epoch, "step": step,
+                                "pos": pr.pos - len(batch), "world_size": self.world,
+                                "attempt": self.attempt,
+                                "ids": [int(i) for part in ids for i in part]})
+        self.clock.tick()
+        return len(batch)
+
+    def _skip_step(self, perm: np.ndarray, reason: str) -> int:
+        """The same step failed its checks again and again: drop it, keep the model clean."""
+        pr = self.progress
+        batch = global_batch(perm, pr.pos, self.global_batch_size, 1)
+        self.skipped_steps += 1
+        self._note({"event": "integrity", "step": pr.step, "reason": reason, "action": "skip",
+                    "skipped_ids": [int(i) for i in batch], "world_size": self.world})
+        pr.pos += len(batch)
+        pr.step += 1
+        return len(batch)
+
+    # ---- recovery ---------------------------------------------------------------------------
+    def _recover(self, exc: BaseException, redo: bool) -> None:
+        """Revoke, shrink, rebuild; the caller then redoes what failed."""
+        t0 = time.perf_counter()
+        step = self.progress.step
+        cause = "deadline" if isinstance(exc, deadline.DeadlineMiss) else "process failure"
+        if isinstance(exc, deadline.DeadlineMiss):
+            self._fence([self.members[r] for r in exc.laggards])
+        ulfm.revoke(self.comm)
+        for c in self.fcomm.all_comms():
+            ulfm.revoke(c)
+        self.injector.in_recovery(step)
+        old_world, was_rank0 = self.world, self.rank == 0
+        self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
+        self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
+        self._rebuild_sync()
+        if self.rank == 0 and not was_rank0:
+            # the old rank 0 died: this rank takes over the log and the (shared) metrics file
+            self.metrics = MetricsWriter(self.cfg.metrics, append=True)
+            if not self.cfg.quiet:
+                self.log = self._rank0_log
+        self.progress.epoch_loss_sum = self.epoch_loss_global if self.rank == 0 else 0.0
+        self.clock.relax()
+        if redo:
+            self.redone_steps += 1
+        recovery_s = time.perf_counter() - t0
+        self._note({"event": "recovery", "cause": cause, "failed_ranks": failed, "step": step,
+                    "epoch": self.progress.epoch, "pos": self.progress.pos,
+                    "recovery_s": recovery_s, "redone_steps": int(redo),
+                    "world_size": self.world, "old_world_size": old_world,
+                    "waited_s": getattr(exc, "waited_s", 0.0)})
+        self.log(f"recovery: lost world rank(s) {failed} ({cause}) at step {step}, epoch "
+                 f"{self.progress.epoch + 1}, position {self.progress.pos}; world "
+                 f"{old_world} -> {self.world}; recovered in {recovery_s * 1e3:.1f} ms; "
+                 f"{'redoing the step' if redo else 'repeating the phase'}")
+
+    def _fence(self, world_ranks: list[int]) -> None:
+        """Make laggards really dead, so that Shrink (which waits for live ranks) can drop them."""
+        import signal
+
+        for w in world_ranks:
+            host, pid = self.pids[w]
+            if host != self.host:
+                raise abort_all(f"world rank {w} on {host} is hung and cannot be fenced from "
+                                f"{self.host}: aborting the job")
+            print(f"distnet: world rank {self.world_rank}: world rank {w} missed the deadline; "
+                  f"fencing it (SIGKILL pid {pid})", file=sys.stderr, flush=True)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _note(self, record: dict[str, Any]) -> None:
+        self.events.append(record)
+        self.metrics.write(record)
+
+    # ---- phases outside a step --------------------------------------------------------------
+    def evaluate(self) -> tuple[float, float]:
+        return self._protected(super().evaluate)
+
+    def _end_epoch(self, wall_s: float) -> dict[str, Any]:
+        record = self._protected(lambda: super(FaultTolerantTrainer, self)._end_epoch(wall_s))
+        self.epoch_loss_global = 0.0
+        self.clock.relax()
+        return record
+
+    def save_checkpoint(self) -> None:
+        undo = self.injector.arm_checkpoint_crash(self.progress.step)
+        try:
+            self._protected(super().save_checkpoint)
+        finally:
+            undo()
+        self.clock.relax()
+
+    def fit(self) -> dict[str, Any]:
+        summary = super().fit()
+        digest = integrity.param_digest(self.model.params)
+        digests = self._protected(lambda: self.comm.allgather(digest))
+        recoveries = [e for e in self.events if e["event"] == "recovery"]
+        record = {
+            "event": "ft_done", "mode": self.mode, "world_size": self.world,
+            "members": self.members, "param_digests": digests,
+            "params_identical": len(set(digests)) == 1, "recoveries": len(recoveries),
+            "failed_ranks": sorted({r for e in recoveries for r in e["failed_ranks"]}),
+            "redone_steps": self.redone_steps, "skipped_steps": self.skipped_steps,
+            "recovery_s": sum(e["recovery_s"] for e in recoveries), "attempt": self.attempt,
+            "val_loss": summary["val_loss"], "steps": summary["steps"],
+        }
+        if self.rank == 0:
+            writer = MetricsWriter(self.cfg.metrics, append=True)
+            writer.write(record)
+            writer.close()
+        if recoveries:
+            # After a failure MPI_Finalize can wait forever for the dead ranks; everything is
+            # written and flushed, so leave without it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        return summary

@@ -1,0 +1,88 @@
+"""ULFM (User-Level Failure Mitigation) in a few calls: detect, agree, revoke, shrink.
+
+Open MPI implements ULFM only when mpirun runs with `--with-ft ulfm`, and a dead peer is noticed
+reliably only over TCP (`--mca btl tcp,self`): over shared memory the survivors can wait for it
+forever. With the error handler set to ERRORS_RETURN, an operation that involves a dead rank
+raises MPI.Exception with class ERR_PROC_FAILED; once any rank revokes the communicator every
+pending and future operation on it raises ERR_REVOKED, which is how one rank's discovery reaches
+all the others. Agree and Shrink still work on a revoked communicator and tolerate failures that
+happen while they run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from distnet.errors import UserError
+
+
+def check_support() -> None:
+    """Raise a UserError unless this process runs under a ULFM-enabled mpirun over TCP."""
+    from mpi4py import MPI
+
+    if not hasattr(MPI.Comm, "Shrink"):
+        raise UserError("--ft ulfm: this MPI library has no ULFM (MPI_Comm_shrink missing)")
+    if os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() not in ("1", "true", "yes"):
+        raise UserError("--ft ulfm needs `mpirun --with-ft ulfm --mca btl tcp,self` "
+                        "(or launch/ft.sh)")
+    btl = os.environ.get("OMPI_MCA_btl", "")
+    if not btl or "sm" in btl.replace("self", "").split(",") or "vader" in btl:
+        raise UserError("--ft ulfm needs `--mca btl tcp,self`: over shared memory a dead rank "
+                        "can hang the survivors")
+
+
+def failure_classes() -> tuple[int, ...]:
+    from mpi4py import MPI
+
+    return (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED)
+
+
+def is_failure(exc: BaseException) -> bool:
+    from mpi4py import MPI
+
+    return isinstance(exc, MPI.Exception) and exc.Get_error_class() in failure_classes()
+
+
+def harden(comm: Any) -> Any:
+    """A private duplicate whose errors raise instead of aborting the job."""
+    from mpi4py import MPI
+
+    new = comm.Dup()
+    new.Set_errhandler(MPI.ERRORS_RETURN)
+    return new
+
+
+def agree(comm: Any, ok: bool) -> bool:
+    """The AND of `ok` over the live ranks, the same on all of them; False if anyone failed."""
+    try:
+        return bool(comm.Agree(int(ok)))
+    except Exception as exc:
+        if is_failure(exc):
+            return False
+        raise
+
+
+def revoke(comm: Any) -> None:
+    try:
+        comm.Revoke()
+    except Exception as exc:  # already revoked is fine
+        if not is_failure(exc):
+            raise
+
+
+def shrink(comm: Any, members: list[int]) -> tuple[Any, list[int], list[int]]:
+    """Shrink comm to its live ranks.
+
+    `members[i]` names comm's rank i (its MPI_COMM_WORLD rank); returns the new communicator,
+    the names of its ranks in order, and the names of the ranks that were dropped.
+    """
+    from mpi4py import MPI
+
+    new = comm.Shrink()
+    new.Set_errhandler(MPI.ERRORS_RETURN)
+    old_ranks = list(range(comm.Get_size()))
+    where = MPI.Group.Translate_ranks(comm.Get_group(), old_ranks, new.Get_group())
+    kept = sorted((w, members[i]) for i, w in enumerate(where) if w != MPI.UNDEFINED)
+    failed = [members[i] for i, w in enumerate(where) if w == MPI.UNDEFINED]
+    return new, [m for _, m in kept], failed
