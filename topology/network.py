@@ -85,14 +85,17 @@ class Network:
         np.cumsum(np.bincount(self.link_u, minlength=self.n_nodes), out=ptr[1:])
         return ptr, order
 
-    def node(self, name: tuple) -> int:
-        """Index of the node called `name`; unknown names are a UserError."""
-        try:
-            return self.node_index[tuple(name)]
-        except KeyError:
-            raise UserError(f"network {self.name!r} has no node {tuple(name)!r}") from None
+    def node(self, name: tuple | str) -> int:
+        """Index of the node called `name`; a bare string finds a custom network's
+        ("host", s) or ("switch", s). Unknown names are a UserError."""
+        keys = [("host", name), ("switch", name), (name,)] if isinstance(name, str) else [name]
+        for key in keys:
+            hit = self.node_index.get(tuple(key))
+            if hit is not None:
+                return hit
+        raise UserError(f"network {self.name!r} has no node {name!r}")
 
-    def cable(self, a: tuple | int, b: tuple | int) -> int:
+    def cable(self, a: tuple | str | int, b: tuple | str | int) -> int:
         """Index of the cable between nodes a and b (names or indices)."""
         ia = a if isinstance(a, (int, np.integer)) else self.node(a)
         ib = b if isinstance(b, (int, np.integer)) else self.node(b)

@@ -9,7 +9,8 @@ vectorised lookup even after link failures:
 - up_cost[s, e]: up-hops from s to the nearest switch with reach[., e] (INF if none).
 A hop is a valid equal-cost choice iff it keeps the remaining distance decreasing, so ECMP only
 ever chooses among surviving up-links that still lead to the destination. Other graphs (custom
-networks that are not layered trees) fall back to plain shortest paths from per-destination BFS.
+networks that are not layered trees) use plain shortest paths from per-destination BFS, and so
+do the rare pairs that failures leave connected only through a valley (up, down, up, down).
 
 All flows advance one hop per iteration as arrays of "states" (flow, node, fraction of the flow,
 latency so far); ideal spreading splits a state's fraction evenly over its valid next hops and
@@ -225,16 +226,41 @@ def route(
 def _route(
     net: Network, src: np.ndarray, dst: np.ndarray, mode: str, seed: int, salt_a: np.ndarray
 ) -> Routes:
+    tables = tree_tables(net)
+    if tables is None:
+        return _walk(net, src, dst, mode, seed, salt_a, _bfs_walk(net, src, dst))
+    # Failures can leave a connected pair with no up-down path (its only way round dips
+    # through a lower tier); those few flows take BFS shortest paths, as BGP with per-switch
+    # AS numbers would, and only a truly disconnected pair is an error.
+    lost = _no_up_down_path(tables, src, dst)
+    if not lost.any():
+        return _walk(net, src, dst, mode, seed, salt_a, _tree_walk(net, tables, dst))
+    keep = np.flatnonzero(~lost)
+    detour = np.flatnonzero(lost)
+    a = _walk(net, src[keep], dst[keep], mode, seed, salt_a[keep],
+              _tree_walk(net, tables, dst[keep]))
+    b = _walk(net, src[detour], dst[detour], mode, seed, salt_a[detour],
+              _bfs_walk(net, src[detour], dst[detour]))
+    return _combine(src.size, [(keep, a), (detour, b)])
+
+
+def _combine(n_flows: int, parts: list[tuple[np.ndarray, Routes]]) -> Routes:
+    """Routes of disjoint flow subsets (flow indices, routes) as one Routes in flow order."""
+    flows, links, fracs = [], [], []
+    latency, hops = np.zeros(n_flows), np.zeros(n_flows, dtype=np.int64)
+    for idx, r in parts:
+        flows.append(np.repeat(idx, np.diff(r.flow_ptr)))
+        links.append(r.link)
+        fracs.append(r.frac)
+        latency[idx], hops[idx] = r.latency_s, r.hops
+    return _to_csr(n_flows, flows, links, fracs, latency, hops)
+
+
+def _walk(net: Network, src: np.ndarray, dst: np.ndarray, mode: str, seed: int,
+          salt_a: np.ndarray, step_fn) -> Routes:
+    """Advance every flow hop by hop, choosing among the valid next hops `step_fn` offers."""
     n_flows = src.size
     src_node, dst_node = net.hosts[src], net.hosts[dst]
-
-    tables = tree_tables(net)
-    if tables is not None:
-        _check_tree_connected(net, tables, src, dst)
-        step_fn = _tree_walk(net, tables, dst, dst_node)
-    else:
-        step_fn = _bfs_walk(net, src, dst, dst_node)
-
     # states: one per (flow, node) the flow currently occupies
     moving = src != dst
     st_flow = np.flatnonzero(moving)
@@ -324,16 +350,15 @@ def _disconnected(net: Network, s: int, d: int) -> UserError:
     return UserError(f"hosts {a} and {b} are disconnected in {net.name} (failed links?)")
 
 
-def _check_tree_connected(net: Network, t: _TreeTables, src: np.ndarray, dst: np.ndarray):
+def _no_up_down_path(t: _TreeTables, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Flows between distinct hosts that have no valley-free path (or a host cut off)."""
     moving = src != dst
     es, ed = t.host_edge[src], t.host_edge[dst]
     cut = moving & ((es < 0) | (ed < 0))
     ok = ~cut & moving
-    cost = np.full(src.size, 0, dtype=np.int64)
+    cost = np.zeros(src.size, dtype=np.int64)
     cost[ok] = t.up_cost[t.row[es[ok]], t.col[ed[ok]]]
-    bad = np.flatnonzero(cut | (cost >= _INF))
-    if bad.size:
-        raise _disconnected(net, src[bad[0]], dst[bad[0]])
+    return cut | (cost >= _INF)
 
 
 def _csr_gather(ptr: np.ndarray, links: np.ndarray, key: np.ndarray):
@@ -350,7 +375,7 @@ def _csr_gather(ptr: np.ndarray, links: np.ndarray, key: np.ndarray):
     return c_state, links[ptr[key][c_state] + np.arange(total) - first]
 
 
-def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray, dst_node: np.ndarray):
+def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray):
     """Candidate next hops of each state and which of them are equal-cost choices.
 
     up_cost is 0 exactly where reach holds, so one flat int8 gather answers both questions:
@@ -360,6 +385,7 @@ def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray, dst_node: np.ndarr
     n_cols = t.up_cost.shape[1]
     flat_cost = t.up_cost.reshape(-1)
     dst_col = t.col[np.maximum(t.host_edge[dst], 0)]
+    dst_node = net.hosts[dst]
     row = t.row
 
     def step(flow: np.ndarray, cur: np.ndarray):
@@ -380,7 +406,8 @@ def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray, dst_node: np.ndarr
     return step
 
 
-def _bfs_walk(net: Network, src: np.ndarray, dst: np.ndarray, dst_node: np.ndarray):
+def _bfs_walk(net: Network, src: np.ndarray, dst: np.ndarray):
+    dst_node = net.hosts[dst]
     targets, which = np.unique(dst_node, return_inverse=True)
     dist = _bfs_dist(net, targets)
     moving = np.flatnonzero(src != dst)
