@@ -1,0 +1,89 @@
+"""`python -m topology`: outputs, JSON, plots, and one-line errors with exit status 2."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.proc import PYTHON, run
+from topology.calibrate import synthetic_records
+from topology.cli import main
+
+K4 = "fat-tree:k=4"
+
+
+def test_simulate_prints_time_bandwidth_closed_form_and_busiest_links(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["simulate", "--topology", K4, "--hosts", "16", "--size", "1MiB",
+                 "--routing", "ecmp", "--seed", "1", "--link-gbps", "400",
+                 "--link-latency-us", "1"]) == 0
+    out = capsys.readouterr().out
+    for word in ("time", "algbw / busbw", "closed form", "max link util", "busiest links", "->"):
+        assert word in out
+    assert "sim/closed = 1.000" in out  # packed ring: no link is shared, the closed form holds
+
+
+def test_simulate_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "steps.png"
+    assert main(["simulate", "--topology", K4, "--algorithm", "rabenseifner", "--size", "64KiB",
+                 "--placement", "scattered", "--json", "--plot", str(png)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["hosts"] == 16 and r["algorithm"] == "rabenseifner" and r["bytes"] == 65536
+    assert r["time_s"] > 0 and len(r["step_end_s"]) == r["steps"]
+    assert png.stat().st_size > 1000
+
+
+def test_failed_links_and_hierarchical(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--topology", K4, "--algorithm", "hierarchical", "--size", "1MiB",
+                 "--fail-links", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["failed_links"] == 2 and r["time_s"] > 0
+
+
+def test_compare_table_has_a_row_per_combination(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--topology", K4, "--topology", "leaf-spine:leaves=4,spines=2,hosts=4",
+                 "--algorithms", "ring,tree", "--sizes", "4KiB,1MiB",
+                 "--routings", "ecmp,ideal"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 + 2 * 2 * 2 * 2
+
+
+def test_info_scaling_calibrate_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", K4]) == 0
+    assert "hosts" in capsys.readouterr().out
+    assert main(["scaling"]) == 0
+    assert "fat-tree" in capsys.readouterr().out
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(synthetic_records(20e-6, 2e-10, 3e-10, ranks=(2, 4),
+                                                 sizes=(4096, 1 << 20))))
+    assert main(["calibrate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "alpha = 20.000 us" in out and "20/20 points within 20%" in out
+    assert main(["bench", "--k", "4"]) == 0
+    assert "ratio" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["simulate", "--topology", "fat-tree:k=7"], "even"),
+    (["simulate", "--topology", K4, "--link-gbps", "0"], "bandwidth"),
+    (["simulate", "--topology", K4, "--hosts", "17"], "17 ranks"),
+    (["simulate", "--topology", "torus:k=4"], "unknown network kind"),
+    (["simulate", "--topology", K4, "--algorithm", "warp"], "warp"),
+    (["simulate", "--topology", K4, "--routing", "magic"], "magic"),
+    (["simulate", "--topology", "fat-tree:k"], "key=value"),
+    (["simulate", "--topology", K4, "--size", "lots"], "bad size"),
+    (["compare", "--sizes", ""], "empty"),
+    (["calibrate", "/nonexistent/bench.json"], "cannot read"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], words: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("topology: error: ") and words in err[0]
+
+
+def test_module_entry_point_exits_2_on_error() -> None:
+    res = run([PYTHON, "-m", "topology", "simulate", "--topology", "fat-tree:k=3"], timeout_s=60)
+    assert res.returncode == 2 and res.stderr.startswith("topology: error: ")

@@ -1,0 +1,340 @@
+"""`python -m topology {simulate,compare,info,scaling,calibrate,bench}`: the simulator's CLI.
+
+Bad input of any kind is one line on stderr, `topology: error: ...`, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from distnet.errors import UserError
+
+SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3,
+              "mb": 10**6, "gb": 10**9}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + line
+        raise UserError(message)
+
+
+def parse_size(text: str) -> int:
+    """'64MiB' -> 67108864; units B, KiB, MiB, GiB, KB, MB, GB."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if m is None or m.group(2).lower() not in SIZE_UNITS:
+        raise UserError(f"bad size {text!r} (use e.g. 4KiB, 1MiB, 64MiB)")
+    value = float(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
+    if value < 1 or value != int(value):
+        raise UserError(f"size {text!r} is not a positive whole number of bytes")
+    return int(value)
+
+
+def human_size(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
+
+
+@dataclass(frozen=True)
+class Case:
+    topology: str
+    algorithm: str
+    size_bytes: int
+    hosts: int | None = None
+    placement: str = "packed"
+    routing: str = "ecmp"
+    seed: int = 0
+    link_gbps: float | None = None
+    link_latency_us: float | None = None
+    fail_links: int = 0
+    alpha_us: float | None = None
+    gamma_ns_per_byte: float | None = None
+    engine: str = "auto"
+
+
+def run_case(c: Case) -> dict[str, Any]:
+    """Build, place, simulate and compare with the closed form; plain data out."""
+    from distnet.allreduce import get_schedule
+    from topology import sim
+    from topology.closed_form import closed_form_time
+    from topology.network import fail_random
+    from topology.placement import place
+    from topology.routing import MODES, route
+    from topology.spec import parse_network
+
+    if c.routing not in MODES:
+        raise UserError(f"unknown routing {c.routing!r} (known: {', '.join(MODES)})")
+    net = parse_network(
+        c.topology, link_gbps=c.link_gbps,
+        link_latency_s=None if c.link_latency_us is None else c.link_latency_us * 1e-6)
+    if c.fail_links:
+        net = fail_random(net, c.fail_links, seed=c.seed)
+    p = net.n_hosts if c.hosts is None else c.hosts
+    if p < 1:
+        raise UserError(f"--hosts must be >= 1, got {p}")
+    if p > net.n_hosts:
+        raise UserError(f"{p} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
+    hosts = place(net, p, mode=c.placement, seed=c.seed)
+    itemsize = 4
+    n = max(1, c.size_bytes // itemsize)
+    builder = get_schedule(c.algorithm)
+    opts: dict[str, Any] = {}
+    if c.algorithm == "hierarchical":
+        opts["node_of"] = _edge_of_hosts(net, hosts)
+    sched = builder(p, n, **opts)
+    alpha_s = sim.ALPHA_S if c.alpha_us is None else c.alpha_us * 1e-6
+    gamma = sim.GAMMA_S_PER_BYTE if c.gamma_ns_per_byte is None else c.gamma_ns_per_byte * 1e-9
+    res = sim.simulate(net, sched, hosts, routing=c.routing, seed=c.seed, itemsize=itemsize,
+                       alpha_s=alpha_s, gamma_s_per_byte=gamma, engine=c.engine)
+    src, dst = _sample_pairs(sched)
+    worst_lat = float(route(net, hosts[src], hosts[dst], mode=c.routing,
+                            seed=c.seed).latency_s.max()) if src.size else 0.0
+    nic_gbps = float(net.link_gbps[net.tier[net.link_u] == 0].min())
+    cf_opts: dict[str, float] = {}
+    if c.algorithm == "hierarchical":
+        cf_opts["ranks_per_node"] = max(1, p // max(1, len(set(opts["node_of"]))))
+    try:
+        closed = closed_form_time(c.algorithm, p, n * itemsize, alpha_s, 8 / (nic_gbps * 1e9),
+                                  gamma, worst_lat, **cf_opts)
+    except UserError:
+        closed = float("nan")
+    return {
+        "topology": c.topology, "network": net.name, "hosts": p, "algorithm": c.algorithm,
+        "bytes": n * itemsize, "placement": c.placement, "routing": c.routing, "seed": c.seed,
+        "failed_links": c.fail_links, "engine": res.engine, "steps": sched.nsteps,
+        "time_s": res.time_s, "algbw_gbps": res.algbw_gbps, "busbw_gbps": res.busbw_gbps,
+        "closed_form_s": closed, "worst_path_latency_s": worst_lat,
+        "max_link_util": res.max_link_util, "busiest_links": res.busiest,
+        "step_end_s": res.step_end_s.tolist(),
+    }
+
+
+def _edge_of_hosts(net: Any, hosts: np.ndarray) -> list[int]:
+    """node_of for hierarchical: the switch each rank's host hangs off."""
+    ptr, order = net.out_csr
+    return [int(v) for v in net.link_v[order[ptr[net.hosts[hosts]]]]]
+
+
+def _sample_pairs(sched: Any, limit: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """(src, dst) ranks of every transfer, or of the first steps when there are too many."""
+    src, dst, total = [], [], 0
+    for s in range(sched.nsteps):
+        st = sched.step(s)
+        src.append(st.src)
+        dst.append(st.dst)
+        total += len(st)
+        if total >= limit and s >= 1:
+            break
+    if not src:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(src), np.concatenate(dst)
+
+
+def format_result(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['algorithm']} all-reduce of {human_size(r['bytes'])} on {r['hosts']} hosts of "
+        f"{r['network']} ({r['placement']} placement, {r['routing']} routing, seed {r['seed']}, "
+        f"{r['steps']} steps, {r['engine']} engine)",
+        f"time           {r['time_s'] * 1e3:.4f} ms",
+        f"algbw / busbw  {r['algbw_gbps']:.1f} / {r['busbw_gbps']:.1f} Gb/s",
+        f"closed form    {r['closed_form_s'] * 1e3:.4f} ms (worst path latency "
+        f"{r['worst_path_latency_s'] * 1e6:.2f} us); sim/closed = "
+        f"{r['time_s'] / r['closed_form_s']:.3f}",
+        f"max link util  {r['max_link_util']:.3f} (bytes carried / capacity x time)",
+        "busiest links",
+    ]
+    lines += [f"  {name}  {u:.3f}" for name, u in r["busiest_links"]]
+    return "\n".join(lines)
+
+
+def compare_table(rows: list[dict[str, Any]]) -> str:
+    def topo(r: dict[str, Any]) -> str:
+        return r["topology"] + (f" -{r['failed_links']}links" if r["failed_links"] else "")
+
+    w = max([8, *(len(topo(r)) for r in rows)])
+    head = (f"{'topology':<{w}} {'place':<9} {'route':<5} {'algorithm':<18} {'size':>7} "
+            f"{'time_ms':>10} {'busbw':>7} {'closed_ms':>10} {'maxutil':>7}")
+    out = [head, "-" * len(head)]
+    for r in rows:
+        out.append(f"{topo(r):<{w}} {r['placement']:<9} {r['routing']:<5} {r['algorithm']:<18} "
+                   f"{human_size(r['bytes']):>7} {r['time_s'] * 1e3:>10.4f} "
+                   f"{r['busbw_gbps']:>7.1f} {r['closed_form_s'] * 1e3:>10.4f} "
+                   f"{r['max_link_util']:>7.3f}")
+    return "\n".join(out)
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib (pip install distnet[plot])") from None
+    return plt
+
+
+def _save(fig: Any, path: str) -> None:
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as e:
+        raise UserError(f"cannot write --plot {path}: {e.strerror}") from None
+
+
+def plot_steps(path: str, r: dict[str, Any]) -> None:
+    """Completion time of every step: the slope is the time per step, kinks are slow steps."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ends = np.asarray(r["step_end_s"]) * 1e3
+    ax.plot(np.arange(ends.size), ends)
+    ax.set_xlabel("step")
+    ax.set_ylabel("step completes at (ms)")
+    ax.set_title(f"{r['algorithm']} {human_size(r['bytes'])} on {r['network']}, "
+                 f"{r['placement']}/{r['routing']}")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_compare(path: str, rows: list[dict[str, Any]]) -> None:
+    """busbw against size, one line per (topology, placement, routing, algorithm)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    series: dict[tuple, list[tuple[int, float]]] = {}
+    for r in rows:
+        key = (r["topology"] + (f" -{r['failed_links']} links" if r["failed_links"] else ""),
+               r["placement"], r["routing"], r["algorithm"])
+        series.setdefault(key, []).append((r["bytes"], r["busbw_gbps"]))
+    for key, pts in series.items():
+        pts.sort()
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=" ".join(key))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("buffer (bytes)")
+    ax.set_ylabel("busbw (Gb/s)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _common(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--hosts", type=int, default=None, help="ranks, one per host (default: all)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--link-gbps", type=float, default=None)
+    sp.add_argument("--link-latency-us", type=float, default=None)
+    sp.add_argument("--fail-links", type=int, default=0, help="fail N random switch cables")
+    sp.add_argument("--alpha-us", type=float, default=None, help="per-message overhead")
+    sp.add_argument("--gamma-ns-per-byte", type=float, default=None, help="reduction cost")
+    sp.add_argument("--engine", choices=["auto", "exact", "fast"], default="auto")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sp.add_argument("--plot", default=None, metavar="PATH.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="topology", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    s = sub.add_parser("simulate", help="one all-reduce on one network")
+    s.add_argument("--topology", default="fat-tree:k=8")
+    s.add_argument("--algorithm", default="ring")
+    s.add_argument("--size", default="64MiB")
+    s.add_argument("--routing", default="ecmp")
+    s.add_argument("--placement", default="packed")
+    _common(s)
+    c = sub.add_parser("compare", help="algorithms x topologies x sizes x variants")
+    c.add_argument("--topology", action="append", default=None, help="repeatable")
+    c.add_argument("--algorithms", default="ring,tree,recursive_doubling,rabenseifner")
+    c.add_argument("--sizes", default="1MiB,64MiB")
+    c.add_argument("--routings", default="ecmp")
+    c.add_argument("--placements", default="packed")
+    _common(c)
+    i = sub.add_parser("info", help="counts, oversubscription, bisection, paths")
+    i.add_argument("spec")
+    sub.add_parser("scaling", help="2-tier leaf-spine vs 3-tier fat-tree host counts")
+    k = sub.add_parser("calibrate", help="fit alpha, beta, gamma to a distnet.bench --json file")
+    k.add_argument("file")
+    b = sub.add_parser("bench", help="simulator speed: ring on k=32 and k=48 fat-trees")
+    b.add_argument("--k", default="32,48", help="comma-separated fat-tree radixes")
+    return ap
+
+
+def _case_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    return dict(hosts=a.hosts, seed=a.seed, link_gbps=a.link_gbps,
+                link_latency_us=a.link_latency_us, fail_links=a.fail_links,
+                alpha_us=a.alpha_us, gamma_ns_per_byte=a.gamma_ns_per_byte, engine=a.engine)
+
+
+def _split(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UserError(f"empty list {text!r}")
+    return items
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.cmd == "simulate":
+        r = run_case(Case(a.topology, a.algorithm, parse_size(a.size), placement=a.placement,
+                          routing=a.routing, **_case_kwargs(a)))
+        if a.plot:
+            plot_steps(a.plot, r)
+        if a.json:
+            print(json.dumps(r, indent=1))
+        else:
+            print(format_result(r))
+    elif a.cmd == "compare":
+        rows = [run_case(Case(t, alg, size, placement=pl, routing=ro, **_case_kwargs(a)))
+                for t in (a.topology or ["fat-tree:k=8"])
+                for pl in _split(a.placements) for ro in _split(a.routings)
+                for alg in _split(a.algorithms) for size in map(parse_size, _split(a.sizes))]
+        if a.plot:
+            plot_compare(a.plot, rows)
+        if a.json:
+            print(json.dumps([{k: v for k, v in r.items() if k != "step_end_s"} for r in rows],
+                             indent=1))
+        else:
+            print(compare_table(rows))
+    elif a.cmd == "info":
+        from topology.report import info_text
+        from topology.spec import parse_network
+
+        print(info_text(parse_network(a.spec)))
+    elif a.cmd == "scaling":
+        from topology.report import scaling_table, scaling_text
+
+        print(scaling_text(scaling_table()))
+    elif a.cmd == "calibrate":
+        from topology.calibrate import fit, load_records, report, sim_vs_measured
+
+        f = fit(load_records(a.file))
+        print(report(f, sim_vs_measured(f)))
+    else:
+        from topology.bench import bench_ring, bench_table
+
+        ks = []
+        for t in _split(a.k):
+            if not t.isdigit():
+                raise UserError(f"--k: {t!r} is not a radix")
+            ks.append(int(t))
+        print(bench_table([bench_ring(k) for k in ks]))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UserError as e:
+        print(f"topology: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `| head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 0
