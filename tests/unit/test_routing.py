@@ -242,3 +242,12 @@ def test_bad_arguments():
         route(net, np.array([0]), np.array([16]))
     with pytest.raises(UserError, match="destinations"):
         route(net, np.array([0, 1]), np.array([1]))
+
+
+def test_ideal_refuses_instead_of_exhausting_memory(monkeypatch):
+    import topology.routing as routing
+
+    monkeypatch.setattr(routing, "_MAX_CANDIDATES", 100)
+    net = fat_tree(8)
+    with pytest.raises(UserError, match="ecmp/dmodk or fewer flows"):
+        route(net, np.arange(64), np.arange(64, 128), mode="ideal")
