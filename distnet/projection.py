@@ -57,6 +57,7 @@ class RunProfile:
     backward_s: float
     optim_s: float
     allreduce_s: float
+    measured_step_s: float  # median over full-batch steps of the four phases' sum
 
     @property
     def compute_s(self) -> float:
@@ -128,6 +129,8 @@ def profile_from_records(records: list[dict[str, Any]], source: str = "metrics")
         algorithm=str(full[-1].get("algorithm", "?")), grad_bytes=grad_bytes,
         itemsize=itemsize, batch_per_rank=batch, steps=len(steps), forward_s=med("forward_s"),
         backward_s=med("backward_s"), optim_s=med("optim_s"), allreduce_s=med("allreduce_s"),
+        measured_step_s=float(np.median([sum(float(r[k]) for k in STEP_FIELDS[:4])
+                                         for r in full])),
     )
 
 
@@ -185,10 +188,18 @@ def overlapped_step_s(forward_s: float, backward_s: float, optim_s: float,
 
 def project(profile: RunProfile, ranks: Sequence[int], algorithms: Sequence[str], comm: CommFn,
             batch_per_rank: int | None = None, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-            first_bucket_bytes: int = DEFAULT_FIRST_BUCKET_BYTES) -> list[ProjectionRow]:
-    """One row per (algorithm, ranks): weak-scaling step time, throughput and efficiency."""
+            first_bucket_bytes: int = DEFAULT_FIRST_BUCKET_BYTES,
+            shared_cores: int | None = None) -> list[ProjectionRow]:
+    """One row per (algorithm, ranks): weak-scaling step time, throughput and efficiency.
+
+    `shared_cores`: all ranks run on one machine with this many cores (projecting the machine
+    the run was measured on). Over-subscribed, the cores must do every rank's compute and
+    shared-memory copies in turn, so a step takes at least ranks / cores times one rank's work.
+    """
     if not ranks or min(ranks) < 1:
         raise UserError("rank counts must be integers >= 1")
+    if shared_cores is not None and shared_cores < 1:
+        raise UserError(f"cores must be >= 1, got {shared_cores}")
     fwd, bwd, opt = compute_step_s(profile, batch_per_rank)
     batch = profile.batch_per_rank if batch_per_rank is None else batch_per_rank
     compute = fwd + bwd + opt
@@ -201,6 +212,9 @@ def project(profile: RunProfile, ranks: Sequence[int], algorithms: Sequence[str]
             per_bucket = [comm(alg, p, b) if p > 1 else 0.0 for b in sizes]
             step_ov = overlapped_step_s(fwd, bwd, opt, sizes, per_bucket)
             step = compute + comm_s
+            if shared_cores is not None and p > shared_cores:
+                step = max(step, p / shared_cores * step)
+                step_ov = max(step_ov, p / shared_cores * (compute + sum(per_bucket)))
             rows.append(ProjectionRow(
                 algorithm=alg, ranks=p, compute_s=compute, comm_s=comm_s, step_s=step,
                 exposed_comm_s=step_ov - compute, step_overlap_s=step_ov,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,8 +69,7 @@ def fit_calibration(records: list[dict[str, Any]], stat: str = "min_s") -> Calib
 
     Every closed form is linear in (alpha, beta, gamma), so each record gives one row of
     coefficients (the form evaluated at unit vectors); dividing rows by the measured time weighs
-    4 KiB and 64 MiB alike. A negative coefficient is meaningless: it is pinned to 0 and the rest
-    refitted.
+    4 KiB and 64 MiB alike.
     """
     from topology.closed_form import CLOSED_FORMS
 
@@ -89,16 +89,21 @@ def fit_calibration(records: list[dict[str, Any]], stat: str = "min_s") -> Calib
         raise UserError("calibration: need >= 3 bench records of >= 2 ranks with a known "
                         "algorithm (python -m distnet.bench --json)")
     a, b = np.array(rows), np.array(times)
-    free = [0, 1, 2]
-    coef = np.zeros(3)
-    while free:
+    best: tuple[float, np.ndarray] | None = None
+    # At p = 2 ring and tree move bytes and reduce them in the same proportion, so beta and gamma
+    # can trade off into a negative value: keep the best fit whose coefficients are all >= 0.
+    for free in ([0, 1, 2], [0, 1], [1, 2], [1]):
         sol = np.linalg.lstsq(a[:, free], b, rcond=None)[0]
-        if (sol >= 0).all():
-            coef[free] = sol
-            break
-        free.pop(int(np.argmin(sol)))
-    if coef[1] <= 0:
+        if (sol < 0).any() or sol[free.index(1)] <= 0:
+            continue
+        coef = np.zeros(3)
+        coef[free] = sol
+        resid = float(np.sum((a @ coef - b) ** 2))
+        if best is None or resid < best[0] * (1 - 1e-9):
+            best = (resid, coef)
+    if best is None:
         raise UserError("calibration: the bench records do not determine a bandwidth")
+    coef = best[1]
     return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), len(rows))
 
 
@@ -235,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--calibration", help="distnet.bench --json file: fit alpha, beta, gamma of this machine")
     a("--link-gbps", type=float, help="override every link's bandwidth (Gb/s)")
     a("--alpha-us", type=float, help="per-message software overhead (default: simulator's)")
+    a("--cores", type=int,
+      help="with --topology local: cores all ranks share (default: this machine's)")
     a("--batch-per-rank", type=int, help="samples per rank per step (default: as measured)")
     a("--bucket-mb", type=float, default=25.0, help="bucket size for the overlap projection")
     a("--first-bucket-mb", type=float, default=1.0, help="first (small) bucket, DDP-style")
@@ -295,10 +302,10 @@ def crossover_text(rows: Sequence[ProjectionRow], algorithms: Sequence[str]) -> 
 
 
 def format_comparison(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'topology':<44}{'routing':>8}{'placement':>11}{'comm ms':>10}"
+    lines = [f"{'topology':<56}{'routing':>8}{'placement':>11}{'comm ms':>10}"
              f"{'step ms':>10}{'eff':>7}{'overlap eff':>13}"]
     for r in rows:
-        lines.append(f"{r['topology']:<44}{r['routing']:>8}{r['placement']:>11}"
+        lines.append(f"{r['topology']:<56}{r['routing']:>8}{r['placement']:>11}"
                      f"{1e3 * r['comm_s']:>10.3f}{1e3 * r['step_s']:>10.3f}"
                      f"{100 * r['efficiency']:>6.1f}%{100 * r['efficiency_overlap']:>12.1f}%")
     return "\n".join(lines)
@@ -319,13 +326,18 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserError("--bucket-mb and --first-bucket-mb must be > 0")
     buckets = (int(args.bucket_mb * MIB), int(args.first_bucket_mb * MIB))
     comm = simulator_comm(model, profile.itemsize)
-    rows = project(profile, ranks, algorithms, comm, args.batch_per_rank, *buckets)
+    cores = None
+    if args.topology == "local":
+        cores = args.cores or os.cpu_count() or 1
+    rows = project(profile, ranks, algorithms, comm, args.batch_per_rank, *buckets,
+                   shared_cores=cores)
     batch = args.batch_per_rank or profile.batch_per_rank
     header = (f"model: {profile.grad_bytes / 1e6:.3f} MB of gradients, batch {batch}/rank, "
               f"compute {1e3 * rows[0].compute_s:.3f} ms/step (measured on "
-              f"{profile.world_size} rank(s): {1e3 * profile.step_s:.3f} ms/step with "
+              f"{profile.world_size} rank(s): {1e3 * profile.measured_step_s:.3f} ms/step with "
               f"{profile.algorithm})\nnetwork: {net.name} ({net.n_hosts} hosts), routing "
               f"{args.routing}, placement {args.placement}"
+              + (f", {cores} shared cores" if cores else "")
               + (f", calibrated from {args.calibration}: {calib.describe()}" if calib else ""))
     print(format_rows(profile, rows, header))
     print("\n".join(crossover_text(rows, algorithms)))

@@ -207,3 +207,15 @@ def test_breakdown_without_profile_and_on_one_rank():
     one = breakdown([step(1, world=1, comm=0.0)])
     assert one["busbw_gbps"] is None and math.isclose(one["comm_share"], 0.0)
     assert "busbw" not in format_breakdown(one)
+
+
+def test_oversubscribed_machine_time_shares_its_cores():
+    def comm(alg: str, p: int, nbytes: int) -> float:
+        return 0.001
+
+    rows = pj.project(PROFILE, [2, 8], ["ring"], comm, shared_cores=2)
+    assert rows[0].step_s == pytest.approx(PROFILE.compute_s + 0.001)  # fits: no change
+    assert rows[1].step_s == pytest.approx(4 * (PROFILE.compute_s + 0.001))  # 8 ranks, 2 cores
+    assert rows[1].step_overlap_s == pytest.approx(4 * (PROFILE.compute_s + 0.001))
+    with pytest.raises(UserError, match="cores"):
+        pj.project(PROFILE, [2], ["ring"], comm, shared_cores=0)
