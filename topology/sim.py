@@ -301,6 +301,13 @@ class _Solved:
     unique_dst: bool  # else a receiver may reduce twice in one step: serialise its reductions
     link: np.ndarray
     link_bytes: np.ndarray
+    # Every rank sends once and receives once (ring, recursive doubling, ...): the ready-time
+    # update can then be done with gathers through the inverse permutations (cheaper than
+    # scatters); None also means "src is the identity", which skips a gather altogether.
+    permutation: bool = False
+    inv_src: np.ndarray | None = None
+    inv_dst: np.ndarray | None = None
+    src_identity: bool = False
     uses: int = 0
 
 
@@ -329,11 +336,20 @@ def _solve(net, st: Step, placement, routing, seed, itemsize, alpha_s, gamma, ca
     net_s = alpha_s + _drain_times(routes, nbytes, cap) + routes.latency_s
     counts = np.diff(routes.flow_ptr)
     used = routes.frac > 0
-    return _Solved(
+    m = _Solved(
         st.src.copy(), st.dst.copy(), st.count.copy(), net_s, gamma * nbytes,
         bool(np.unique(st.src).size == st.src.size), bool(np.unique(st.dst).size == st.dst.size),
         routes.link[used], (routes.frac * np.repeat(nbytes, counts))[used],
     )
+    p = placement.shape[0]
+    if len(st) == p and m.unique_src and m.unique_dst:
+        m.permutation = True
+        m.src_identity = bool(np.array_equal(st.src, np.arange(p)))
+        m.inv_src = np.empty(p, dtype=np.int64)
+        m.inv_src[st.src] = np.arange(p)
+        m.inv_dst = np.empty(p, dtype=np.int64)
+        m.inv_dst[st.dst] = np.arange(p)
+    return m
 
 
 def _matches(m: _Solved, st: Step) -> bool:
@@ -367,30 +383,52 @@ def _run_fast(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma,
             if key is not None:
                 memo[key] = m
         m.uses += 1
-        finish = np.maximum(ready[st.src], ready[st.dst])
-        start_s[s] = finish.min()
-        finish += m.net_s
-        if gamma > 0 and st.reduce.any():
-            reduce_s = m.reduce_s if st.reduce.all() else np.where(st.reduce, m.reduce_s, 0.0)
-            if m.unique_dst:
-                finish += reduce_s
-            else:
-                finish = _serialise_reductions(finish, reduce_s, st)
-        end_s[s] = finish.max()
-        # finish >= both endpoints' old ready times, so a lone sender's ready time IS finish
-        if m.unique_src:
-            ready[st.src] = finish
+        if m.permutation:
+            ready, start_s[s], end_s[s] = _permutation_step(ready, m, st, gamma)
         else:
-            np.maximum.at(ready, st.src, finish)
-        if m.unique_dst:
-            ready[st.dst] = np.maximum(ready[st.dst], finish)
-        else:
-            np.maximum.at(ready, st.dst, finish)
+            start_s[s], end_s[s] = _general_step(ready, m, st, gamma)
     link_bytes = np.zeros(cap.shape[0])
     for m in solved_list:
         link_bytes += m.uses * np.bincount(m.link, weights=m.link_bytes, minlength=cap.shape[0])
     time_s = float(end_s.max()) if schedule.nsteps else 0.0
     return time_s, start_s, end_s, link_bytes, len(solved_list), reused, None
+
+
+def _permutation_step(ready: np.ndarray, m: _Solved, st: Step, gamma: float
+                      ) -> tuple[np.ndarray, float, float]:
+    """Every rank sends once and receives once: new ready times by gathers, in rank space."""
+    assert m.inv_src is not None and m.inv_dst is not None
+    at_src = ready if m.src_identity else ready.take(st.src)
+    finish = np.maximum(at_src, ready.take(st.dst))
+    start = float(finish.min())
+    finish += m.net_s
+    if gamma > 0 and st.reduce.any():
+        finish += m.reduce_s if st.reduce.all() else np.where(st.reduce, m.reduce_s, 0.0)
+    by_sender = finish if m.src_identity else finish.take(m.inv_src)
+    # finish >= both endpoints' old ready times, so the old ones drop out of the max
+    return np.maximum(by_sender, finish.take(m.inv_dst)), start, float(finish.max())
+
+
+def _general_step(ready: np.ndarray, m: _Solved, st: Step, gamma: float) -> tuple[float, float]:
+    """Any step: scatter each transfer's finish time to both endpoints (ready updated in place)."""
+    finish = np.maximum(ready[st.src], ready[st.dst])
+    start = float(finish.min())
+    finish += m.net_s
+    if gamma > 0 and st.reduce.any():
+        reduce_s = m.reduce_s if st.reduce.all() else np.where(st.reduce, m.reduce_s, 0.0)
+        if m.unique_dst:
+            finish += reduce_s
+        else:
+            finish = _serialise_reductions(finish, reduce_s, st)
+    if m.unique_src:
+        ready[st.src] = finish
+    else:
+        np.maximum.at(ready, st.src, finish)
+    if m.unique_dst:
+        ready[st.dst] = np.maximum(ready[st.dst], finish)
+    else:
+        np.maximum.at(ready, st.dst, finish)
+    return start, float(finish.max())
 
 
 def _serialise_reductions(arrive: np.ndarray, reduce_s: np.ndarray, st: Step) -> np.ndarray:
