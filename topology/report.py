@@ -116,7 +116,7 @@ def bisection_gbps(net: Network) -> tuple[float, str]:
         inside = owned & (net.tier <= top)
         leaving = inside[net.link_u] & ~inside[net.link_v]
         cuts.append(float(net.link_gbps[leaving].sum()))
-    return min(cuts), "min over tiers of capacity leaving the left half's subtrees"
+    return min(cuts), "smallest tier cut around half the hosts"
 
 
 def diameter_hops(net: Network) -> int | None:
