@@ -49,7 +49,7 @@ def max_min_rates(
         residual[saturated] = 0.0
         hit = np.zeros(n_links, dtype=bool)
         hit[saturated] = True
-        newly = np.unique(e_flow[hit[e_link]])
+        newly = e_flow[hit[e_link]]  # repeats are harmless: every copy writes the same level
         rate[newly] = level
         frozen[newly] = True
         alive = ~frozen[e_flow]

@@ -224,6 +224,13 @@ def _run_exact(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma
     rate = np.zeros(0)
     dirty = False
     now = 0.0
+    # Flows on each link. A flow entering or leaving links no other flow uses changes nobody
+    # else's max-min rate (components are independent), so only then is the solve skipped.
+    on_link = np.zeros(cap.shape[0], dtype=np.int64)
+    fptr = routes.flow_ptr
+
+    def links(i: int) -> np.ndarray:
+        return routes.link[fptr[i]:fptr[i + 1]]
 
     def drained(t: float, i: int) -> None:
         note(t, "drain", i)
@@ -243,8 +250,10 @@ def _run_exact(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma
             done[int(np.argmin(rem))] = True
             for i in active[done]:
                 drained(now, int(i))
+                np.subtract.at(on_link, links(int(i)), 1)
+            for i in active[done]:
+                dirty = dirty or bool(on_link[links(int(i))].any())
             active, rem, rate = active[~done], rem[~done], rate[~done]
-            dirty = True
             continue
         if active.size:
             rem = rem - rate * (t_heap - now)
@@ -255,10 +264,15 @@ def _run_exact(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma
                 if t_bytes[i] == 0 or not has_links[i]:
                     drained(now, i)
                 else:
+                    lk = links(i)
+                    alone = not dirty and not on_link[lk].any()
+                    np.add.at(on_link, lk, 1)
                     active = np.append(active, i)
                     rem = np.append(rem, t_bytes[i])
-                    rate = np.append(rate, 0.0)
-                    dirty = True
+                    # alone: its bottleneck is its narrowest link, as progressive filling says
+                    fr = routes.frac[fptr[i]:fptr[i + 1]]
+                    rate = np.append(rate, float((cap[lk] / fr).min()) if alone else 0.0)
+                    dirty = dirty or not alone
             elif kind == _ARRIVE:
                 done_t = now
                 if t_reduce[i]:
