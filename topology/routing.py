@@ -73,6 +73,8 @@ class _TreeTables:
     host_edge: np.ndarray  # host number -> its tier-1 switch node, -1 if cut off
     dir_ptr: np.ndarray  # (2N+1,) links of node u going up: dir_links[dir_ptr[2u]:dir_ptr[2u+1]],
     dir_links: np.ndarray  # going down: dir_links[dir_ptr[2u+1]:dir_ptr[2u+2]]; sorted by v
+    down_link: np.ndarray  # int32 (switches, tier-1): the one down-link toward e, -1 none, -2 many
+    host_in_link: np.ndarray  # host number -> link from its edge switch down to it, -1 if cut
 
 
 _TABLES: weakref.WeakKeyDictionary[Network, _TreeTables | None] = weakref.WeakKeyDictionary()
@@ -138,7 +140,33 @@ def _build_tree_tables(net: Network) -> _TreeTables:
     dir_links = np.lexsort((net.link_v, key)).astype(np.int64)
     dir_ptr = np.zeros(2 * net.n_nodes + 1, dtype=np.int64)
     np.cumsum(np.bincount(key, minlength=2 * net.n_nodes), out=dir_ptr[1:])
-    return _TreeTables(row, col, reach, up_cost, host_edge, dir_ptr, dir_links)
+    down_link = _unique_down_links(net, row, reach)
+    host_in = np.full(net.n_hosts, -1, dtype=np.int64)
+    into_host = np.flatnonzero(net.tier[net.link_v] == 0)
+    host_in[net.host_of_node[net.link_v[into_host]]] = into_host
+    return _TreeTables(
+        row, col, reach, up_cost, host_edge, dir_ptr, dir_links, down_link, host_in
+    )
+
+
+def _unique_down_links(net: Network, row: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """down_link[s, e]: the single down-link of s whose child reaches edge e (-1 none, -2 many).
+
+    In the built-in trees the way down is unique (each core has one cable per pod, each agg one
+    per ToR), so descending needs one lookup instead of scanning every down-port of a switch.
+    """
+    n_cols = reach.shape[1]
+    down_link = np.full(reach.size, -1, dtype=np.int32)
+    count = np.zeros(reach.size, dtype=np.int64)
+    tu, tv = net.tier[net.link_u], net.tier[net.link_v]
+    sel = np.flatnonzero((tv == tu - 1) & (tv > 0))
+    for part in np.array_split(sel, max(1, sel.size // 8192)):
+        li, cols = np.nonzero(reach[row[net.link_v[part]]])
+        cell = row[net.link_u[part[li]]] * n_cols + cols
+        count += np.bincount(cell, minlength=reach.size)
+        down_link[cell] = part[li]
+    down_link[count > 1] = -2
+    return down_link.reshape(reach.shape)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -361,9 +389,14 @@ def _no_up_down_path(t: _TreeTables, src: np.ndarray, dst: np.ndarray) -> np.nda
     return cut | (cost >= _INF)
 
 
-def _csr_gather(ptr: np.ndarray, links: np.ndarray, key: np.ndarray):
-    """(state of each candidate, candidate link) for the CSR rows `key` of every state."""
+def _csr_gather(
+    ptr: np.ndarray, links: np.ndarray, key: np.ndarray, single: np.ndarray | None = None
+):
+    """(state of each candidate, candidate link) for the CSR rows `key` of every state, in
+    state order; states with single[i] >= 0 get that one link instead of their row."""
     deg = ptr[key + 1] - ptr[key]
+    if single is not None:
+        deg = np.where(single >= 0, 1, deg)
     total = int(deg.sum())
     if total > _MAX_CANDIDATES:
         raise UserError(
@@ -372,7 +405,11 @@ def _csr_gather(ptr: np.ndarray, links: np.ndarray, key: np.ndarray):
         )
     c_state = np.repeat(np.arange(key.size), deg)
     first = np.repeat(np.cumsum(deg) - deg, deg)
-    return c_state, links[ptr[key][c_state] + np.arange(total) - first]
+    if single is None:
+        return c_state, links[ptr[key][c_state] + np.arange(total) - first]
+    one = single[c_state]
+    pos = np.minimum(ptr[key][c_state] + np.arange(total) - first, links.size - 1)
+    return c_state, np.where(one >= 0, one, links[pos])
 
 
 def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray):
@@ -386,6 +423,8 @@ def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray):
     flat_cost = t.up_cost.reshape(-1)
     dst_col = t.col[np.maximum(t.host_edge[dst], 0)]
     dst_node = net.hosts[dst]
+    dst_edge = t.host_edge[dst]
+    flat_down = t.down_link.reshape(-1).astype(np.int64)
     row = t.row
 
     def step(flow: np.ndarray, cur: np.ndarray):
@@ -395,11 +434,13 @@ def _tree_walk(net: Network, t: _TreeTables, dst: np.ndarray):
         cost = flat_cost[np.maximum(rc, 0) * n_cols + c]
         descending = ~from_host & (cost == 0)
         need = np.where(descending, 0, cost - 1)
-        c_state, c_link = _csr_gather(t.dir_ptr, t.dir_links, 2 * cur + descending)
+        single = np.where(descending, flat_down[np.maximum(rc, 0) * n_cols + c], -1)
+        single = np.where(cur == dst_edge[flow], t.host_in_link[dst[flow]], single)
+        c_state, c_link = _csr_gather(t.dir_ptr, t.dir_links, 2 * cur + descending, single)
         nxt = net.link_v[c_link]
         rn = row[nxt]
         hit = flat_cost[np.maximum(rn, 0) * n_cols + c[c_state]] == need[c_state]
-        valid = ((rn >= 0) & hit) | from_host[c_state]
+        valid = ((rn >= 0) & hit) | from_host[c_state] | (single[c_state] >= 0)
         valid |= nxt == dst_node[flow[c_state]]
         return c_state, c_link, valid
 
