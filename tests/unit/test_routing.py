@@ -251,3 +251,19 @@ def test_ideal_refuses_instead_of_exhausting_memory(monkeypatch):
     net = fat_tree(8)
     with pytest.raises(UserError, match="ecmp/dmodk or fewer flows"):
         route(net, np.arange(64), np.arange(64, 128), mode="ideal")
+
+
+def test_custom_tree_with_several_ways_down():
+    # the core reaches eb through both x and y: descent has a real choice there
+    net = custom({
+        "nodes": {"a": 0, "b": 0, "ea": 1, "eb": 1, "w": 2, "x": 2, "y": 2, "z": 3},
+        "cables": [["a", "ea"], ["b", "eb"], ["ea", "w"], ["w", "z"], ["z", "x"], ["z", "y"],
+                   ["x", "eb"], ["y", "eb"]],
+    })
+    s, d = np.array([0, 1]), np.array([1, 0])
+    r = route(net, s, d, mode="ideal")
+    assert r.hops.tolist() == [6, 6]
+    check_conservation(net, r, s, d)
+    assert equal_cost_paths(net, 0, 1)[0] == 2
+    seen = {tuple(route(net, s[:1], d[:1], mode="ecmp", seed=x).links_of(0)) for x in range(16)}
+    assert len(seen) == 2
