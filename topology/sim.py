@@ -132,9 +132,11 @@ def _check(net: Network, schedule: Schedule, placement: np.ndarray, engine: str,
         raise UserError("every link needs a positive bandwidth")
 
 
-def _sub_routes(routes: Routes, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The CSR rows of `flows` (in that order) as a new CSR: ptr, link, frac."""
-    counts = np.diff(routes.flow_ptr)[flows]
+def _sub_routes(routes: Routes, flows: np.ndarray, hops: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR rows of `flows` (in that order) as a new CSR: ptr, link, frac.
+    `hops` (entries per flow, np.diff(flow_ptr)) can be passed in when it is reused."""
+    counts = (np.diff(routes.flow_ptr) if hops is None else hops)[flows]
     ptr = np.zeros(flows.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
     idx = np.repeat(routes.flow_ptr[flows] - ptr[:-1], counts) + np.arange(ptr[-1])
@@ -166,7 +168,8 @@ def _run_exact(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma
     t_bytes = _cat([st.count for st in steps]).astype(np.float64) * itemsize
     t_reduce = np.concatenate([st.reduce for st in steps]) if steps else np.zeros(0, bool)
     routes = route(net, placement[t_src], placement[t_dst], mode=routing, seed=seed)
-    has_links = np.diff(routes.flow_ptr) > 0
+    n_entries = np.diff(routes.flow_ptr)
+    has_links = n_entries > 0
     n_t = t_src.shape[0]
 
     # remaining[(rank, step)] transfers of rank in step; each rank walks its own list of steps.
@@ -238,7 +241,7 @@ def _run_exact(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma
 
     while heap or active.size:
         if dirty and active.size:
-            ptr, lk, fr = _sub_routes(routes, active)
+            ptr, lk, fr = _sub_routes(routes, active, n_entries)
             rate = max_min_rates(ptr, lk, fr, cap)
             dirty = False
         t_heap = heap[0][0] if heap else np.inf
