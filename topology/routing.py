@@ -30,9 +30,11 @@ from topology.network import Network
 
 MODES = ("ecmp", "ideal", "dmodk")
 UNREACHABLE = _INF = 100  # int8 "unreachable" in up_cost; trees have a handful of tiers
-# Ideal spreading keeps every equal-cost path: (k/2)^2 per cross-pod flow in a fat-tree. Past
-# this many candidate hops in one sweep (~1 GB of temporaries) refuse instead of swapping.
-_MAX_CANDIDATES = 40_000_000
+# Ideal spreading keeps every equal-cost path: (k/2)^2 per cross-pod flow in a fat-tree, so a
+# k=48 permutation needs ~33M path entries (~40 s, several GB). Past these sizes refuse with a
+# clear error instead of swapping: per sweep (candidate hops) and in total (path entries).
+_MAX_CANDIDATES = 8_000_000
+_MAX_ENTRIES = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ def _walk(net: Network, src: np.ndarray, dst: np.ndarray, mode: str, seed: int,
     st_lat = np.zeros(st_flow.size)
     st_q = dst[st_flow].copy()
     ent_flow, ent_link, ent_frac = [], [], []
+    n_entries = 0
     latency = np.zeros(n_flows)
     hops = np.zeros(n_flows, dtype=np.int64)
     for hop in range(1, 2 * net.n_nodes + 2):
@@ -328,6 +331,12 @@ def _walk(net: Network, src: np.ndarray, dst: np.ndarray, mode: str, seed: int,
             new_state = v_state[keep]
             new_frac = st_frac[new_state]
         link = c_link[pick]
+        n_entries += link.size
+        if n_entries > _MAX_ENTRIES:
+            raise UserError(
+                f"route: more than {_MAX_ENTRIES:,} path entries for {n_flows:,} flows; "
+                "ideal spreading keeps every equal-cost path, use ecmp/dmodk or fewer flows"
+            )
         ent_flow.append(st_flow[new_state])
         ent_link.append(link)
         ent_frac.append(new_frac)
