@@ -172,3 +172,21 @@ def test_sequential_of_plain_layers() -> None:
     model = Sequential([ReLU()], dtype=np.float64)
     assert model.params.size == 0 and model.param_slices == []
     np.testing.assert_array_equal(model.forward(np.array([[-1.0, 2.0]]), True), [[0.0, 2.0]])
+
+
+def test_shards_with_global_denom_sum_to_whole_batch_gradient() -> None:
+    # Data parallelism in one process: uneven shards (one empty) with the global batch size as
+    # denom, their gradients summed (here: accumulated), equal the whole-batch gradient.
+    model = build_mlp(5, [7, 6], 3, dtype=np.float64, seed=8)
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((10, 5)), rng.integers(0, 3, 10)
+    model.zero_grad()
+    model.backward(softmax_cross_entropy(model.forward(x, True), y)[1])
+    whole = model.grads.copy()
+    summed = np.zeros_like(whole)
+    for lo, hi in [(0, 4), (4, 4), (4, 9), (9, 10)]:
+        model.grads[:] = 7.0  # stale values that zero_grad must clear
+        model.zero_grad()
+        model.backward(softmax_cross_entropy(model.forward(x[lo:hi], True), y[lo:hi], 10)[1])
+        summed += model.grads
+    np.testing.assert_allclose(summed, whole, rtol=1e-12, atol=1e-15)
