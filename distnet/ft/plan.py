@@ -2,7 +2,7 @@
 
 A fault is written either as a spec string, `kind:key=value:key=value`, e.g.
 
-    crash:rank=2:step=5            rank 2 exits abruptly (os._exit) at the start of step 5
+    crash:rank=2:step=5            rank 2 exits abruptly (SIGKILLs itself) at the start of step 5
     crash:rank=0:step=3:at=allreduce   ... in the middle of the gradient all-reduce
     crash:rank=0:step=4:at=checkpoint  ... while writing the checkpoint after step 4
     crash:rank=1:step=5:at=recovery    ... while the others recover from an earlier fault
