@@ -143,25 +143,25 @@ def _bind(plan: RankPlan, buf: np.ndarray, op: ReduceOp) -> _Bound:
     for rs in plan.steps:
         sends = [(buf[a:b], peer) for peer, lo, hi in rs.sends for a, b in _segments(lo, hi, seg)]
         recvs: list[tuple[np.ndarray, int]] = []
-        posts: list[Post] = []
+        recv_posts: list[Post | None] = []  # aligned with recvs
         for rv in rs.recvs:
             for a, b in _segments(rv.lo, rv.hi, seg):
                 if rv.scratch_lo < 0:
                     recvs.append((buf[a:b], rv.peer))
+                    recv_posts.append(None)
                     continue
                 s0 = rv.scratch_lo + (a - rv.lo)
                 landing = scratch[s0:s0 + (b - a)]
                 recvs.append((landing, rv.peer))
-                posts.append((op.ufunc if rv.reduce else None, buf[a:b], landing))
+                recv_posts.append((op.ufunc if rv.reduce else None, buf[a:b], landing))
         pairs = None
         if len(rs.sends) <= 1 and len(rs.recvs) <= 1:
-            post_of = {id(src): post for post in posts for src in (post[2],)}
             pairs = []
             for k in range(max(len(sends), len(recvs))):
                 sv, dst = sends[k] if k < len(sends) else (None, 0)
-                rv_view, src = recvs[k] if k < len(recvs) else (None, 0)
-                post = post_of.get(id(rv_view)) if rv_view is not None else None
-                pairs.append((sv, dst, rv_view, src, post))
+                rview, src = recvs[k] if k < len(recvs) else (None, 0)
+                pairs.append((sv, dst, rview, src, recv_posts[k] if k < len(recvs) else None))
+        posts = [post for post in recv_posts if post is not None]
         steps.append(_BoundStep(rs.index % TAGS_PER_SLOT, sends, recvs, posts, pairs))
     return _Bound(buf, scratch, steps)
 
