@@ -19,7 +19,7 @@ FT_MODES = ("none", "ulfm", "restart")
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0

@@ -35,7 +35,7 @@ def assert_clean_error(res, *needles: str) -> None:  # noqa: ANN001
 
 def test_happy_run_writes_metrics_and_params(tmp_path: Path) -> None:
     metrics, params = tmp_path / "m.jsonl", tmp_path / "p.npz"
-    res = train(2, "--samples", "3000", "--hidden", "32", "--epochs", "2", "--metrics",
+    res = train(2, "--samples", "4000", "--batch-size", "16", "--epochs", "2", "--metrics",
                 str(metrics), "--save", str(params), "--profile")
     assert res.returncode == 0, res.stderr
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -45,7 +45,7 @@ def test_happy_run_writes_metrics_and_params(tmp_path: Path) -> None:
         assert all(np.isfinite(r[key]) for r in epochs), key
     assert records[-1]["event"] == "done" and records[-1]["world_size"] == 2
     assert any(r.get("event") == "step" for r in records)
-    assert epochs[1]["val_acc"] > 0.3  # 10 classes: well above chance after two epochs
+    assert epochs[1]["val_acc"] > 0.6  # 10 classes: chance is 0.1
     assert params.exists()
     # Progress lines come from rank 0 only.
     assert res.stdout.count("epoch 1/2") == 1
