@@ -18,16 +18,28 @@ PHASE_LABELS = {"forward_s": "forward", "backward_s": "backward", "optim_s": "op
                 "allreduce_s": "all-reduce"}
 
 
-def last_run_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The step records of the last run in a file (a resumed run appends after a "done" record)."""
-    runs: list[list[dict[str, Any]]] = [[]]
+def split_runs(records: list[dict[str, Any]]) -> list[tuple[list[dict[str, Any]], dict | None]]:
+    """(step records, final "done" record or None) of every run in a file, in order.
+
+    A resumed run appends to the same file after the previous run's "done" record.
+    """
+    runs: list[tuple[list[dict[str, Any]], dict | None]] = []
+    steps: list[dict[str, Any]] = []
     for rec in records:
         if rec.get("event") == "step":
-            runs[-1].append(rec)
+            steps.append(rec)
         elif rec.get("event") == "done":
-            runs.append([])
-    with_steps = [r for r in runs if r]
-    return with_steps[-1] if with_steps else []
+            runs.append((steps, rec))
+            steps = []
+    if steps:
+        runs.append((steps, None))
+    return runs
+
+
+def last_run_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The step records of the last run in the file that has any."""
+    profiled = [steps for steps, _ in split_runs(records) if steps]
+    return profiled[-1] if profiled else []
 
 
 def busbw_factor(world_size: int) -> float:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from distnet.allreduce.bucket import plan_buckets
+from distnet.breakdown import split_runs
 from distnet.errors import UserError
 from distnet.metrics import SCHEMA_VERSION, read_metrics
 
@@ -94,19 +95,10 @@ def profile_from_records(records: list[dict[str, Any]], source: str = "metrics")
         if rec["schema"] != SCHEMA_VERSION:
             raise UserError(f"{source}: schema {rec['schema']!r}, this distnet reads schema "
                             f"{SCHEMA_VERSION}; rerun training with --profile --metrics")
-    runs: list[list[dict[str, Any]]] = [[]]
-    done: list[dict[str, Any] | None] = [None]
-    for rec in records:
-        if rec.get("event") == "step":
-            runs[-1].append(rec)
-        elif rec.get("event") == "done":
-            done[-1] = rec
-            runs.append([])
-            done.append(None)
-    profiled = [i for i, r in enumerate(runs) if r]
+    profiled = [run for run in split_runs(records) if run[0]]
     if not profiled:
         raise UserError(f"{source}: no per-step records; rerun training with --profile")
-    steps, summary = runs[profiled[-1]], done[profiled[-1]]
+    steps, summary = profiled[-1]
     for i, rec in enumerate(steps):
         missing = [k for k in STEP_FIELDS if not isinstance(rec.get(k), (int, float))]
         if missing:

@@ -318,6 +318,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     profile = load_profile(args.metrics)
     calib: Calibration | None = load_calibration(args.calibration) if args.calibration else None
     net = build_network(args.topology, max(ranks), calib, args.link_gbps)
+    if max(ranks) > net.n_hosts:
+        raise UserError(f"{max(ranks)} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
     alpha_s = args.alpha_us * 1e-6 if args.alpha_us is not None else (
         calib.alpha_s if calib else None)
     gamma = calib.gamma_s_per_byte if calib else None
