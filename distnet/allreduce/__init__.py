@@ -21,7 +21,7 @@ from distnet.allreduce.recursive_doubling import (
     recursive_doubling_schedule,
 )
 from distnet.allreduce.registry import ALGORITHMS, SCHEDULES, get, get_schedule, register
-from distnet.allreduce.ring import ring_allreduce, ring_schedule
+from distnet.allreduce.ring import ring_allreduce, ring_pipelined_allreduce, ring_schedule
 from distnet.allreduce.tree import (
     tree_allreduce,
     tree_pipelined_allreduce,
@@ -32,6 +32,8 @@ from distnet.allreduce.tree import (
 register("native", native_allreduce)
 register("naive", naive_allreduce, naive_schedule)
 register("ring", ring_allreduce, ring_schedule)
+# Same schedule; the executor segments each transfer (replays as the plain ring).
+register("ring_pipelined", ring_pipelined_allreduce, ring_schedule)
 register("tree", tree_allreduce, tree_schedule)
 register("tree_pipelined", tree_pipelined_allreduce, tree_pipelined_schedule)
 register("recursive_doubling", recursive_doubling_allreduce, recursive_doubling_schedule)
