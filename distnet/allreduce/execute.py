@@ -36,7 +36,10 @@ from distnet.errors import UserError
 
 TAGS_PER_SLOT = 512
 HANDLE_SLOTS = 63
-_CACHE_LIMIT = 64
+_CACHE_LIMIT = 64  # plans: small (a few tuples per step)
+# Bindings pin the caller's buffer and own scratch, so bound them by count and by bytes.
+_BOUND_LIMIT = 16
+_BOUND_LIMIT_BYTES = 1 << 30
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Collective length check before every call (one tiny Allreduce); same setting on every rank.
@@ -82,8 +85,8 @@ ScheduleLike = Schedule | Callable[..., Schedule]
 _plans: dict[tuple[Any, ...], tuple[object, RankPlan]] = {}
 
 
-def _evict(cache: dict[Any, Any]) -> None:
-    while len(cache) > _CACHE_LIMIT:
+def _evict(cache: dict[Any, Any], limit: int = _CACHE_LIMIT) -> None:
+    while len(cache) > limit:
         del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
 
 
@@ -175,6 +178,15 @@ def _apply(post: Post) -> None:
 
 
 _bound_by_id: dict[tuple[Any, ...], _Bound] = {}
+
+
+def _evict_bound(cache: dict[tuple[Any, ...], _Bound]) -> None:
+    _evict(cache, _BOUND_LIMIT)
+    while len(cache) > 1 and sum(b.buf.nbytes + b.scratch.nbytes for b in cache.values()) > (
+        _BOUND_LIMIT_BYTES
+    ):
+        del cache[next(iter(cache))]
+
 _bound_by_addr: dict[tuple[Any, ...], _Bound] = {}
 
 
@@ -195,11 +207,11 @@ def _bound_for(comm: Any, buf: Any, schedule: ScheduleLike, op: Any, segment_byt
     if bound is None:
         bound = _bind(_plan(schedule, p, buf.shape[0], rank, opts_key), buf, rop, segment_bytes)
         _bound_by_addr[addr_key] = bound
-        _evict(_bound_by_addr)
+        _evict_bound(_bound_by_addr)
     if bound.buf is not buf:
         bound = _Bound(buf, bound.scratch, bound.steps)  # same views, pins this object's id
     _bound_by_id[key] = bound
-    _evict(_bound_by_id)
+    _evict_bound(_bound_by_id)
     return bound, rop
 
 
