@@ -18,7 +18,6 @@ from typing import Any
 from distnet.ft.plan import Fault
 
 
-
 class Injector:
     def __init__(self, faults: list[Fault], world_rank: int, attempt: int = 0) -> None:
         now = [f for f in faults if f.attempt == attempt]

@@ -156,12 +156,17 @@ def chaos_plan(seed: int, world: int, count: int, max_step: int,
     return faults
 
 
-def collect(fault_plan: str | None, inject: list[str], world: int) -> list[Fault]:
-    """All faults of a run (the plan file's, then the --inject ones), checked against world."""
+def collect(fault_plan: str | None, inject: list[str], world: int,
+            attempt: int = 0) -> list[Fault]:
+    """All faults of a run (the plan file's, then the --inject ones), checked against world.
+
+    Only the faults of this attempt must fit: a job restarted on fewer ranks still carries
+    the plan of its first attempt.
+    """
     faults = load_plan(fault_plan, world) if fault_plan else []
     faults += [parse_spec(s) for s in inject]
     for f in faults:
-        if f.rank >= world:
+        if f.rank >= world and f.attempt == attempt:
             raise UserError(f"fault {f.to_spec()!r} names rank {f.rank} but the job has "
                             f"{world} rank(s)")
     return faults

@@ -15,6 +15,7 @@ a clear error (the restart supervisor then continues it from the latest checkpoi
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -39,6 +40,7 @@ T = TypeVar("T")
 MAX_INTEGRITY_REDOS = 2  # then the step is skipped (ulfm) or the job stops (none, restart)
 MAX_RECOVERIES_PER_STEP = 8
 ATTEMPT_ENV = "DISTNET_FT_ATTEMPT"  # set by the restart supervisor
+JOB_FILE = "ft-job.json"  # in the checkpoint directory: what every restart must keep
 
 
 class IntegrityFailure(Exception):
@@ -54,22 +56,25 @@ class FaultTolerantTrainer(Trainer):
         if self.mode == "restart" and not cfg.checkpoint_dir:
             raise UserError("--ft restart needs --checkpoint-dir (the supervisor resumes from it)")
         world = comm.Get_size()
-        self.faults = agree(comm, lambda: plan.collect(cfg.fault_plan, cfg.inject, world))
+        self.attempt = int(os.environ.get(ATTEMPT_ENV, "0") or 0)
+        self.faults = agree(comm, lambda: plan.collect(cfg.fault_plan, cfg.inject, world,
+                                                       self.attempt))
         super().__init__(comm, cfg, log)
         self.world_rank = self.rank  # a rank's name for the whole run, whatever fails
-        # The global batch keeps its size when ranks fail (survivors take bigger parts), so the
-        # optimisation is the fault-free one up to summation order.
-        self.global_batch_size = cfg.batch_size * self.world
+        # The global batch keeps its size when ranks fail (survivors take bigger parts) and
+        # across restarts on other world sizes, so the optimisation is the fault-free one up to
+        # summation order.
+        self.global_batch_size = agree(comm, self._job_global_batch)
         self.members = list(range(self.world))  # world rank of each rank of self.comm
         self.host = socket.gethostname()
         self.pids: dict[int, tuple[str, int]] = dict(enumerate(
             comm.allgather((self.host, os.getpid()))))
-        self.attempt = int(os.environ.get(ATTEMPT_ENV, "0") or 0)
         self.injector = Injector(self.faults, self.world_rank, self.attempt)
         self.clock = deadline.DeadlineClock(cfg.deadline_s)
         self.events: list[dict[str, Any]] = []
         self.redone_steps = self.skipped_steps = 0
         self._rank0_log = log
+        self._spent: set[plan.Fault] = set()
         # The loss of each step is reduced with the checksum, so every rank knows the global
         # batch loss; rank 0 alone carries the epoch sum, which is what Trainer._end_epoch sums.
         self.epoch_loss_global = self.progress.epoch_loss_sum
@@ -77,10 +82,31 @@ class FaultTolerantTrainer(Trainer):
         self._rebuild_sync()
 
     # ---- plumbing ---------------------------------------------------------------------------
+    def _job_global_batch(self) -> int:
+        """batch_size x world of the job's first run, remembered next to its checkpoints."""
+        cfg = self.cfg
+        path = os.path.join(cfg.checkpoint_dir, JOB_FILE) if cfg.checkpoint_dir else None
+        if path and cfg.resume and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                try:
+                    return int(json.load(f)["global_batch"])
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(f"{path}: not a distnet job file") from None
+        size = cfg.batch_size * self.world
+        if path and self.rank == 0 and not cfg.resume:
+            os.makedirs(cfg.checkpoint_dir or ".", exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"global_batch": size}, f)
+            os.replace(tmp, path)
+        return size
+
     def _rebuild_sync(self) -> None:
         cfg = self.cfg
         self.fcomm = FaultyComm(self.comm, [f for f in self.faults if f.rank == self.world_rank
                                             and f.attempt == self.attempt])
+        # one-shot network faults stay spent across recoveries, or a drop would repeat forever
+        self.fcomm.state.consumed = self._spent
         inner = GradSync(self.fcomm, self.model.grads, self.model.param_slices, cfg.allreduce,
                          cfg.bucket_mb, cfg.overlap)
         self.sync = integrity.CheckedSync(inner, self.model.grads)  # type: ignore[assignment]

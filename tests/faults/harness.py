@@ -24,7 +24,7 @@ WORLD = 4
 BASE_ARGS = ["--samples", str(N_SAMPLES), "--epochs", str(EPOCHS), "--hidden", "32",
              "--batch-size", "32", "--dtype", "float64", "--lr", "0.01", "--seed", "3",
              "--track-samples"]
-TIMEOUT_S = 90.0
+TIMEOUT_S = 180.0  # a hang guard only; runs take seconds on an idle machine
 LOSS_RTOL = 0.02
 
 
@@ -65,10 +65,10 @@ def train(tmp: Path, *args: str, n: int = WORLD, ft: str = "ulfm", name: str = "
 
 
 def supervise(tmp: Path, *args: str, n: int = WORLD, retries: int = 2,
-              extra: list[str] | None = None, timeout_s: float = 150.0) -> Run:
+              extra: list[str] | None = None, timeout_s: float = 400.0) -> Run:
     metrics = tmp / "sup.jsonl"
     cmd = [PYTHON, "-m", "distnet.ft.supervise", "-n", str(n), "--retries", str(retries),
-           "--timeout-s", "60", *(extra or []), "--", *BASE_ARGS, "--metrics", str(metrics),
+           "--timeout-s", "170", *(extra or []), "--", *BASE_ARGS, "--metrics", str(metrics),
            "--checkpoint-dir", str(tmp / "ckpt"), *args]
     res = run(cmd, timeout_s)
     assert not res.timed_out, f"supervisor timed out\n{res.stderr[-3000:]}"
@@ -79,7 +79,8 @@ def supervise(tmp: Path, *args: str, n: int = WORLD, retries: int = 2,
 def assert_finished(run: Run, survivors: int) -> dict[str, Any]:
     """Training reached its end on `survivors` ranks holding bitwise identical parameters."""
     assert run.events("done"), f"no 'done' record\n{run.tail()}"
-    ft = run.one("ft_done")
+    assert run.events("ft_done"), run.tail()
+    ft = run.events("ft_done")[-1]  # a grown-back job has one per run
     assert ft["world_size"] == survivors, run.tail()
     assert len(ft["param_digests"]) == survivors
     assert ft["params_identical"], ft["param_digests"]
@@ -87,7 +88,7 @@ def assert_finished(run: Run, survivors: int) -> dict[str, Any]:
 
 
 def assert_loss_close(run: Run, ref: Run, rtol: float = LOSS_RTOL) -> None:
-    got, want = run.one("done")["val_loss"], ref.one("done")["val_loss"]
+    got, want = run.events("done")[-1]["val_loss"], ref.one("done")["val_loss"]
     assert abs(got - want) <= rtol * want, f"val_loss {got} vs fault-free {want}"
     got_t = [e["train_loss"] for e in run.events("epoch")][-1]
     want_t = [e["train_loss"] for e in ref.events("epoch")][-1]

@@ -45,7 +45,7 @@ CRASHES: dict[str, tuple[int, list[str], list[int]]] = {
     "two_ranks_to_one": (2, ["--inject", "crash:rank=0:step=4"], [0]),
     "hang": (4, ["--inject", "hang:rank=1:step=8"], [1]),
     "straggler_past_deadline": (
-        4, ["--deadline-s", "1.5", "--inject", "slow:rank=2:step=8:seconds=30"], [2]),
+        4, ["--deadline-s", "3", "--inject", "slow:rank=2:step=8:seconds=60"], [2]),
 }
 
 
