@@ -46,7 +46,10 @@ class Sequential:
         return int(self.params.size)
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        """(B, n_in) -> (B, n_out); the result is the caller's own copy."""
+        """(B, n_in) -> (B, n_out); the result is the caller's own copy.
+
+        `x` itself is cached by reference (no copy), so leave it unchanged until backward.
+        """
         out = np.ascontiguousarray(x, dtype=self.dtype)
         for layer in self.layers:
             out = layer.forward(out, train)
@@ -75,8 +78,8 @@ class Sequential:
         return np.array(d, copy=True) if need_input_grad else None
 
     def zero_grad(self) -> None:
-        """Zero `grads`. Edit `grads` only after backward: the next backward of each Dense
-        layer then overwrites its (known-zero) gradients instead of adding to them."""
+        """Zero `grads`. The next backward of each Dense layer then stores its gradients
+        directly instead of adding them to zeros, so do not write into `grads` in between."""
         self.grads.fill(0)
         for layer in self.layers:
             if isinstance(layer, Dense):
