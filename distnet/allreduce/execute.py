@@ -1,10 +1,10 @@
 """The MPI interpreter of schedules: run one rank's part of a Schedule on a real buffer.
 
-Hot path (a training loop reduces the same buffer every step): the rank's plan is derived once
-per (algorithm, p, n, rank, options), then bound once per buffer to NumPy views of that buffer
-and of a scratch array it owns, so a call is a loop over prebuilt views calling uppercase mpi4py
-methods — no schedule arrays, no slicing, no allocation. A step with one send and one receive is
-a `Sendrecv`; anything else posts `Irecv`s and `Isend`s and waits for all of them.
+Hot path (a training loop reduces the same buffer every step): `bind` turns the rank's cached
+plan into prebuilt NumPy views once per buffer, so a call here is a loop over those views calling
+uppercase mpi4py methods — no schedule arrays, no slicing, no allocation. A step with one send
+and one receive is a `Sendrecv`; anything else posts `Irecv`s and `Isend`s and waits for all.
+Non-blocking: `start` returns a handle whose `test` posts and completes steps without blocking.
 
 With `segment_bytes` > 0 (the `ring_pipelined` variant) every transfer is cut into segments of
 that size — the same cut on both ends, since both derive it from the same transfer — and a reduce
@@ -21,50 +21,28 @@ This module never imports mpi4py.MPI at import time; only the functions that tal
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from distnet.allreduce import bind
+from distnet.allreduce.bind import (
+    TAGS_PER_SLOT,
+    BoundStep,
+    ScheduleLike,
+    apply_post,
+    bound_for,
+    set_length_check,
+    validate,
+)
 from distnet.allreduce.ops import SUM, ReduceOp, resolve_op
-from distnet.allreduce.plan import RankPlan, rank_plan
 from distnet.allreduce.registry import SCHEDULES, get
-from distnet.allreduce.schedule import Schedule
 from distnet.errors import UserError
 
-TAGS_PER_SLOT = 512
 HANDLE_SLOTS = 63
-_CACHE_LIMIT = 64  # plans: small (a few tuples per step)
-# Bindings pin the caller's buffer and own scratch, so bound them by count and by bytes.
-_BOUND_LIMIT = 16
-_BOUND_LIMIT_BYTES = 1 << 30
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-# Collective length check before every call (one tiny Allreduce); same setting on every rank.
-_check_lengths = os.environ.get("DISTNET_ALLREDUCE_CHECK", "") not in ("", "0")
-
-
-def set_length_check(enabled: bool) -> None:
-    """Turn the cross-rank length check on or off (must be the same on every rank)."""
-    global _check_lengths
-    _check_lengths = enabled
-
-
-def validate(buf: object) -> np.ndarray:
-    """buf itself if it is a 1-D contiguous writable float32/float64 ndarray, else UserError."""
-    if not isinstance(buf, np.ndarray):
-        raise UserError(f"all-reduce needs a NumPy array, got {type(buf).__name__}")
-    if buf.ndim != 1:
-        raise UserError(f"all-reduce needs a 1-D buffer, got shape {buf.shape}")
-    if not buf.flags.c_contiguous:
-        raise UserError("all-reduce needs a contiguous buffer (use np.ascontiguousarray)")
-    if buf.dtype not in _DTYPES:
-        raise UserError(f"all-reduce supports float32 and float64, got {buf.dtype}")
-    if not buf.flags.writeable:
-        raise UserError("all-reduce works in place and needs a writable buffer")
-    return buf
+__all__ = ["execute", "set_length_check", "start", "start_schedule", "validate"]
 
 
 def check_lengths(comm: Any, n: int) -> None:
@@ -79,145 +57,6 @@ def check_lengths(comm: Any, n: int) -> None:
         )
 
 
-# ---- plans: one rank's transfers, cached per (algorithm, p, n, rank, options) ----
-
-ScheduleLike = Schedule | Callable[..., Schedule]
-_plans: dict[tuple[Any, ...], tuple[object, RankPlan]] = {}
-
-
-def _evict(cache: dict[Any, Any], limit: int = _CACHE_LIMIT) -> None:
-    while len(cache) > limit:
-        del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
-
-
-def _plan(schedule: ScheduleLike, p: int, n: int, rank: int, opts_key: tuple[Any, ...]) -> RankPlan:
-    # A Schedule object is keyed by identity; the cache holds it so the id cannot be reused.
-    key = (id(schedule) if isinstance(schedule, Schedule) else schedule, p, n, rank, opts_key)
-    hit = _plans.get(key)
-    if hit is not None:
-        return hit[1]
-    if isinstance(schedule, Schedule):
-        if (schedule.p, schedule.n) != (p, n):
-            raise UserError(
-                f"schedule {schedule.name!r} is for p={schedule.p}, n={schedule.n} "
-                f"but the call has p={p}, n={n}"
-            )
-        sched = schedule
-    else:
-        sched = schedule(p, n, **dict(opts_key))
-    plan = rank_plan(sched, rank)
-    _plans[key] = (schedule, plan)
-    _evict(_plans)
-    return plan
-
-
-# ---- binding: a plan turned into NumPy views of one buffer ----
-
-# A post-receive action: (ufunc or None for a copy, target view of buf, source view).
-Post = tuple[Any, np.ndarray, np.ndarray]
-
-
-@dataclass
-class _BoundStep:
-    tag: int
-    sends: list[tuple[np.ndarray, int]]  # (view, dst) per segment, in order
-    recvs: list[tuple[np.ndarray, int]]  # (view, src) per segment, in order
-    posts: list[Post]  # per segment, in schedule order: the fixed reduction order
-    # Blocking fast path when the step is one send and/or one receive: per segment
-    # (send view or None, dst, recv view or None, src, post or None); None otherwise.
-    pairs: list[tuple[Any, int, Any, int, Post | None]] | None
-
-
-@dataclass
-class _Bound:
-    buf: np.ndarray  # pins the buffer so that id(buf) cannot be reused while cached
-    scratch: np.ndarray
-    steps: list[_BoundStep]
-
-
-def _segments(lo: int, hi: int, seg: int) -> list[tuple[int, int]]:
-    return [(a, min(hi, a + seg)) for a in range(lo, hi, seg)]
-
-
-def _bind(plan: RankPlan, buf: np.ndarray, op: ReduceOp, segment_bytes: int) -> _Bound:
-    scratch = np.empty(plan.scratch_elems, dtype=buf.dtype)
-    seg = max(1, segment_bytes // buf.itemsize if segment_bytes > 0 else buf.shape[0])
-    steps: list[_BoundStep] = []
-    for rs in plan.steps:
-        sends = [(buf[a:b], peer) for peer, lo, hi in rs.sends for a, b in _segments(lo, hi, seg)]
-        recvs: list[tuple[np.ndarray, int]] = []
-        recv_posts: list[Post | None] = []  # aligned with recvs
-        for rv in rs.recvs:
-            for a, b in _segments(rv.lo, rv.hi, seg):
-                if rv.scratch_lo < 0:
-                    recvs.append((buf[a:b], rv.peer))
-                    recv_posts.append(None)
-                    continue
-                s0 = rv.scratch_lo + (a - rv.lo)
-                landing = scratch[s0:s0 + (b - a)]
-                recvs.append((landing, rv.peer))
-                recv_posts.append((op.ufunc if rv.reduce else None, buf[a:b], landing))
-        pairs = None
-        if len(rs.sends) <= 1 and len(rs.recvs) <= 1:
-            pairs = []
-            for k in range(max(len(sends), len(recvs))):
-                sv, dst = sends[k] if k < len(sends) else (None, 0)
-                rview, src = recvs[k] if k < len(recvs) else (None, 0)
-                pairs.append((sv, dst, rview, src, recv_posts[k] if k < len(recvs) else None))
-        posts = [post for post in recv_posts if post is not None]
-        steps.append(_BoundStep(rs.index % TAGS_PER_SLOT, sends, recvs, posts, pairs))
-    return _Bound(buf, scratch, steps)
-
-
-def _apply(post: Post) -> None:
-    fn, target, source = post
-    if fn is None:
-        np.copyto(target, source)
-    else:
-        fn(target, source, out=target)
-
-
-_bound_by_id: dict[tuple[Any, ...], _Bound] = {}
-
-
-def _evict_bound(cache: dict[tuple[Any, ...], _Bound]) -> None:
-    _evict(cache, _BOUND_LIMIT)
-    while len(cache) > 1 and sum(b.buf.nbytes + b.scratch.nbytes for b in cache.values()) > (
-        _BOUND_LIMIT_BYTES
-    ):
-        del cache[next(iter(cache))]
-
-_bound_by_addr: dict[tuple[Any, ...], _Bound] = {}
-
-
-def _bound_for(comm: Any, buf: Any, schedule: ScheduleLike, op: Any, segment_bytes: int,
-               opts: dict[str, Any]) -> tuple[_Bound, ReduceOp]:
-    rop = op if isinstance(op, ReduceOp) else resolve_op(op)
-    p, rank = comm.Get_size(), comm.Get_rank()
-    opts_key = tuple(sorted(opts.items())) if opts else ()
-    key = (id(buf), schedule, rop, p, rank, segment_bytes, opts_key)
-    bound = _bound_by_id.get(key)
-    if bound is not None and bound.buf is buf and buf.flags.c_contiguous:
-        return bound, rop
-    validate(buf)
-    # A fresh view of memory already bound (bucket slices are new objects every step) reuses
-    # that binding: the cached views keep the memory alive, so the address cannot be recycled.
-    addr_key = (buf.__array_interface__["data"][0], buf.shape[0], buf.dtype.char, *key[1:])
-    bound = _bound_by_addr.get(addr_key)
-    if bound is None:
-        bound = _bind(_plan(schedule, p, buf.shape[0], rank, opts_key), buf, rop, segment_bytes)
-        _bound_by_addr[addr_key] = bound
-        _evict_bound(_bound_by_addr)
-    if bound.buf is not buf:
-        bound = _Bound(buf, bound.scratch, bound.steps)  # same views, pins this object's id
-    _bound_by_id[key] = bound
-    _evict_bound(_bound_by_id)
-    return bound, rop
-
-
-# ---- running ----
-
-
 def execute(comm: Any, buf: np.ndarray, schedule: ScheduleLike, op: Any = SUM, *,
             segment_bytes: int = 0, **opts: Any) -> None:
     """Run this rank's part of `schedule` on buf, in place; returns when the rank is done.
@@ -226,8 +65,8 @@ def execute(comm: Any, buf: np.ndarray, schedule: ScheduleLike, op: Any = SUM, *
     Schedule built for exactly this p and n. `segment_bytes` > 0 pipelines large transfers in
     segments of that size (every rank must pass the same value).
     """
-    bound, _ = _bound_for(comm, buf, schedule, op, segment_bytes, opts)
-    if _check_lengths:
+    bound, _ = bound_for(comm, buf, schedule, op, segment_bytes, opts)
+    if bind.check_lengths_enabled:
         check_lengths(comm, buf.shape[0])
     for st in bound.steps:
         tag = st.tag
@@ -240,20 +79,20 @@ def execute(comm: Any, buf: np.ndarray, schedule: ScheduleLike, op: Any = SUM, *
                 else:
                     comm.Recv(rv, src, tag)
                 if post is not None:
-                    _apply(post)
+                    apply_post(post)
         else:
             _exchange_all(comm, st, tag)
             for post in st.posts:
-                _apply(post)
+                apply_post(post)
 
 
-def _post_step(comm: Any, st: _BoundStep, tag: int) -> list[Any]:
+def _post_step(comm: Any, st: BoundStep, tag: int) -> list[Any]:
     reqs = [comm.Irecv(v, src, tag) for v, src in st.recvs]
     reqs += [comm.Isend(v, dst, tag) for v, dst in st.sends]
     return reqs
 
 
-def _exchange_all(comm: Any, st: _BoundStep, tag: int) -> None:
+def _exchange_all(comm: Any, st: BoundStep, tag: int) -> None:
     from mpi4py import MPI
 
     MPI.Request.Waitall(_post_step(comm, st, tag))
@@ -262,7 +101,7 @@ def _exchange_all(comm: Any, st: _BoundStep, tag: int) -> None:
 class Handle:
     """A schedule run in flight: `test` advances it without blocking, `wait` finishes it."""
 
-    def __init__(self, comm: Any, steps: list[_BoundStep], tag_base: int) -> None:
+    def __init__(self, comm: Any, steps: list[BoundStep], tag_base: int) -> None:
         self._comm = comm
         self._steps = steps
         self._base = tag_base
@@ -275,7 +114,7 @@ class Handle:
 
     def _finish_step(self) -> None:
         for post in self._steps[self._i].posts:
-            _apply(post)
+            apply_post(post)
         self._i += 1
         self._reqs = None
 
@@ -348,8 +187,8 @@ def _next_tag_base(comm: Any) -> int:
 def start_schedule(comm: Any, buf: np.ndarray, schedule: ScheduleLike, op: Any = SUM, *,
                    segment_bytes: int = 0, **opts: Any) -> Handle:
     """Begin running `schedule` on buf; nothing blocks until `wait`."""
-    bound, _ = _bound_for(comm, buf, schedule, op, segment_bytes, opts)
-    if _check_lengths:
+    bound, _ = bound_for(comm, buf, schedule, op, segment_bytes, opts)
+    if bind.check_lengths_enabled:
         check_lengths(comm, buf.shape[0])
     handle = Handle(comm, bound.steps, _next_tag_base(comm))
     handle.test()  # post the first step now so peers can make progress

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.allreduce.execute import validate
+from distnet.allreduce.bind import validate
 from distnet.allreduce.ops import SUM, ReduceOp, resolve_op
 
 
