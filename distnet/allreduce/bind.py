@@ -52,6 +52,7 @@ def validate(buf: object) -> np.ndarray:
         raise UserError("all-reduce works in place and needs a writable buffer")
     return buf
 
+
 # ---- plans: one rank's transfers, cached per (algorithm, p, n, rank, options) ----
 
 ScheduleLike = Schedule | Callable[..., Schedule]
@@ -151,6 +152,7 @@ def apply_post(post: Post) -> None:
 
 
 _bound_by_id: dict[tuple[Any, ...], Bound] = {}
+_bound_by_addr: dict[tuple[Any, ...], Bound] = {}
 
 
 def _evict_bound(cache: dict[tuple[Any, ...], Bound]) -> None:
@@ -160,11 +162,10 @@ def _evict_bound(cache: dict[tuple[Any, ...], Bound]) -> None:
     ):
         del cache[next(iter(cache))]
 
-_bound_by_addr: dict[tuple[Any, ...], Bound] = {}
-
 
 def bound_for(comm: Any, buf: Any, schedule: ScheduleLike, op: Any, segment_bytes: int,
-               opts: dict[str, Any]) -> tuple[Bound, ReduceOp]:
+              opts: dict[str, Any]) -> tuple[Bound, ReduceOp]:
+    """The binding of `schedule` to buf for this rank of comm (validates buf on a cache miss)."""
     rop = op if isinstance(op, ReduceOp) else resolve_op(op)
     p, rank = comm.Get_size(), comm.Get_rank()
     opts_key = tuple(sorted(opts.items())) if opts else ()
