@@ -45,7 +45,8 @@ STEP_FIELDS = ("forward_s", "backward_s", "optim_s", "allreduce_s", "bytes", "lo
 # ---- what the run measured --------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunProfile:
-    """Median per-step phase times of a profiled run at its batch per rank (full batches only)."""
+    """Per-step phase times (a percentile, median by default) of a profiled run at its batch per
+    rank, over full batches only."""
 
     source: str
     world_size: int
@@ -58,7 +59,7 @@ class RunProfile:
     backward_s: float
     optim_s: float
     allreduce_s: float
-    measured_step_s: float  # median over full-batch steps of the four phases' sum
+    measured_step_s: float  # same percentile of the four phases' sum
 
     @property
     def compute_s(self) -> float:
@@ -73,7 +74,7 @@ class RunProfile:
         return (self.forward_s + self.backward_s) / self.batch_per_rank
 
 
-def load_profile(path: str) -> RunProfile:
+def load_profile(path: str, percentile: float = 50.0) -> RunProfile:
     """Read and validate a `--profile` metrics file; every problem is one UserError line."""
     try:
         records = read_metrics(path)
@@ -81,11 +82,18 @@ def load_profile(path: str) -> RunProfile:
         raise UserError(f"cannot read metrics file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise UserError(f"{path} is not a JSON Lines metrics file ({exc})") from None
-    return profile_from_records(records, source=path)
+    return profile_from_records(records, source=path, percentile=percentile)
 
 
-def profile_from_records(records: list[dict[str, Any]], source: str = "metrics") -> RunProfile:
-    """The RunProfile of the last profiled run in `records` (see `load_profile`)."""
+def profile_from_records(records: list[dict[str, Any]], source: str = "metrics",
+                         percentile: float = 50.0) -> RunProfile:
+    """The RunProfile of the last profiled run in `records` (see `load_profile`).
+
+    Phase times are the `percentile` over full-batch steps: the median by default; a low one
+    (e.g. 10) estimates the uncontended cost when the machine was shared with other jobs.
+    """
+    if not 0.0 <= percentile <= 100.0:
+        raise UserError(f"percentile must be in [0, 100], got {percentile}")
     if not records:
         raise UserError(f"{source}: no records")
     for i, rec in enumerate(records, 1):
@@ -114,15 +122,15 @@ def profile_from_records(records: list[dict[str, Any]], source: str = "metrics")
         raise UserError(f"{source}: step records show no samples or no gradient bytes")
 
     def med(key: str) -> float:
-        return float(np.median([float(r[key]) for r in full]))
+        return float(np.percentile([float(r[key]) for r in full], percentile))
 
     return RunProfile(
         source=source, world_size=int(full[-1]["world_size"]),
         algorithm=str(full[-1].get("algorithm", "?")), grad_bytes=grad_bytes,
         itemsize=itemsize, batch_per_rank=batch, steps=len(steps), forward_s=med("forward_s"),
         backward_s=med("backward_s"), optim_s=med("optim_s"), allreduce_s=med("allreduce_s"),
-        measured_step_s=float(np.median([sum(float(r[k]) for k in STEP_FIELDS[:4])
-                                         for r in full])),
+        measured_step_s=float(np.percentile([sum(float(r[k]) for k in STEP_FIELDS[:4])
+                                             for r in full], percentile)),
     )
 
 
@@ -223,7 +231,9 @@ def crossover(rows: Sequence[ProjectionRow], algorithm: str,
     Interpolated between the two bracketing projected rank counts, linearly in log(ranks) and
     log(comm/compute), since all-reduce cost grows roughly like a power of p there.
     """
-    pts = sorted((r.ranks, (r.exposed_comm_s if overlap else r.comm_s) / r.compute_s)
+    # step - compute, not comm_s: on an oversubscribed machine time-sharing is also "not compute"
+    pts = sorted((r.ranks, ((r.step_overlap_s if overlap else r.step_s) - r.compute_s)
+                  / r.compute_s)
                  for r in rows if r.algorithm == algorithm and r.compute_s > 0)
     prev: tuple[int, float] | None = None
     for p, ratio in pts:

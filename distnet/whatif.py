@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--alpha-us", type=float, help="per-message software overhead (default: simulator's)")
     a("--cores", type=int,
       help="with --topology local: cores all ranks share (default: this machine's)")
+    a("--percentile", type=float, default=50.0,
+      help="percentile of the measured per-step times to use (default: median)")
     a("--batch-per-rank", type=int, help="samples per rank per step (default: as measured)")
     a("--bucket-mb", type=float, default=25.0, help="bucket size for the overlap projection")
     a("--first-bucket-mb", type=float, default=1.0, help="first (small) bucket, DDP-style")
@@ -315,7 +317,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     ranks = parse_ranks(args.ranks)
     algorithms = parse_algorithms(args.algorithms)
-    profile = load_profile(args.metrics)
+    profile = load_profile(args.metrics, args.percentile)
     calib: Calibration | None = load_calibration(args.calibration) if args.calibration else None
     net = build_network(args.topology, max(ranks), calib, args.link_gbps)
     if max(ranks) > net.n_hosts:
