@@ -55,7 +55,7 @@ def test_bitflip_inside_ring_allreduce(tmp_path: Path, reference: Run) -> None:
 
 def test_dropped_message_revokes_and_redoes(tmp_path: Path, reference: Run) -> None:
     """A lost ring message blocks the reduction; the watchdog revokes, nobody is dropped."""
-    run = train(tmp_path, "--allreduce", "ring", "--deadline-s", "2",
+    run = train(tmp_path, "--allreduce", "ring", "--deadline-s", "4",
                 "--inject", "drop:rank=1:step=5")
     assert_finished(run, survivors=4)
     assert_loss_close(run, reference)
