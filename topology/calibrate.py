@@ -40,8 +40,14 @@ class Fit:
         return 8e-9 / self.beta_s_per_byte if self.beta_s_per_byte > 0 else float("inf")
 
 
-def load_records(path: str) -> list[dict[str, Any]]:
-    """Records with algorithm, bytes, ranks, avg_s from a bench JSON (a list, or {"records"})."""
+STATS = ("avg_s", "median_s", "min_s")
+
+
+def load_records(path: str, stat: str = "avg_s") -> list[dict[str, Any]]:
+    """Records with algorithm, bytes, ranks and `stat` from a bench JSON (a list, or
+    {"records": [...]}); the chosen statistic is copied to "t_s", the time that is fitted."""
+    if stat not in STATS:
+        raise UserError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
@@ -55,12 +61,20 @@ def load_records(path: str) -> list[dict[str, Any]]:
     out = []
     for i, r in enumerate(data):
         if not isinstance(r, dict) or not all(k in r for k in ("algorithm", "bytes", "ranks",
-                                                                 "avg_s")):
-            raise UserError(f"{path}: record {i} lacks algorithm, bytes, ranks or avg_s")
-        if not (float(r["avg_s"]) > 0 and int(r["bytes"]) > 0 and int(r["ranks"]) >= 1):
-            raise UserError(f"{path}: record {i} has a non-positive time, size or rank count")
-        out.append(r)
+                                                                 stat)):
+            raise UserError(f"{path}: record {i} lacks algorithm, bytes, ranks or {stat}")
+        try:
+            ok = float(r[stat]) > 0 and int(r["bytes"]) > 0 and int(r["ranks"]) >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UserError(f"{path}: record {i} has a bad time, size or rank count")
+        out.append({**r, "t_s": float(r[stat])})
     return out
+
+
+def _measured(r: dict[str, Any]) -> float:
+    return float(r.get("t_s", r["avg_s"]))
 
 
 def _usable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -79,7 +93,7 @@ def fit(records: list[dict[str, Any]]) -> Fit:
         known = ", ".join(FIT_ALGORITHMS)
         raise UserError(f"no records with more than one rank and a closed form ({known})")
     a = np.array([_unit_rows(r) for r in used])
-    t = np.array([float(r["avg_s"]) for r in used])
+    t = np.array([_measured(r) for r in used])
     a_rel, ones = a / t[:, None], np.ones_like(t)
     free = [0, 1, 2]
     coef = np.zeros(3)
@@ -90,7 +104,7 @@ def fit(records: list[dict[str, Any]]) -> Fit:
             break
         free.pop(int(np.argmin(sol)))
     model = a @ coef
-    rows = [{**r, "model_s": float(m), "error": float(m / float(r["avg_s"]) - 1)}
+    rows = [{**r, "model_s": float(m), "error": float(m / _measured(r) - 1)}
             for r, m in zip(used, model, strict=True)]
     return Fit(float(coef[0]), float(coef[1]), float(coef[2]), rows)
 
@@ -113,9 +127,10 @@ def sim_vs_measured(f: Fit) -> list[dict[str, Any]]:
         p, nbytes = int(r["ranks"]), int(r["bytes"])
         itemsize = ITEMSIZE.get(str(r.get("dtype", "float32")), 4)
         sched = get_schedule(r["algorithm"])(p, nbytes // itemsize)
-        res = simulate(star(p, f.bandwidth_gbps), sched, np.arange(p), routing="ideal",
+        # beta = 0 (bandwidth not identifiable from the data) becomes a 1 Pb/s link: free bytes
+        res = simulate(star(p, min(f.bandwidth_gbps, 1e6)), sched, np.arange(p), routing="ideal",
                        itemsize=itemsize, alpha_s=f.alpha_s, gamma_s_per_byte=f.gamma_s_per_byte)
-        out.append({**r, "sim_s": res.time_s, "sim_error": res.time_s / float(r["avg_s"]) - 1})
+        out.append({**r, "sim_s": res.time_s, "sim_error": res.time_s / _measured(r) - 1})
     return out
 
 
@@ -139,7 +154,7 @@ def report(f: Fit, checked: list[dict[str, Any]] | None = None) -> str:
     ]
     for i, r in enumerate(f.records):
         line = (f"{r['algorithm']:>20} {r['ranks']:>5} {r['bytes']:>10} "
-                f"{float(r['avg_s']) * 1e6:>12.1f} {r['model_s'] * 1e6:>10.1f} "
+                f"{_measured(r) * 1e6:>12.1f} {r['model_s'] * 1e6:>10.1f} "
                 f"{r['error'] * 100:>6.1f}%")
         if checked:
             c = checked[i]

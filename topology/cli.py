@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scaling", help="2-tier leaf-spine vs 3-tier fat-tree host counts")
     k = sub.add_parser("calibrate", help="fit alpha, beta, gamma to a distnet.bench --json file")
     k.add_argument("file")
+    k.add_argument("--stat", default="avg_s", help="avg_s, median_s or min_s (least noisy)")
     b = sub.add_parser("bench", help="simulator speed: ring on k=32 and k=48 fat-trees")
     b.add_argument("--k", default="32,48", help="comma-separated fat-tree radixes")
     return ap
@@ -315,7 +316,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     elif a.cmd == "calibrate":
         from topology.calibrate import fit, load_records, report, sim_vs_measured
 
-        f = fit(load_records(a.file))
+        f = fit(load_records(a.file, a.stat))
         print(report(f, sim_vs_measured(f)))
     else:
         from topology.bench import bench_ring, bench_table

@@ -128,8 +128,8 @@ def _check(net: Network, schedule: Schedule, placement: np.ndarray, engine: str,
         raise UserError(f"placement names a host outside 0..{n_hosts - 1}")
     if alpha_s < 0 or gamma_s_per_byte < 0:
         raise UserError("alpha_s and gamma_s_per_byte must be >= 0")
-    if np.any(net.link_gbps <= 0):
-        raise UserError("every link needs a positive bandwidth")
+    if not np.all((net.link_gbps > 0) & np.isfinite(net.link_gbps)):
+        raise UserError("every link needs a positive, finite bandwidth")
 
 
 def _sub_routes(routes: Routes, flows: np.ndarray, hops: np.ndarray | None = None
