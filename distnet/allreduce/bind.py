@@ -107,6 +107,7 @@ class Bound:
     buf: np.ndarray  # pins the buffer so that id(buf) cannot be reused while cached
     scratch: np.ndarray
     steps: list[BoundStep]
+    schedule: object  # pins a Schedule object keyed by id() likewise
 
 
 def _segments(lo: int, hi: int, seg: int) -> list[tuple[int, int]]:
@@ -140,7 +141,7 @@ def _bind(plan: RankPlan, buf: np.ndarray, op: ReduceOp, segment_bytes: int) -> 
                 pairs.append((sv, dst, rview, src, recv_posts[k] if k < len(recvs) else None))
         posts = [post for post in recv_posts if post is not None]
         steps.append(BoundStep(rs.index % TAGS_PER_SLOT, sends, recvs, posts, pairs))
-    return Bound(buf, scratch, steps)
+    return Bound(buf, scratch, steps, None)
 
 
 def apply_post(post: Post) -> None:
@@ -169,7 +170,8 @@ def bound_for(comm: Any, buf: Any, schedule: ScheduleLike, op: Any, segment_byte
     rop = op if isinstance(op, ReduceOp) else resolve_op(op)
     p, rank = comm.Get_size(), comm.Get_rank()
     opts_key = tuple(sorted(opts.items())) if opts else ()
-    key = (id(buf), schedule, rop, p, rank, segment_bytes, opts_key)
+    sched_key = id(schedule) if isinstance(schedule, Schedule) else schedule  # not hashable
+    key = (id(buf), sched_key, rop, p, rank, segment_bytes, opts_key)
     bound = _bound_by_id.get(key)
     if bound is not None and bound.buf is buf and buf.flags.c_contiguous:
         return bound, rop
@@ -180,10 +182,11 @@ def bound_for(comm: Any, buf: Any, schedule: ScheduleLike, op: Any, segment_byte
     bound = _bound_by_addr.get(addr_key)
     if bound is None:
         bound = _bind(_plan(schedule, p, buf.shape[0], rank, opts_key), buf, rop, segment_bytes)
+        bound.schedule = schedule
         _bound_by_addr[addr_key] = bound
         _evict_bound(_bound_by_addr)
     if bound.buf is not buf:
-        bound = Bound(buf, bound.scratch, bound.steps)  # same views, pins this object's id
+        bound = Bound(buf, bound.scratch, bound.steps, schedule)  # same views; pins this id
     _bound_by_id[key] = bound
     _evict_bound(_bound_by_id)
     return bound, rop

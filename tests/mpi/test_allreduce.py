@@ -191,3 +191,21 @@ def test_every_schedule_with_segmented_transfers(segment_bytes: int) -> None:
             buf = np.arange(n, dtype=np.float64) + r
             execute(comm, buf, build, segment_bytes=segment_bytes, **opts)
             assert np.array_equal(buf, p * np.arange(n) + p * (p - 1) / 2), f"{name} n={n}"
+
+
+@pytest.mark.mpi(min_size=1)
+def test_execute_runs_a_schedule_object() -> None:
+    from distnet.allreduce.execute import execute
+    from distnet.allreduce.schedule import from_steps, make_step
+
+    comm = _comm()
+    p, r = comm.size, comm.rank
+    # A hand-written schedule: everyone adds into rank 0 in one step, then 0 copies out one by one.
+    others = list(range(1, p))
+    steps = [make_step(others, 0, 0, 5, True)] + [make_step(0, q, 0, 5, False) for q in others]
+    sched = from_steps("custom", p, 5, steps if p > 1 else [])
+    buf = np.full(5, float(r + 1))
+    execute(comm, buf, sched)
+    assert np.all(buf == p * (p + 1) / 2)
+    with pytest.raises(UserError, match="p="):
+        execute(comm, np.zeros(6), sched)  # built for n=5: refused before any message
