@@ -18,10 +18,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from distnet.errors import UserError
 from distnet.projection import (
@@ -41,109 +38,38 @@ PROG = "python -m distnet.whatif"
 
 
 # ---- this machine: calibration and a one-switch network ---------------------------------------
-@dataclass(frozen=True)
-class Calibration:
-    """alpha (per message), beta (per byte on the wire), gamma (per reduced byte), in seconds."""
+# The fit is topology.calibrate's: least squares in relative error of every bench record against
+# the closed forms, coefficients kept >= 0. `min_s` by default: on a shared machine the bench's
+# mean is dominated by preemption outliers (milliseconds of scheduler quanta on microsecond
+# messages), while the minimum estimates the uncontended cost.
+def load_calibration(path: str, stat: str = "min_s") -> Any:
+    """A `topology.calibrate.Fit` (alpha_s, beta_s_per_byte, gamma_s_per_byte) of a bench file."""
+    from topology.calibrate import fit, load_records
 
-    alpha_s: float
-    beta_s_per_byte: float
-    gamma_s_per_byte: float
-    points: int
-
-    @property
-    def link_gbps(self) -> float:
-        return 8.0 / self.beta_s_per_byte / 1e9
-
-    def describe(self) -> str:
-        return (f"alpha {1e6 * self.alpha_s:.2f} us, beta {1e12 * self.beta_s_per_byte:.1f} ps/B "
-                f"({self.link_gbps:.1f} Gb/s), gamma {1e12 * self.gamma_s_per_byte:.1f} ps/B, "
-                f"{self.points} points")
+    result = fit(load_records(path, stat=stat))
+    if result.beta_s_per_byte <= 0:
+        raise UserError(f"calibration: the records of {path} do not determine a bandwidth")
+    return result
 
 
-def fit_calibration(records: list[dict[str, Any]], stat: str = "min_s") -> Calibration:
-    """Least-squares alpha, beta, gamma over bench records' `stat` time, in relative error.
-
-    `min_s` by default: on a shared machine the bench's mean is dominated by preemption outliers
-    (milliseconds of scheduler quanta on microsecond messages), while the minimum estimates the
-    uncontended cost, as the median step time we compare projections with does.
-
-    Every closed form is linear in (alpha, beta, gamma), so each record gives one row of
-    coefficients (the form evaluated at unit vectors); dividing rows by the measured time weighs
-    4 KiB and 64 MiB alike.
-    """
-    from topology.closed_form import CLOSED_FORMS
-
-    rows, times = [], []
-    for r in records:
-        form = CLOSED_FORMS.get(str(r.get("algorithm")))
-        p, n, t = r.get("ranks"), r.get("bytes"), r.get(stat)
-        if form is None or not (isinstance(p, int) and isinstance(n, (int, float))
-                                and isinstance(t, (int, float))):
-            continue
-        if p < 2 or t <= 0:
-            continue
-        unit = [form(p, float(n), *np.eye(3)[i]) for i in range(3)]
-        rows.append(np.array(unit) / float(t))
-        times.append(1.0)
-    if len(rows) < 3:
-        raise UserError("calibration: need >= 3 bench records of >= 2 ranks with a known "
-                        "algorithm (python -m distnet.bench --json)")
-    a, b = np.array(rows), np.array(times)
-    best: tuple[float, np.ndarray] | None = None
-    # At p = 2 ring and tree move bytes and reduce them in the same proportion, so beta and gamma
-    # can trade off into a negative value: keep the best fit whose coefficients are all >= 0.
-    for free in ([0, 1, 2], [0, 1], [1, 2], [1]):
-        sol = np.linalg.lstsq(a[:, free], b, rcond=None)[0]
-        if (sol < 0).any() or sol[free.index(1)] <= 0:
-            continue
-        coef = np.zeros(3)
-        coef[free] = sol
-        resid = float(np.sum((a @ coef - b) ** 2))
-        if best is None or resid < best[0] * (1 - 1e-9):
-            best = (resid, coef)
-    if best is None:
-        raise UserError("calibration: the bench records do not determine a bandwidth")
-    coef = best[1]
-    return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), len(rows))
+def describe_calibration(cal: Any) -> str:
+    return (f"alpha {1e6 * cal.alpha_s:.2f} us, beta {1e12 * cal.beta_s_per_byte:.1f} ps/B "
+            f"({cal.bandwidth_gbps:.1f} Gb/s), gamma {1e12 * cal.gamma_s_per_byte:.1f} ps/B, "
+            f"{len(cal.records)} points")
 
 
-def load_calibration(path: str) -> Calibration:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise UserError(f"cannot read --calibration {path}: {exc.strerror}") from None
-    except ValueError:
-        raise UserError(f"--calibration {path} is not JSON "
-                        "(python -m distnet.bench --json)") from None
-    records = data if isinstance(data, list) else []
-    return fit_calibration([r for r in records if isinstance(r, dict)])
-
-
-def one_switch(n_hosts: int, link_gbps: float) -> Any:
-    """n hosts on one switch with zero-latency links: a shared-memory machine seen as a network.
-
-    Path latency is zero because the calibrated alpha already holds the whole per-message cost.
-    """
-    from topology.network import make_network
-
-    names: list[tuple] = [("host", h) for h in range(n_hosts)] + [("switch", 0)]
-    tier = np.array([0] * n_hosts + [1])
-    hosts = np.arange(n_hosts)
-    return make_network(f"local-{n_hosts}", names, tier, hosts, np.full(n_hosts, n_hosts),
-                        np.full(n_hosts, link_gbps), np.zeros(n_hosts), 0.0)
-
-
-def build_network(spec: str, max_ranks: int, calib: Calibration | None,
-                  link_gbps: float | None) -> Any:
+def build_network(spec: str, max_ranks: int, calib: Any, link_gbps: float | None) -> Any:
     """`local` (this machine, calibrated) or any `topology.spec` network spec."""
     if link_gbps is not None and link_gbps <= 0:
         raise UserError(f"--link-gbps must be > 0, got {link_gbps}")
     if spec == "local":
-        gbps = link_gbps or (calib.link_gbps if calib else None)
+        from topology.calibrate import star
+
+        gbps = link_gbps or (calib.bandwidth_gbps if calib else None)
         if gbps is None:
             raise UserError("--topology local needs --calibration (or --link-gbps)")
-        return one_switch(max_ranks, gbps)
+        # zero path latency: the calibrated alpha already holds the whole per-message cost
+        return star(max_ranks, gbps)
     from topology.spec import parse_network
 
     overrides = {"link_gbps": link_gbps} if link_gbps is not None else {}
@@ -238,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--placement", default="packed", help="packed, scattered or random")
     a("--routing", default="ecmp", help="ecmp, ideal or dmodk")
     a("--calibration", help="distnet.bench --json file: fit alpha, beta, gamma of this machine")
+    a("--calibration-stat", default="min_s", help="bench time to fit: min_s, median_s or avg_s")
     a("--link-gbps", type=float, help="override every link's bandwidth (Gb/s)")
     a("--alpha-us", type=float, help="per-message software overhead (default: simulator's)")
     a("--cores", type=int,
@@ -318,7 +245,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ranks = parse_ranks(args.ranks)
     algorithms = parse_algorithms(args.algorithms)
     profile = load_profile(args.metrics, args.percentile)
-    calib: Calibration | None = load_calibration(args.calibration) if args.calibration else None
+    calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
     net = build_network(args.topology, max(ranks), calib, args.link_gbps)
     if max(ranks) > net.n_hosts:
         raise UserError(f"{max(ranks)} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
@@ -342,7 +269,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"{profile.algorithm})\nnetwork: {net.name} ({net.n_hosts} hosts), routing "
               f"{args.routing}, placement {args.placement}"
               + (f", {cores} shared cores" if cores else "")
-              + (f", calibrated from {args.calibration}: {calib.describe()}" if calib else ""))
+              + (f", calibrated from {args.calibration}: {describe_calibration(calib)}"
+                 if calib else ""))
     print(format_rows(profile, rows, header))
     print("\n".join(crossover_text(rows, algorithms)))
     result: dict[str, Any] = {"profile": vars(profile), "network": net.name,

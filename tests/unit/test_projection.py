@@ -11,7 +11,7 @@ import pytest
 from distnet import projection as pj
 from distnet.breakdown import breakdown, busbw_factor, format_breakdown
 from distnet.errors import UserError
-from distnet.whatif import one_switch
+from topology.calibrate import star as one_switch
 
 
 def step(i: int, local: int = 32, fwd: float = 0.002, bwd: float = 0.004, opt: float = 0.001,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from distnet import whatif
@@ -48,7 +47,7 @@ def test_local_projection_table_json_and_plot(tmp_path, capsys):
                         "--plot", str(png)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "local-8" in text and "ring" in text and "tree" in text and "crossover" not in text
+    assert "star-8" in text and "ring" in text and "tree" in text and "crossover" not in text
     result = json.loads(out_json.read_text())
     assert [(r["algorithm"], r["ranks"]) for r in result["rows"]] == [
         ("ring", 2), ("ring", 4), ("ring", 8), ("tree", 2), ("tree", 4), ("tree", 8)]
@@ -69,21 +68,29 @@ def test_fat_tree_projection_and_topology_comparison(tmp_path, capsys):
     assert "one model on several clusters" in capsys.readouterr().out
 
 
-def test_calibration_fit_recovers_alpha_beta_gamma(tmp_path):
+def test_calibration_is_fitted_from_the_bench_file(tmp_path):
     alpha, beta, gamma = 3e-6, 1 / 5e9, 2e-10
-    cal = whatif.fit_calibration(bench_records(alpha, beta, gamma))
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench_records(alpha, beta, gamma)))
+    cal = whatif.load_calibration(str(path))
     assert (cal.alpha_s, cal.beta_s_per_byte, cal.gamma_s_per_byte) == pytest.approx(
         (alpha, beta, gamma), rel=1e-6)
-    assert cal.link_gbps == pytest.approx(40.0)
-    path = tmp_path / "bench.json"
-    path.write_text(json.dumps(bench_records(alpha, beta, 0.0)))
-    assert whatif.load_calibration(str(path)).gamma_s_per_byte == pytest.approx(0.0, abs=1e-15)
+    assert cal.bandwidth_gbps == pytest.approx(40.0)
+    assert "40.0 Gb/s" in whatif.describe_calibration(cal)
 
 
-def test_one_switch_has_one_link_pair_per_host():
-    net = whatif.one_switch(5, 40.0)
-    assert net.n_hosts == 5 and net.n_links == 10
-    assert np.all(net.link_gbps == 40.0) and np.all(net.link_latency_s == 0.0)
+def test_local_topology_uses_the_calibrated_bandwidth(tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps(bench_records(3e-6, 1 / 5e9, 2e-10)))
+    metrics = write_metrics(tmp_path / "run.jsonl")
+    result = whatif.run(["--metrics", metrics, "--topology", "local", "--calibration", str(bench),
+                         "--ranks", "2,4", "--algorithms", "ring", "--cores", "4"])
+    from topology.closed_form import ring
+
+    nbytes = 2 * 1024 * 1024
+    for row in result["rows"]:
+        expected = ring(row["ranks"], nbytes, 3e-6, 1 / 5e9, 2e-10)
+        assert row["comm_s"] == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("case, words", [
@@ -95,7 +102,7 @@ def test_one_switch_has_one_link_pair_per_host():
     ("algorithm", "no-such-algorithm"),
     ("ranks", "--ranks"),
     ("local", "--calibration"),
-    ("calibration", "calibration"),
+    ("calibration", "lacks algorithm, bytes, ranks or min_s"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, words):
     metrics = write_metrics(tmp_path / "run.jsonl")
@@ -118,7 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, words):
     elif case == "local":
         args[3] = "local"
     elif case == "calibration":
-        (tmp_path / "bench.json").write_text("[]")
+        (tmp_path / "bench.json").write_text('[{"algorithm": "ring"}]')
         args += ["--calibration", str(tmp_path / "bench.json")]
     assert whatif.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
