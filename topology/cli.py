@@ -206,7 +206,7 @@ def plot_steps(path: str, r: dict[str, Any]) -> None:
 
 
 def plot_compare(path: str, rows: list[dict[str, Any]]) -> None:
-    """busbw against size, one line per (topology, placement, routing, algorithm)."""
+    """busbw against size: colour per algorithm, line style per (topology, placement, routing)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     series: dict[tuple, list[tuple[int, float]]] = {}
@@ -214,9 +214,15 @@ def plot_compare(path: str, rows: list[dict[str, Any]]) -> None:
         key = (r["topology"] + (f" -{r['failed_links']} links" if r["failed_links"] else ""),
                r["placement"], r["routing"], r["algorithm"])
         series.setdefault(key, []).append((r["bytes"], r["busbw_gbps"]))
+    algorithms = sorted({k[3] for k in series})
+    variants = sorted({k[:3] for k in series})
+    styles = ["-", "--", ":", "-."]
     for key, pts in series.items():
         pts.sort()
-        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=" ".join(key))
+        color = f"C{algorithms.index(key[3]) % 10}"
+        style = styles[variants.index(key[:3]) % len(styles)]
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=color,
+                linestyle=style, label=" ".join(key))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("buffer (bytes)")
     ax.set_ylabel("busbw (Gb/s)")
