@@ -29,7 +29,9 @@ import numpy as np
 from distnet.allreduce import bind
 from distnet.allreduce.bind import (
     TAGS_PER_SLOT,
+    Bound,
     BoundStep,
+    Post,
     ScheduleLike,
     apply_post,
     bound_for,
@@ -68,22 +70,57 @@ def execute(comm: Any, buf: np.ndarray, schedule: ScheduleLike, op: Any = SUM, *
     bound, _ = bound_for(comm, buf, schedule, op, segment_bytes, opts)
     if bind.check_lengths_enabled:
         check_lengths(comm, buf.shape[0])
-    for st in bound.steps:
-        tag = st.tag
-        if st.pairs is not None:
-            for sv, dst, rv, src, post in st.pairs:
-                if sv is not None and rv is not None:
-                    comm.Sendrecv(sv, dst, tag, rv, src, tag)
-                elif sv is not None:
-                    comm.Send(sv, dst, tag)
-                else:
-                    comm.Recv(rv, src, tag)
-                if post is not None:
-                    apply_post(post)
+    program = bound.program if bound.program is not None else _compile(bound)
+    for ins in program:
+        code = ins[0]
+        if code == _SENDRECV:
+            comm.Sendrecv(ins[1], ins[2], ins[3], ins[4], ins[5], ins[3])
+        elif code == _REDUCE:
+            ins[1](ins[2], ins[3], out=ins[2])
+        elif code == _COPY:
+            np.copyto(ins[1], ins[2])
+        elif code == _SEND:
+            comm.Send(ins[1], ins[2], ins[3])
+        elif code == _RECV:
+            comm.Recv(ins[1], ins[2], ins[3])
         else:
-            _exchange_all(comm, st, tag)
-            for post in st.posts:
-                apply_post(post)
+            _exchange_all(comm, ins[1], ins[1].tag)
+
+
+# Instructions of a compiled program (flat, so the hot loop does one dispatch per MPI call).
+_SENDRECV, _REDUCE, _COPY, _SEND, _RECV, _MULTI = range(6)
+
+
+def _spec(view: np.ndarray) -> list[Any]:
+    """A prebuilt mpi4py message [memory, count, datatype]: skips re-parsing the array per call."""
+    from mpi4py import MPI
+
+    return [MPI.buffer(view), view.shape[0], MPI.FLOAT if view.itemsize == 4 else MPI.DOUBLE]
+
+
+def _post_ins(post: Post) -> tuple[Any, ...]:
+    fn, target, source = post
+    return (_COPY, target, source) if fn is None else (_REDUCE, fn, target, source)
+
+
+def _compile(bound: Bound) -> list[tuple[Any, ...]]:
+    program: list[tuple[Any, ...]] = []
+    for st in bound.steps:
+        if st.pairs is None:
+            program.append((_MULTI, st))
+            program += [_post_ins(post) for post in st.posts]
+            continue
+        for sv, dst, rv, src, post in st.pairs:
+            if sv is not None and rv is not None:
+                program.append((_SENDRECV, _spec(sv), dst, st.tag, _spec(rv), src))
+            elif sv is not None:
+                program.append((_SEND, _spec(sv), dst, st.tag))
+            else:
+                program.append((_RECV, _spec(rv), src, st.tag))
+            if post is not None:
+                program.append(_post_ins(post))
+    bound.program = program
+    return program
 
 
 def _post_step(comm: Any, st: BoundStep, tag: int) -> list[Any]:
