@@ -40,6 +40,8 @@ ALPHA_S = 1.0e-6
 GAMMA_S_PER_BYTE = 5.0e-12
 # Above this many transfers the exact engine's Python event loop gets slow; "auto" goes fast.
 EXACT_MAX_TRANSFERS = 20_000
+# The exact engine materialises every transfer; beyond this it would take hours.
+EXACT_LIMIT_TRANSFERS = 2_000_000
 # A flow with at most this fraction of its bytes left has drained (float round-off, not data).
 DRAIN_REL = 1e-9
 
@@ -121,6 +123,9 @@ def _check(net: Network, schedule: Schedule, placement: np.ndarray, engine: str,
         raise UserError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
     if log and engine == "fast":
         raise UserError("the event log needs the exact engine (engine='exact')")
+    if engine == "exact" and schedule.p * schedule.nsteps > EXACT_LIMIT_TRANSFERS:
+        raise UserError(f"{schedule.p * schedule.nsteps:,} transfers are too many for the exact "
+                        "engine; use engine='fast'")
     if placement.shape != (schedule.p,):
         raise UserError(f"placement has {placement.shape[0]} hosts for {schedule.p} ranks")
     n_hosts = int(net.hosts.shape[0])
@@ -159,7 +164,14 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _run_exact(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma, cap, want_log):
+# time_s, step_start_s, step_end_s, link_bytes, patterns solved, steps reused, event log
+_Run = tuple[float, np.ndarray, np.ndarray, np.ndarray, int, int,
+             list[tuple[float, str, int, int, int]] | None]
+
+
+def _run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: str, seed: int,
+               itemsize: int, alpha_s: float, gamma: float, cap: np.ndarray,
+               want_log: bool) -> _Run:
     steps: list[Step] = list(schedule.steps())
     sizes = [len(st) for st in steps]
     t_step = np.repeat(np.arange(len(steps), dtype=np.int64), sizes)
@@ -347,7 +359,8 @@ def _drain_times(routes: Routes, nbytes: np.ndarray, cap: np.ndarray) -> np.ndar
     return drain
 
 
-def _solve(net, st: Step, placement, routing, seed, itemsize, alpha_s, gamma, cap) -> _Solved:
+def _solve(net: Network, st: Step, placement: np.ndarray, routing: str, seed: int, itemsize: int,
+           alpha_s: float, gamma: float, cap: np.ndarray) -> _Solved:
     routes = route(net, placement[st.src], placement[st.dst], mode=routing, seed=seed)
     nbytes = st.count.astype(np.float64) * itemsize
     net_s = alpha_s + _drain_times(routes, nbytes, cap) + routes.latency_s
@@ -378,7 +391,9 @@ def _matches(m: _Solved, st: Step) -> bool:
     return m.unique_src or (np.array_equal(m.dst, st.dst) and np.array_equal(m.count, st.count))
 
 
-def _run_fast(net, schedule, placement, routing, seed, itemsize, alpha_s, gamma, cap, memoise):
+def _run_fast(net: Network, schedule: Schedule, placement: np.ndarray, routing: str, seed: int,
+              itemsize: int, alpha_s: float, gamma: float, cap: np.ndarray,
+              memoise: bool) -> _Run:
     ready = np.zeros(schedule.p)  # when each rank finished all its transfers so far
     start_s = np.zeros(schedule.nsteps)
     end_s = np.zeros(schedule.nsteps)

@@ -200,3 +200,23 @@ def test_sim_within_one_percent_of_closed_form_on_a_nonblocking_fat_tree(
         assert res.time_s == pytest.approx(want, rel=0.01)
         if lat_s == 0.0:
             assert res.time_s == pytest.approx(want, rel=1e-6)
+
+
+def test_ecmp_loses_to_ideal_spreading_for_a_scattered_ring_on_k8() -> None:
+    # the known ECMP loss: a ring is as slow as its worst hash collision in every step
+    from distnet.allreduce import get_schedule
+    from topology.placement import place
+
+    net = fat_tree(8)
+    hosts = place(net, 128, mode="scattered")
+    sched = get_schedule("ring")(128, 128 * 65536)
+    t = {r: simulate(net, sched, hosts, routing=r, seed=0).time_s for r in ("ecmp", "ideal")}
+    worst = float(route(net, hosts, np.roll(hosts, -1), mode="ideal").latency_s.max())
+    want = closed_form_time("ring", 128, 4 * 128 * 65536, 1 * US, 8 / 400e9, 5e-12, worst)
+    assert t["ideal"] == pytest.approx(want, rel=1e-9)
+    assert t["ecmp"] > 1.5 * t["ideal"]
+
+
+def test_exact_engine_refuses_huge_schedules() -> None:
+    with pytest.raises(UserError, match="fast"):
+        simulate(fat_tree(16), ring(1024, 1024), np.arange(1024), engine="exact")
