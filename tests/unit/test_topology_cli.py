@@ -87,3 +87,42 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], words: str,
 def test_module_entry_point_exits_2_on_error() -> None:
     res = run([PYTHON, "-m", "topology", "simulate", "--topology", "fat-tree:k=3"], timeout_s=60)
     assert res.returncode == 2 and res.stderr.startswith("topology: error: ")
+
+
+def test_calibration_fit_recovers_alpha_beta_gamma_and_the_sim_agrees() -> None:
+    from topology.calibrate import fit, sim_vs_measured
+
+    f = fit(synthetic_records(3e-6, 1e-10, 4e-11, ranks=(2, 3, 5)))
+    assert (f.alpha_s, f.beta_s_per_byte, f.gamma_s_per_byte) == pytest.approx(
+        (3e-6, 1e-10, 4e-11), rel=1e-6)
+    assert f.bandwidth_gbps == pytest.approx(80.0, rel=1e-6)
+    checked = sim_vs_measured(f)
+    # not exact: at p = 3, 5 the schedules cut 1024 elements into uneven chunks, the forms n/p
+    assert max(abs(c["sim_error"]) for c in checked) < 1e-3
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{", "not JSON"),
+    ('{"records": 3}', "list of benchmark records"),
+    ('[{"algorithm": "ring", "bytes": 8}]', "lacks"),
+    ('[{"algorithm": "ring", "bytes": 8, "ranks": 2, "avg_s": -1}]', "bad time"),
+    ('[{"algorithm": "native", "bytes": 8, "ranks": 2, "avg_s": 1}]', "closed form"),
+])
+def test_calibrate_rejects_bad_files(tmp_path: Path, text: str, words: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(text)
+    assert main(["calibrate", str(path)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_calibrate_uses_the_chosen_statistic(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    recs = synthetic_records(5e-6, 2e-10, 0.0, ranks=(2, 4), sizes=(4096, 1 << 20))
+    for r in recs:
+        r["min_s"], r["avg_s"] = r["avg_s"], 10 * r["avg_s"]  # noisy mean, clean minimum
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(recs))
+    assert main(["calibrate", str(path), "--stat", "min_s"]) == 0
+    assert "alpha = 5.000 us" in capsys.readouterr().out
+    assert main(["calibrate", str(path), "--stat", "p99"]) == 2
