@@ -79,11 +79,11 @@ def tree(p: int, n_bytes: float, alpha_s: float, beta_s_per_byte: float,
 
 def tree_pipelined(p: int, n_bytes: float, alpha_s: float, beta_s_per_byte: float,
                    gamma_s_per_byte: float, latency_s: float = 0.0,
-                   segment_bytes: float = 4 * 65536) -> float:
+                   segment_bytes: float = 4 * (1 << 18)) -> float:
     """(S + 2H − 1)(α + L + m·sβ + c·sγ), s = n/S, H = ⌊log p⌋: a segmented binary heap tree in
     which the busiest rank moves m = parent + children segments per step each way and reduces
     c = children of them (m = 3, c = 2 from p = 5 on). An upper bound: the pipeline's fill and
-    drain steps move fewer segments."""
+    drain steps move fewer segments. Segments default to tree.py's 1 MiB of float32."""
     if p <= 1:
         return 0.0
     segments = max(1, math.ceil(n_bytes / segment_bytes))
