@@ -14,8 +14,9 @@ Two engines share that model:
   together (the within-step drain times are an event loop of their own), memoised per
   `schedule.pattern(s)`; start times, latencies and per-rank dependencies are then propagated
   exactly with vectorised max-plus updates. It equals "exact" whenever the flows of a step do
-  start together (uniform paths, or steps separated by idle ranks); otherwise it ignores the
-  overlap of neighbouring steps. It is what makes 55,294 ring steps on 27,648 hosts feasible.
+  start together, or never share a link with another step's flows; otherwise it ignores how
+  neighbouring steps overlap (up to ~10 % pessimistic in docs/topology-sim.md). It is what
+  makes 55,294 ring steps on 27,648 hosts feasible.
 """
 
 from __future__ import annotations
