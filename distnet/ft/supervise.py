@@ -64,6 +64,28 @@ def option(args: list[str], name: str) -> str | None:
     return None
 
 
+def redone_steps(metrics: str | None, attempt: int, latest: str | None) -> int | None:
+    """Steps the dead attempt finished after its last checkpoint (known with per-step records:
+    --track-samples or --profile)."""
+    if not metrics or not os.path.exists(metrics):
+        return None
+    last = -1
+    with open(metrics, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the crash
+            if rec.get("event") == "samples" and rec.get("attempt", 0) == attempt:
+                last = max(last, int(rec["step"]))
+            elif rec.get("event") == "step":
+                last = max(last, int(rec["step"]) - 1)
+    if last < 0:
+        return None
+    resumed_at = checkpoint.load(latest)[1]["progress"]["step"] if latest else 0
+    return max(0, last + 1 - int(resumed_at))
+
+
 def supervise(n: int, train_args: list[str], retries: int, shrink: bool, min_ranks: int,
               grow_to: int, timeout_s: float) -> int:
     ckpt_dir = option(train_args, "--checkpoint-dir")
@@ -95,7 +117,8 @@ def supervise(n: int, train_args: list[str], retries: int, shrink: bool, min_ran
         record = {"schema": 1, "event": "restart", "attempt": attempt + 1,
                   "exit_status": status, "failed_after_s": time.perf_counter() - t0,
                   "from_checkpoint": latest, "world_size": next_world,
-                  "old_world_size": world}
+                  "old_world_size": world,
+                  "redone_steps": redone_steps(metrics, attempt, latest)}
         print(f"supervise: attempt {attempt} exited with status {status}; "
               + (f"restarting from {latest}" if latest else "restarting from scratch")
               + f" on {next_world} rank(s)", file=sys.stderr, flush=True)

@@ -75,6 +75,7 @@ class FaultTolerantTrainer(Trainer):
         self.redone_steps = self.skipped_steps = 0
         self._rank0_log = log
         self._spent: set[plan.Fault] = set()
+        self._reduce_deadline_s, self._reduce_timed_out = 0.0, False
         # The loss of each step is reduced with the checksum, so every rank knows the global
         # batch loss; rank 0 alone carries the epoch sum, which is what Trainer._end_epoch sums.
         self.epoch_loss_global = self.progress.epoch_loss_sum
@@ -135,6 +136,7 @@ class FaultTolerantTrainer(Trainer):
 
     def _on_reduce_timeout(self) -> None:
         """Watchdog thread: the reduction is stuck although every rank arrived."""
+        self._reduce_timed_out = True
         if self.mode == "ulfm":
             print(f"distnet: world rank {self.world_rank}: gradient reduction of step "
                   f"{self.progress.step} missed its deadline; revoking", file=sys.stderr,
@@ -200,7 +202,8 @@ class FaultTolerantTrainer(Trainer):
         if self.world > 1:
             deadline.wait_arrivals(self.comm, step, self.clock.deadline_s())
         t0 = time.perf_counter()
-        with deadline.watchdog(self.clock.deadline_s(), self._on_reduce_timeout):
+        self._reduce_deadline_s = self.clock.deadline_s()
+        with deadline.watchdog(self._reduce_deadline_s, self._on_reduce_timeout):
             self.reduce_grads()
             if crash is not None:  # a reduction without messages (one rank) still dies here
                 inj.crash(crash)
@@ -249,6 +252,10 @@ class FaultTolerantTrainer(Trainer):
         t0 = time.perf_counter()
         step = self.progress.step
         cause = "deadline" if isinstance(exc, deadline.DeadlineMiss) else "process failure"
+        waited_s = getattr(exc, "waited_s", 0.0)
+        if self._reduce_timed_out:
+            cause, waited_s = "reduction deadline", self._reduce_deadline_s
+            self._reduce_timed_out = False
         if isinstance(exc, deadline.DeadlineMiss):
             self._fence([self.members[r] for r in exc.laggards])
         ulfm.revoke(self.comm)
@@ -258,6 +265,9 @@ class FaultTolerantTrainer(Trainer):
         old_world, was_rank0 = self.world, self.rank == 0
         self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
+        if not failed and cause == "process failure":
+            # nobody died: a peer's reduction watchdog revoked the communicator
+            cause, waited_s = "reduction deadline", self._reduce_deadline_s
         self._rebuild_sync()
         if self.rank == 0 and not was_rank0:
             # the old rank 0 died: this rank takes over the log and the (shared) metrics file
@@ -273,7 +283,7 @@ class FaultTolerantTrainer(Trainer):
                     "epoch": self.progress.epoch, "pos": self.progress.pos,
                     "recovery_s": recovery_s, "redone_steps": int(redo),
                     "world_size": self.world, "old_world_size": old_world,
-                    "waited_s": getattr(exc, "waited_s", 0.0)})
+                    "waited_s": waited_s})
         self.log(f"recovery: lost world rank(s) {failed} ({cause}) at step {step}, epoch "
                  f"{self.progress.epoch + 1}, position {self.progress.pos}; world "
                  f"{old_world} -> {self.world}; recovered in {recovery_s * 1e3:.1f} ms; "

@@ -73,7 +73,9 @@ def main(repeats: int = 3) -> None:
                 recs = run.events("recovery")
                 rec_ms.append(1e3 * sum(e["recovery_s"] for e in recs))
                 waited.append(max([e.get("waited_s", 0.0) for e in recs] or [0.0]))
-                redone.append(ft[-1]["redone_steps"])
+                restarts = run.events("restart")
+                redone.append(ft[-1]["redone_steps"] + sum(r.get("redone_steps") or 0
+                                                           for r in restarts))
                 walls.append(wall)
                 diffs.append((done[-1]["val_loss"] - ref_loss) / ref_loss)
             if not walls:

@@ -62,3 +62,4 @@ def test_dropped_message_revokes_and_redoes(tmp_path: Path, reference: Run) -> N
     assert_samples_exactly_once(run)
     rec = run.one("recovery")
     assert rec["failed_ranks"] == [] and rec["world_size"] == 4 and rec["redone_steps"] == 1
+    assert rec["cause"] == "reduction deadline" and rec["waited_s"] == 4

@@ -58,6 +58,7 @@ def test_restart_from_checkpoint(tmp_path: Path, reference: Run) -> None:
     assert run.result.returncode == 0, run.tail()
     restart = run.one("restart")
     assert restart["from_checkpoint"].endswith("ckpt-000000010.npz")
+    assert restart["redone_steps"] == 2  # steps 10 and 11 were done after the checkpoint
     ft = assert_finished(run, survivors=4)
     assert ft["attempt"] == 1
     assert_loss_close(run, reference)
