@@ -17,6 +17,9 @@ messages to match another's, whatever tags the executor uses.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -98,17 +101,64 @@ def start_reduction(comm: Any, view: np.ndarray, name: str) -> Handle:
     return start(comm, view, name)
 
 
+class _ProgressThread:
+    """Polls `progress` every poll_s while woken: MPI moves data only inside MPI calls.
+
+    Open MPI has no asynchronous progress for shared memory or TCP, so a reduction started in
+    a hook otherwise advances only at the next hook, one layer later. NumPy's matmuls release
+    the GIL, so this thread's Test calls run while backward computes. All handle access happens
+    under the Bucketer's lock (the handles are not thread-safe); it needs MPI_THREAD_MULTIPLE.
+    """
+
+    def __init__(self, progress: Callable[[], bool], lock: threading.Lock,
+                 poll_s: float) -> None:
+        self._progress = progress
+        self._lock = lock
+        self._poll_s = poll_s
+        self.wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="bucket-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            if self._stop:
+                return
+            with self._lock:
+                # Everything in flight is done: sleep until woken. Clearing under the lock, as
+                # hook and stop set it under the lock, means no wake-up can be lost.
+                if self._progress() and not self._stop:
+                    self.wake.clear()
+            time.sleep(self._poll_s)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop = True
+            self.wake.set()
+        self._thread.join()
+
+
+def _thread_multiple() -> bool:
+    from mpi4py import MPI
+
+    return bool(MPI.Query_thread() == MPI.THREAD_MULTIPLE)
+
+
 class Bucketer:
     """Reduce `grads` bucket by bucket as backward finalises it; see the module docstring.
 
     Use once per step: ``model.backward(dout, hook=bucketer.hook)`` then ``bucketer.finish()``.
     With overlap=False the same buckets are all started only in `finish` (the baseline).
-    Call `close` (or use it as a context manager) to free the duplicated communicators.
+    progress_thread=True (only with overlap, and only if MPI runs THREAD_MULTIPLE) adds a
+    thread that keeps in-flight reductions moving between hooks, polling every poll_s.
+    Call `close` (or use it as a context manager) to free the communicators and the thread.
     """
 
     def __init__(self, comm: Any, grads: np.ndarray, param_slices: list[tuple[int, int]],
                  algorithm: str, bucket_bytes: int = 25 * MIB,
-                 first_bucket_bytes: int = 1 * MIB, overlap: bool = True) -> None:
+                 first_bucket_bytes: int = 1 * MIB, overlap: bool = True,
+                 progress_thread: bool = False, poll_s: float = 50e-6) -> None:
         if grads.ndim != 1 or not grads.flags.c_contiguous:
             raise UserError("gradients must be one flat contiguous buffer")
         n = grads.shape[0]
@@ -133,6 +183,9 @@ class Bucketer:
         # Elements outside every parameter slice are never reported by a hook: final from the start.
         self._untracked = ~covered
         self._reset()
+        self._lock = threading.Lock()
+        self._thread = (_ProgressThread(self._progress, self._lock, poll_s)
+                        if overlap and progress_thread and _thread_multiple() else None)
 
     def _reset(self) -> None:
         self._final = self._untracked.copy()
@@ -151,8 +204,10 @@ class Bucketer:
         for i, (lo, hi) in enumerate(self.buckets):
             self._missing[i] -= max(0, min(hi, end) - max(lo, start))
         if self.overlap:
-            self._launch(ready_only=True)
-            self._progress()
+            with self._lock:
+                self._launch(ready_only=True)
+                if not self._progress() and self._thread is not None:
+                    self._thread.wake.set()
 
     def _launch(self, ready_only: bool) -> None:
         # Strict bucket order: every rank issues the same collectives in the same sequence.
@@ -165,21 +220,27 @@ class Bucketer:
                 start_reduction(self._comms[i], self.grads[lo:hi], self.algorithms[i]))
             self._done.append(False)
 
-    def _progress(self) -> None:
-        # MPI without a progress thread only advances a non-blocking collective inside MPI calls.
+    def _progress(self) -> bool:
+        """Test every unfinished handle once; True when all started buckets are done."""
         for i, handle in enumerate(self._handles):
             if not self._done[i]:
                 self._done[i] = handle.test()
+        return all(self._done)
 
     def finish(self) -> None:
         """Start what has not started (even slices no hook reported), wait for all, reset."""
-        self._launch(ready_only=False)
-        for i, handle in enumerate(self._handles):
-            if not self._done[i]:
-                handle.wait()
-        self._reset()
+        with self._lock:
+            self._launch(ready_only=False)
+            for i, handle in enumerate(self._handles):
+                if not self._done[i]:
+                    handle.wait()
+                    self._done[i] = True
+            self._reset()
 
     def close(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
         for c in self._comms:
             c.Free()
         self._comms = []

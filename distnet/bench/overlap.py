@@ -3,12 +3,14 @@
     mpirun -n 2 python -m distnet.bench overlap [--hidden 1024,1024,1024] [--batch 64]
         [--steps 10] [--algorithm native] [--bucket-mb 4] [--first-bucket-mb 1] [--json PATH]
 
-A step is forward + backward + gradient all-reduce (no optimiser: it is the same in both modes).
-Steps alternate on/off so that drift in machine load hits both modes alike. Step time is the max
-over ranks of each step's wall time after a barrier, averaged over the timed steps. Also timed:
-compute alone (no communication) and communication alone (the same buckets, no compute), so the
-ideal overlapped step max(compute, comm) and the serial one compute + comm can be compared with
-what overlap achieved.
+A step is forward + backward + gradient all-reduce (no optimiser: it is the same in every mode).
+Modes: overlap off (all buckets start after backward), overlap on (buckets start in backward's
+hooks, progressed at each hook), and overlap on plus a progress thread polling between hooks.
+Steps alternate between modes so that drift in machine load hits all of them alike. Step time
+is the max over ranks of each step's wall time after a barrier, averaged over the timed steps.
+Also timed: compute alone (no communication) and communication alone (the same buckets, no
+compute), so the ideal overlapped step max(compute, comm) and the serial one compute + comm can
+be compared with what overlap achieved.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
               first_bucket_bytes=int(args.first_bucket_mb * MIB))
     on = Bucketer(comm, model.grads, model.param_slices, args.algorithm, overlap=True, **kw)
     off = Bucketer(comm, model.grads, model.param_slices, args.algorithm, overlap=False, **kw)
+    threaded = Bucketer(comm, model.grads, model.param_slices, args.algorithm, overlap=True,
+                        progress_thread=True, **kw)
 
     def step(bucketer: Bucketer | None) -> Callable[[], None]:
         def go() -> None:
@@ -91,8 +95,8 @@ def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
             off.hook(lo, hi)
         off.finish()
 
-    modes = {"overlap_on": step(on), "overlap_off": step(off), "compute_only": step(None),
-             "comm_only": comm_only}
+    modes = {"overlap_on": step(on), "overlap_thread": step(threaded), "overlap_off": step(off),
+             "compute_only": step(None), "comm_only": comm_only}
     times: dict[str, list[float]] = {name: [] for name in modes}
     try:
         for i in range(args.warmup + args.steps):
@@ -101,8 +105,8 @@ def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
                 if i >= args.warmup:
                     times[name].append(t)
     finally:
-        on.close()
-        off.close()
+        for b in (on, off, threaded):
+            b.close()
     mean = {f"{name}_s": float(np.mean(ts)) for name, ts in times.items()}
     return {
         "ranks": comm.size, "algorithm": args.algorithm, "params": model.n_params,
@@ -110,6 +114,7 @@ def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch, "hidden": args.hidden, "steps": args.steps,
         **mean,
         "speedup_on_vs_off": mean["overlap_off_s"] / mean["overlap_on_s"],
+        "speedup_thread_vs_off": mean["overlap_off_s"] / mean["overlap_thread_s"],
         "ideal_s": max(mean["compute_only_s"], mean["comm_only_s"]),
         "serial_s": mean["compute_only_s"] + mean["comm_only_s"],
     }
@@ -127,7 +132,9 @@ def format_result(r: dict[str, Any]) -> str:
         f"(compute + comm = {r['serial_s'] * ms:.2f} ms)",
         f"step, overlap on      {r['overlap_on_s'] * ms:9.2f} ms  "
         f"(ideal max(compute, comm) = {r['ideal_s'] * ms:.2f} ms)",
+        f"step, on + progress thread {r['overlap_thread_s'] * ms:4.2f} ms",
         f"speedup on/off        {r['speedup_on_vs_off']:9.3f}x",
+        f"speedup thread/off    {r['speedup_thread_vs_off']:9.3f}x",
     ])
 
 

@@ -133,6 +133,25 @@ def test_bucketer_with_every_algorithm(algorithm: str) -> None:
 
 
 @pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("algorithm", ["native", "ring"])
+def test_bucketer_progress_thread(algorithm: str) -> None:
+    """The polling thread and the hooks share the handles; results stay exact over steps."""
+    comm = _comm()
+    grads = np.zeros(N)
+    with Bucketer(comm, grads, LAYERS, algorithm, bucket_bytes=8 * 500, first_bucket_bytes=8 * 30,
+                  overlap=True, progress_thread=True, poll_s=2e-4) as bucketer:
+        for step in range(3):
+            x = _data(N, comm.rank, seed=200 + step)
+            ref = _reference(comm, x)
+            for lo, hi in reversed(LAYERS):
+                grads[lo:hi] = x[lo:hi]
+                bucketer.hook(lo, hi)
+                np.dot(x[:2000], x[:2000])  # some compute between hooks
+            bucketer.finish()
+            assert np.array_equal(grads, ref)
+
+
+@pytest.mark.mpi(min_size=1)
 def test_bucketer_finish_reduces_unreported_and_uncovered() -> None:
     """A slice no hook reported, and a gap outside every layer, are still reduced."""
     comm = _comm()
