@@ -23,8 +23,9 @@ from distnet import checkpoint
 from distnet.config import TrainConfig
 from distnet.errors import UserError
 from distnet.gradsync import GradSync
+from distnet.breakdown import breakdown, format_breakdown
 from distnet.losses import softmax_cross_entropy
-from distnet.metrics import MetricsWriter
+from distnet.metrics import MetricsWriter, read_metrics
 from distnet.optim import lr_at
 from distnet.prepare import Prepared, build_model, build_optimizer, model_spec, prepare_data
 from distnet.runner import agree
@@ -192,6 +193,8 @@ class Trainer:
         if cfg.save:
             self.save_params(cfg.save)
         self.metrics.close()
+        if cfg.profile and cfg.metrics and self.rank == 0:
+            self.log(format_breakdown(breakdown(read_metrics(cfg.metrics))))
         return summary
 
     def _step_cap_reached(self) -> bool:
