@@ -1,4 +1,5 @@
-"""Sum gradients across ranks: one all-reduce of the flat buffer, or buckets overlapped with backward.
+"""Sum gradients across ranks: one all-reduce of the flat buffer, or buckets overlapped with
+backward.
 
 The trainer never knows which algorithm runs: it calls `hook` from backward and `finish` after it.
 """
@@ -26,12 +27,13 @@ class GradSync:
         if bucket_mb > 0 and comm.Get_size() > 1:
             from distnet.allreduce.bucket import Bucketer
 
+            bucket_bytes = max(1, int(bucket_mb * MIB))
             self._bucketer = Bucketer(comm, grads, param_slices, algorithm,
-                                      bucket_bytes=max(1, int(bucket_mb * MIB)), overlap=overlap)
+                                      bucket_bytes=bucket_bytes, overlap=overlap)
 
     @property
     def hook(self) -> Callable[[int, int], None] | None:
-        """Pass to model.backward: starts a bucket's reduction as soon as its gradients are final."""
+        """For model.backward: starts a bucket's reduction once its gradients are final."""
         return self._bucketer.hook if self._bucketer is not None else None
 
     def finish(self) -> None:

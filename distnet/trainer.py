@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from distnet import checkpoint
+from distnet.breakdown import breakdown, format_breakdown
 from distnet.config import TrainConfig
 from distnet.errors import UserError
 from distnet.gradsync import GradSync
-from distnet.breakdown import breakdown, format_breakdown
 from distnet.losses import softmax_cross_entropy
 from distnet.metrics import MetricsWriter, read_metrics
 from distnet.optim import lr_at
@@ -158,6 +158,7 @@ class Trainer:
                  f"all-reduce {cfg.allreduce}, {steps_per_epoch(n, cfg.batch_size, self.world)} "
                  f"steps/epoch")
         stopped_early = False
+        every = cfg.checkpoint_every if cfg.checkpoint_dir else 0
         while pr.epoch < cfg.epochs and not self._step_cap_reached():
             self.opt.lr = lr_at(cfg.lr_schedule, cfg.lr, pr.epoch, cfg.epochs)
             epoch_start = time.perf_counter()
@@ -165,11 +166,11 @@ class Trainer:
             perm = epoch_permutation(n, cfg.seed, pr.epoch)
             while pr.pos < n and not self._step_cap_reached():
                 self.train_step(perm)
-                if cfg.checkpoint_every and pr.step % cfg.checkpoint_every == 0:
+                if every and pr.step % every == 0:
                     self.save_checkpoint()
             if pr.pos < n:
                 break  # step cap reached mid-epoch: no epoch record for a partial epoch
-            record = self._end_epoch(time.perf_counter() - epoch_start)
+            self._end_epoch(time.perf_counter() - epoch_start)
             if cfg.checkpoint_dir and not cfg.checkpoint_every:
                 self.save_checkpoint()
             if cfg.early_stopping and pr.bad_epochs >= cfg.early_stopping:
@@ -177,8 +178,7 @@ class Trainer:
                          f"(best {pr.best_val_loss:.4f})")
                 stopped_early = True
                 break
-            del record
-        if cfg.checkpoint_dir and cfg.checkpoint_every and pr.step % cfg.checkpoint_every:
+        if every and pr.step % every:
             self.save_checkpoint()
         val_loss, val_acc = self.evaluate()
         summary = {
@@ -189,7 +189,8 @@ class Trainer:
         }
         self.metrics.write(summary)
         self.log(f"done: {pr.epoch} epoch(s), {pr.step} steps, val_loss {val_loss:.4f}, "
-                 f"val_acc {100 * val_acc:.2f}% in {summary['wall_s']:.1f}s on {self.world} rank(s)")
+                 f"val_acc {100 * val_acc:.2f}% in {summary['wall_s']:.1f}s "
+                 f"on {self.world} rank(s)")
         if cfg.save:
             self.save_params(cfg.save)
         self.metrics.close()
@@ -242,11 +243,16 @@ class Trainer:
             ids = part[lo:lo + EVAL_CHUNK]
             out = self.model.forward(x[ids], train=False)
             loss, _ = softmax_cross_entropy(out, y[ids], denom=1)
-            sums += (loss, np.count_nonzero(out.argmax(axis=1) == y[ids]), len(ids))
+            sums += np.array([loss, np.count_nonzero(out.argmax(axis=1) == y[ids]), len(ids)])
         self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
     # ---- checkpoints ------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> str:
+        assert self.cfg.checkpoint_dir is not None, "checkpointing needs --checkpoint-dir"
+        return self.cfg.checkpoint_dir
+
     def save_checkpoint(self) -> None:
         """All ranks give their RNG state; rank 0 writes (parameters are identical everywhere)."""
         rng_states = self.comm.gather(self.model.get_rng_state(), root=0)
@@ -264,12 +270,12 @@ class Trainer:
             "progress": {**vars(pr), "epoch_loss_sum": loss_total},
             "seed": self.cfg.seed, "batch_size": self.cfg.batch_size,
         }
-        path = checkpoint.checkpoint_path(self.cfg.checkpoint_dir, pr.step)
+        path = checkpoint.checkpoint_path(self.checkpoint_dir, pr.step)
         checkpoint.save(path, arrays, meta)
-        checkpoint.prune(self.cfg.checkpoint_dir, keep=3)
+        checkpoint.prune(self.checkpoint_dir, keep=3)
 
     def _resume(self) -> None:
-        path = checkpoint.latest(self.cfg.checkpoint_dir)
+        path = checkpoint.latest(self.checkpoint_dir)
         if path is None:
             raise UserError(f"--resume: no checkpoint in {self.cfg.checkpoint_dir}")
         arrays, meta = checkpoint.load(path)

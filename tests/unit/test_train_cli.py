@@ -56,7 +56,8 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> str:
     return str(path)
 
 
-def blobs(n: int = 300, d: int = 5, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(n: int = 300, d: int = 5, classes: int = 3,
+          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, d)), rng.integers(0, classes, size=n)
 
@@ -98,7 +99,7 @@ def test_nan_in_data(tmp_path: Path) -> None:
 
 def test_inf_in_csv(tmp_path: Path) -> None:
     x, y = blobs(n=50)
-    rows = [",".join(map(str, [*xi, yi])) for xi, yi in zip(x, y)]
+    rows = [",".join(map(str, [*xi, yi])) for xi, yi in zip(x, y, strict=True)]
     rows[3] = rows[3].replace(rows[3].split(",")[0], "inf", 1)
     path = tmp_path / "d.csv"
     path.write_text("\n".join(rows) + "\n")
