@@ -148,7 +148,8 @@ def write_json(path: str, records: list[Record], header: Record) -> None:
 
 
 def plot(path: str, records: list[Record]) -> None:
-    """busbw and latency against size, log axes, one line per algorithm."""
+    """busbw and latency against size, log axes, one line per algorithm (median times: on a
+    shared machine one descheduled iteration would otherwise dominate a point)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,10 +159,12 @@ def plot(path: str, records: list[Record]) -> None:
     for name in dict.fromkeys(r["algorithm"] for r in records):
         rows = sorted((r for r in records if r["algorithm"] == name), key=lambda r: r["bytes"])
         x = [r["bytes"] for r in rows]
-        ax_bw.plot(x, [max(r["busbw_gbps"], 1e-6) for r in rows], marker=".", label=name)
-        ax_t.plot(x, [r["avg_s"] * 1e6 for r in rows], marker=".", label=name)
+        busbw = [bench.busbw_gbps(bench.algbw_gbps(r["bytes"], r["median_s"]), r["ranks"])
+                 for r in rows]
+        ax_bw.plot(x, [max(b, 1e-6) for b in busbw], marker=".", label=name)
+        ax_t.plot(x, [r["median_s"] * 1e6 for r in rows], marker=".", label=name)
     p = records[0]["ranks"] if records else 0
-    for ax, ylabel in ((ax_bw, "busbw (GB/s)"), (ax_t, "time (us)")):
+    for ax, ylabel in ((ax_bw, "busbw (GB/s, from median time)"), (ax_t, "median time (us)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("message size (bytes)")
