@@ -2,15 +2,18 @@
 
 Two mechanisms, one per phase of a step:
 
-- arrival: after computing its gradient, every rank sends a tiny "step s done" note to every
-  other rank and polls for the notes of the others against the clock. Whoever has not arrived
-  when the deadline passes is the laggard (hung or far too slow). A live but hung process cannot
-  be shrunk away by ULFM (Shrink waits for every live rank), so the survivors fence it: they
-  SIGKILL it (same host; elsewhere a resource manager would) and it becomes an ordinary failed
-  rank that Revoke/Shrink remove.
-- reduction: all ranks have arrived, so a reduction that still does not finish has lost a
-  message. A watchdog thread revokes the communicator, which makes the blocked call raise on
-  every rank; nobody died, so the shrink keeps everyone and the step is redone.
+A watchdog thread guards the reduction phase of every step (gradient all-reduce, checksum,
+agreement). Before entering it, each rank posts a tiny non-blocking "step s: arrived" note to
+every other rank (`Arrivals`). If the phase is still running when the deadline passes:
+
+- some notes never came: those ranks are laggards (hung, or far too slow). A live but hung
+  process cannot be shrunk away by ULFM (Shrink waits for every live rank), so the survivors
+  fence it: they SIGKILL it (same host; elsewhere a resource manager would) and it becomes an
+  ordinary failed rank that Revoke/Shrink remove;
+- every note came: everybody is in the reduction, so a message was lost. Nobody is killed.
+
+Either way the watchdog then revokes the communicator, which makes the blocked call raise on
+every rank; the step is redone after the shrink (which keeps everyone in the second case).
 
 The deadline comes from measured step times: 10x the median of the recent steps plus a margin
 (oversubscribed ranks are descheduled for tens of milliseconds), or --deadline-s if given.
@@ -35,15 +38,6 @@ WARMUP_DEADLINE_S = 30.0
 MARGIN_S = 5.0
 FACTOR = 10.0
 MIN_SAMPLES = 3
-POLL_MAX_S = 0.002
-
-
-class DeadlineMiss(Exception):
-    """Some ranks did not arrive in time; `laggards` are their ranks in the communicator."""
-
-    def __init__(self, laggards: list[int], waited_s: float) -> None:
-        super().__init__(f"ranks {laggards} missed the {waited_s:.2f} s deadline")
-        self.laggards, self.waited_s = laggards, waited_s
 
 
 class DeadlineClock:
@@ -74,34 +68,44 @@ class DeadlineClock:
         return FACTOR * statistics.median(self.intervals) + MARGIN_S
 
 
-def wait_arrivals(comm: Any, step: int, deadline_s: float) -> float:
-    """Tell every rank this one is ready for the reduction of `step`; wait for all of them.
+class Arrivals:
+    """Notes "step s: I am at the reduction" sent to every peer, read only if it gets stuck.
 
-    Returns the seconds waited; raises DeadlineMiss naming the ranks that never arrived, or
-    the MPI error if a peer is known dead.
+    Posting costs 2(p-1) tiny non-blocking messages and no waiting: when the reduction
+    completes, every rank has arrived and `finish` returns at once. Only the watchdog thread
+    looks at them, to name who never arrived; a lock keeps it and the main thread from touching
+    the requests at the same time.
     """
-    from mpi4py import MPI
 
-    rank, size = comm.Get_rank(), comm.Get_size()
-    peers = [p for p in range(size) if p != rank]
-    note = np.array([step], dtype=np.int64)
-    inbox = {p: np.empty(1, dtype=np.int64) for p in peers}
-    sends = [comm.Isend(note, dest=p, tag=ARRIVAL_TAG) for p in peers]
-    recvs = {p: comm.Irecv(inbox[p], source=p, tag=ARRIVAL_TAG) for p in peers}
-    t0 = time.perf_counter()
-    pause = 1e-5
-    while recvs:
-        for p in [p for p, req in recvs.items() if req.Test()]:
-            del recvs[p]
-        waited = time.perf_counter() - t0
-        if recvs and waited > deadline_s:
-            # the pending requests are abandoned with the communicator the recovery replaces
-            raise DeadlineMiss(sorted(recvs), waited)
-        if recvs:
-            time.sleep(pause)  # yield the core: ranks are often oversubscribed
-            pause = min(pause * 2, POLL_MAX_S)
-    MPI.Request.Waitall(sends)
-    return time.perf_counter() - t0
+    def __init__(self, comm: Any, step: int) -> None:
+        rank, size = comm.Get_rank(), comm.Get_size()
+        self.peers = [p for p in range(size) if p != rank]
+        self._note = np.array([step], dtype=np.int64)
+        self._inbox = np.empty(max(len(self.peers), 1), dtype=np.int64)
+        self._sends = [comm.Isend(self._note, dest=p, tag=ARRIVAL_TAG) for p in self.peers]
+        self._recvs = [comm.Irecv(self._inbox[i:i + 1], source=p, tag=ARRIVAL_TAG)
+                       for i, p in enumerate(self.peers)]
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def laggards(self) -> list[int] | None:
+        """Watchdog thread: the peers whose note has not come; None if the step finished."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            return [p for p, req in zip(self.peers, self._recvs, strict=True) if not req.Test()]
+
+    def finish(self) -> bool:
+        """Main thread, after the reduction: complete the notes; False if the watchdog won."""
+        from mpi4py import MPI
+
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+        MPI.Request.Waitall(self._sends + self._recvs)
+        return True
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from distnet.ft import deadline, integrity, plan, ulfm
 from distnet.ft.faultycomm import FaultyComm, flip_bit
 from distnet.ft.inject import Injector
 from distnet.gradsync import GradSync
-from distnet.metrics import MetricsWriter
+from distnet.metrics import MetricsWriter, read_metrics
 from distnet.runner import abort_all, agree
 from distnet.shard import global_batch, rank_part
 from distnet.trainer import Trainer
@@ -75,7 +75,9 @@ class FaultTolerantTrainer(Trainer):
         self.redone_steps = self.skipped_steps = 0
         self._rank0_log = log
         self._spent: set[plan.Fault] = set()
-        self._reduce_deadline_s, self._reduce_timed_out = 0.0, False
+        self._reduce_deadline_s = 0.0
+        self._last_samples: dict[str, Any] | None = None
+        self._stuck: list[int] | None = None  # laggards named by the last watchdog, if it fired
         # The loss of each step is reduced with the checksum, so every rank knows the global
         # batch loss; rank 0 alone carries the epoch sum, which is what Trainer._end_epoch sums.
         self.epoch_loss_global = self.progress.epoch_loss_sum
@@ -113,8 +115,7 @@ class FaultTolerantTrainer(Trainer):
         self.sync = integrity.CheckedSync(inner, self.model.grads)  # type: ignore[assignment]
 
     def _is_fault(self, exc: BaseException) -> bool:
-        return self.mode == "ulfm" and (isinstance(exc, deadline.DeadlineMiss)
-                                        or ulfm.is_failure(exc))
+        return self.mode == "ulfm" and ulfm.is_failure(exc)
 
     def _protected(self, fn: Callable[[], T]) -> T:
         """Run a collective phase; on a rank failure recover and run it again."""
@@ -134,20 +135,28 @@ class FaultTolerantTrainer(Trainer):
 
         return bool(self.comm.allreduce(int(ok), op=MPI.MIN))
 
-    def _on_reduce_timeout(self) -> None:
-        """Watchdog thread: the reduction is stuck although every rank arrived."""
-        self._reduce_timed_out = True
-        if self.mode == "ulfm":
-            print(f"distnet: world rank {self.world_rank}: gradient reduction of step "
-                  f"{self.progress.step} missed its deadline; revoking", file=sys.stderr,
+    def _on_stuck(self, arrivals: deadline.Arrivals | None) -> None:
+        """Watchdog thread: the reduction phase of this step missed its deadline."""
+        lag = arrivals.laggards() if arrivals is not None else []
+        if lag is None:
+            return  # the step finished just now
+        lost = [self.members[r] for r in lag]
+        self._stuck = lost
+        step, dl = self.progress.step, self._reduce_deadline_s
+        if self.mode != "ulfm":
+            who = f"world rank(s) {lost} missed" if lost else "the gradient reduction missed"
+            print(f"distnet: error (world rank {self.world_rank}): {who} the {dl:.1f} s "
+                  f"deadline at step {step} (--ft {self.mode}): aborting", file=sys.stderr,
                   flush=True)
-            for c in self.fcomm.all_comms():
-                ulfm.revoke(c)
-        else:
-            print(f"distnet: error (world rank {self.world_rank}): gradient reduction of step "
-                  f"{self.progress.step} missed its deadline (--ft {self.mode}): aborting",
-                  file=sys.stderr, flush=True)
             self.comm.Abort(3)
+            return
+        print(f"distnet: world rank {self.world_rank}: step {step} missed the {dl:.1f} s "
+              f"deadline; " + (f"world rank(s) {lost} never arrived" if lost else
+                               "every rank arrived (a message was lost)") + "; revoking",
+              file=sys.stderr, flush=True)
+        self._fence(lost)
+        for c in self.fcomm.all_comms():
+            ulfm.revoke(c)
 
     def _killers(self) -> dict[int, int]:
         """Who carries out a kill fault: the first other live rank."""
@@ -169,13 +178,8 @@ class FaultTolerantTrainer(Trainer):
                     return self._skip_step(perm, str(exc))
                 self._note({"event": "integrity", "step": self.progress.step,
                             "reason": str(exc), "action": "redo", "world_size": self.world})
-            except deadline.DeadlineMiss as exc:
-                if self.mode != "ulfm":
-                    lost = [self.members[r] for r in exc.laggards]
-                    raise abort_all(f"world rank(s) {lost} missed the {exc.waited_s:.1f} s "
-                                    f"deadline at step {self.progress.step} (--ft {self.mode}):"
-                                    " stopping") from None
-                self._recover(exc, redo=True)
+                self.log(f"integrity: step {self.progress.step}: {exc} (agreed by every rank); "
+                         "redoing the step")
             except Exception as exc:
                 if not self._is_fault(exc):
                     raise
@@ -199,11 +203,10 @@ class FaultTolerantTrainer(Trainer):
         if checked.poison_next:  # no sample here, so no backward: poison the zero gradient
             self.model.grads[0] = np.nan
             checked.poison_next = False
-        if self.world > 1:
-            deadline.wait_arrivals(self.comm, step, self.clock.deadline_s())
         t0 = time.perf_counter()
         self._reduce_deadline_s = self.clock.deadline_s()
-        with deadline.watchdog(self._reduce_deadline_s, self._on_reduce_timeout):
+        arrivals = deadline.Arrivals(self.comm, step) if self.world > 1 else None
+        with deadline.watchdog(self._reduce_deadline_s, lambda: self._on_stuck(arrivals)):
             self.reduce_grads()
             if crash is not None:  # a reduction without messages (one rank) still dies here
                 inj.crash(crash)
@@ -218,6 +221,10 @@ class FaultTolerantTrainer(Trainer):
             reason = integrity.check_reduced(self.model.grads, stats[1], stats[2], self.world)
             ids = self.comm.gather(idx, root=0) if cfg.track_samples else None
             ok = self._agree(reason is None)
+            if arrivals is not None:
+                # if the watchdog fired at the very last moment, the agreement still stands
+                # (it is the same everywhere); the revoked communicator fails the next step
+                arrivals.finish()
         t1 = time.perf_counter()
         if not ok:
             self.model.set_rng_state(rng_state)  # the redo draws the same dropout masks
@@ -227,11 +234,15 @@ class FaultTolerantTrainer(Trainer):
         self.epoch_loss_global += float(stats[0])
         self.record_step(len(idx), len(batch), float(stats[0]) if self.rank == 0 else 0.0,
                          forward_s, backward_s, t1 - t0, t2 - t1)
-        if ids is not None:
-            self.metrics.write({"event": "samples", "epoch": pr.epoch, "step": step,
-                                "pos": pr.pos - len(batch), "world_size": self.world,
-                                "attempt": self.attempt,
-                                "ids": [int(i) for part in ids for i in part]})
+        if cfg.track_samples:
+            # every rank remembers the committed batch: if rank 0 dies before writing it down,
+            # its successor does (see _recover)
+            self._last_samples = {"event": "samples", "epoch": pr.epoch, "step": step,
+                                  "pos": pr.pos - len(batch), "world_size": self.world,
+                                  "attempt": self.attempt, "ids": [int(i) for i in batch]}
+            if ids is not None:
+                self._last_samples["ids"] = [int(i) for part in ids for i in part]
+                self.metrics.write(self._last_samples)
         self.clock.tick()
         return len(batch)
 
@@ -251,13 +262,10 @@ class FaultTolerantTrainer(Trainer):
         """Revoke, shrink, rebuild; the caller then redoes what failed."""
         t0 = time.perf_counter()
         step = self.progress.step
-        cause = "deadline" if isinstance(exc, deadline.DeadlineMiss) else "process failure"
-        waited_s = getattr(exc, "waited_s", 0.0)
-        if self._reduce_timed_out:
-            cause, waited_s = "reduction deadline", self._reduce_deadline_s
-            self._reduce_timed_out = False
-        if isinstance(exc, deadline.DeadlineMiss):
-            self._fence([self.members[r] for r in exc.laggards])
+        cause, waited_s = "process failure", 0.0
+        if self._stuck is not None:
+            cause = "deadline" if self._stuck else "reduction deadline"
+            waited_s, self._stuck = self._reduce_deadline_s, None
         ulfm.revoke(self.comm)
         for c in self.fcomm.all_comms():
             ulfm.revoke(c)
@@ -265,7 +273,7 @@ class FaultTolerantTrainer(Trainer):
         old_world, was_rank0 = self.world, self.rank == 0
         self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
-        if not failed and cause == "process failure":
+        if not failed and cause == "process failure" and redo:
             # nobody died: a peer's reduction watchdog revoked the communicator
             cause, waited_s = "reduction deadline", self._reduce_deadline_s
         self._rebuild_sync()
@@ -274,6 +282,7 @@ class FaultTolerantTrainer(Trainer):
             self.metrics = MetricsWriter(self.cfg.metrics, append=True)
             if not self.cfg.quiet:
                 self.log = self._rank0_log
+            self._rewrite_last_samples()
         self.progress.epoch_loss_sum = self.epoch_loss_global if self.rank == 0 else 0.0
         self.clock.relax()
         if redo:
@@ -296,14 +305,29 @@ class FaultTolerantTrainer(Trainer):
         for w in world_ranks:
             host, pid = self.pids[w]
             if host != self.host:
-                raise abort_all(f"world rank {w} on {host} is hung and cannot be fenced from "
-                                f"{self.host}: aborting the job")
-            print(f"distnet: world rank {self.world_rank}: world rank {w} missed the deadline; "
-                  f"fencing it (SIGKILL pid {pid})", file=sys.stderr, flush=True)
+                print(f"distnet: error: world rank {w} on {host} is hung and cannot be fenced "
+                      f"from {self.host}: aborting the job", file=sys.stderr, flush=True)
+                self.comm.Abort(3)
+            print(f"distnet: world rank {self.world_rank}: fencing world rank {w} "
+                  f"(SIGKILL pid {pid})", file=sys.stderr, flush=True)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def _rewrite_last_samples(self) -> None:
+        """The dead rank 0 may have committed a step without recording its samples."""
+        last = self._last_samples
+        if last is None or not self.cfg.metrics or not os.path.exists(self.cfg.metrics):
+            return
+        try:
+            records = read_metrics(self.cfg.metrics)
+        except ValueError:  # a line cut short by the death: rewrite rather than lose a step
+            records = []
+        seen = any(r.get("event") == "samples" and r.get("step") == last["step"]
+                   and r.get("attempt") == last["attempt"] for r in records)
+        if not seen:
+            self.metrics.write({**last, "written_by_successor": True})
 
     def _note(self, record: dict[str, Any]) -> None:
         self.events.append(record)

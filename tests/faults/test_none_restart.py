@@ -25,10 +25,10 @@ from tests.faults.harness import (
 # id: (extra CLI arguments, text the error output must contain)
 FATAL_WITHOUT_FT: dict[str, tuple[list[str], str]] = {
     "crash": (["--inject", "crash:rank=2:step=5"], "injected fault crash:rank=2:step=5"),
-    "hang": (["--inject", "hang:rank=1:step=8"], "missed the"),
+    "hang": (["--inject", "hang:rank=1:step=8"], "world rank(s) [1] missed the"),
     "nan": (["--inject", "nan:rank=3:step=4"], "stopping before the model is poisoned"),
     "dropped_message": (["--allreduce", "ring", "--deadline-s", "4", "--inject",
-                         "drop:rank=1:step=5"], "missed its deadline"),
+                         "drop:rank=1:step=5"], "missed the 4.0 s deadline"),
 }
 
 
