@@ -74,12 +74,15 @@ def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng([args.seed, comm.rank])
     x = rng.standard_normal((args.batch, args.n_in)).astype(args.dtype)
     dout = rng.standard_normal((args.batch, args.n_out)).astype(args.dtype) / args.batch
-    kw = dict(bucket_bytes=int(args.bucket_mb * MIB),
-              first_bucket_bytes=int(args.first_bucket_mb * MIB))
-    on = Bucketer(comm, model.grads, model.param_slices, args.algorithm, overlap=True, **kw)
-    off = Bucketer(comm, model.grads, model.param_slices, args.algorithm, overlap=False, **kw)
-    threaded = Bucketer(comm, model.grads, model.param_slices, args.algorithm, overlap=True,
-                        progress_thread=True, **kw)
+    bucket_bytes = int(args.bucket_mb * MIB)
+    first_bytes = int(args.first_bucket_mb * MIB)
+
+    def bucketer(overlap: bool, progress_thread: bool = False) -> Bucketer:
+        return Bucketer(comm, model.grads, model.param_slices, args.algorithm,
+                        bucket_bytes=bucket_bytes, first_bucket_bytes=first_bytes,
+                        overlap=overlap, progress_thread=progress_thread)
+
+    on, off, threaded = bucketer(True), bucketer(False), bucketer(True, progress_thread=True)
 
     def step(bucketer: Bucketer | None) -> Callable[[], None]:
         def go() -> None:

@@ -46,3 +46,16 @@ def test_bad_flag_exits_2_without_traceback() -> None:
     res = mpi_python(2, "-m", "distnet.bench", "--sizes", "4QB", timeout_s=60)
     assert not res.timed_out and res.returncode == 2
     assert res.stderr.count("error:") == 1 and "Traceback" not in res.stderr
+
+
+def test_overlap_subcommand_reports_both_modes(tmp_path: Path) -> None:
+    out = tmp_path / "overlap.json"
+    res = mpi_python(2, "-m", "distnet.bench", "overlap", "--hidden", "32,32", "--steps", "2",
+                     "--warmup", "0", "--bucket-mb", "0.001", "--first-bucket-mb", "0.0005",
+                     "--json", str(out), timeout_s=120)
+    assert not res.timed_out and res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    assert result["buckets"] > 1 and result["ranks"] == 2
+    for key in ("overlap_on_s", "overlap_off_s", "overlap_thread_s", "compute_only_s"):
+        assert result[key] > 0
+    assert res.stdout.count("speedup on/off") == 1
