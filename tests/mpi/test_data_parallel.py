@@ -10,6 +10,7 @@ import pytest
 from mpi4py import MPI
 
 from distnet.config import TrainConfig
+from distnet.shard import steps_per_epoch
 from distnet.trainer import Trainer
 
 COMM = MPI.COMM_WORLD
@@ -76,12 +77,15 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path_factory: pytest.TempPat
     cfg = small_cfg(optimizer="adam", lr=0.01, dropout=0.1, epochs=3)
     whole = Trainer(COMM, cfg)
     whole.fit()
-    # Stop mid-epoch 2 (step 13 of 3 × ceil(163 / (8p)) is not on an epoch boundary for p ≤ 6).
-    first = Trainer(COMM, replace(cfg, checkpoint_dir=ckpt, checkpoint_every=13, max_steps=13))
+    # Stop in the middle of the second epoch, where data position and RNG state both matter.
+    per_epoch = steps_per_epoch(len(whole.data.y_train), cfg.batch_size, COMM.size)
+    stop = per_epoch + per_epoch // 2
+    first = Trainer(COMM, replace(cfg, checkpoint_dir=ckpt, checkpoint_every=stop, max_steps=stop))
     first.fit()
     COMM.Barrier()
-    resumed = Trainer(COMM, replace(cfg, checkpoint_dir=ckpt, checkpoint_every=13, resume=True))
-    assert resumed.progress.step == 13
+    resumed = Trainer(COMM, replace(cfg, checkpoint_dir=ckpt, checkpoint_every=stop, resume=True))
+    assert resumed.progress.step == stop
+    assert 0 < resumed.progress.pos < len(whole.data.y_train)
     resumed.fit()
     assert resumed.progress.step == whole.progress.step
     assert digest(resumed.model.params) == digest(whole.model.params)
