@@ -22,7 +22,7 @@ from distnet.allreduce.execute import execute
 from distnet.allreduce.ops import SUM
 from distnet.allreduce.schedule import Schedule, Step, chunk_bounds, make_step
 
-PIPELINE_SEGMENT_BYTES = 256 * 1024
+PIPELINE_SEGMENT_BYTES = 1 << 20  # fits L2 (2 MiB here); 256 KiB segments measured slower
 
 
 def ring_steps(
