@@ -273,10 +273,21 @@ class FaultTolerantTrainer(Trainer):
         old_world, was_rank0 = self.world, self.rank == 0
         self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
-        if not failed and cause == "process failure" and redo:
-            # nobody died: a peer's reduction watchdog revoked the communicator
-            cause, waited_s = "reduction deadline", self._reduce_deadline_s
         self._rebuild_sync()
+        # Only the ranks whose own watchdog fired know why; rank 0 writes the record.
+        causes = ("process failure", "reduction deadline", "deadline")
+        why = np.array([waited_s, causes.index(cause)], dtype=np.float64)
+        try:
+            from mpi4py import MPI
+
+            self.comm.Allreduce(MPI.IN_PLACE, why, op=MPI.MAX)
+        except Exception as err:
+            if not ulfm.is_failure(err):
+                raise
+            # another rank failed already: the redo will notice it and recover again
+        waited_s, cause = float(why[0]), causes[int(why[1])]
+        if cause == "deadline" and not failed:
+            cause = "reduction deadline"
         if self.rank == 0 and not was_rank0:
             # the old rank 0 died: this rank takes over the log and the (shared) metrics file
             self.metrics = MetricsWriter(self.cfg.metrics, append=True)
