@@ -21,7 +21,7 @@ import numpy as np
 
 from distnet.allreduce.execute import Handle, execute, start_schedule
 from distnet.allreduce.ops import SUM, ReduceOp
-from distnet.allreduce.ring import ring_steps
+from distnet.allreduce.ring import ring_step_fn
 from distnet.allreduce.schedule import Schedule, Step, make_step
 from distnet.errors import UserError
 
@@ -43,13 +43,14 @@ def hierarchical_schedule(p: int, n: int, node_of: Sequence[int] | None = None,
     leaders = by_node[first]
     levels = int(size.max() - 1).bit_length() if p else 0
     ring_len = 2 * (leaders.shape[0] - 1)
+    leader_ring = ring_step_fn(leaders, n)
 
     def step(s: int) -> Step:
         if s < levels:  # binomial reduce to local rank 0, round s
             src = np.flatnonzero((local & ((2 << s) - 1)) == (1 << s))
             return make_step(src, by_node[start[src] + local[src] - (1 << s)], 0, n, True)
         if s < levels + ring_len:
-            return make_step(*ring_steps(leaders, n, s - levels))
+            return leader_ring(s - levels)
         k = 2 * levels + ring_len - 1 - s  # binomial broadcast, rounds in reverse
         src = np.flatnonzero(((local & ((2 << k) - 1)) == 0) & (local + (1 << k) < width))
         return make_step(src, by_node[start[src] + local[src] + (1 << k)], 0, n, False)
