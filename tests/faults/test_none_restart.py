@@ -102,3 +102,15 @@ def test_grow_back_from_checkpoint(tmp_path: Path, references: Callable[[int], R
     assert {r["world_size"] for r in run.events("samples")} == {2, 4}
     assert_samples_exactly_once(run)
     assert_loss_close(run, references(2))
+
+
+def test_supervisor_grows_back(tmp_path: Path, references: Callable[[int], Run]) -> None:
+    """A 2-rank job dies; the supervisor continues it on 4 ranks with the job's global batch."""
+    run = supervise(tmp_path, "--checkpoint-every", "10", "--inject", "crash:rank=1:step=30",
+                    n=2, extra=["--grow-to", "4"])
+    assert run.result.returncode == 0, run.tail()
+    restart = run.one("restart")
+    assert restart["old_world_size"] == 2 and restart["world_size"] == 4
+    assert_finished(run, survivors=4)
+    assert_loss_close(run, references(2))
+    assert_samples_exactly_once(run, steps=committed_steps(run))
