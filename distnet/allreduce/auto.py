@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from distnet.allreduce.bind import validate
 from distnet.allreduce.registry import ALGORITHMS, AllreduceFn
 
 TUNE_ENV = "DISTNET_TUNE_FILE"
@@ -213,8 +214,8 @@ def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
     """
     global _last
     last_comm, nbytes, fn = _last
-    if comm is not last_comm or buf.nbytes != nbytes:
-        nbytes = buf.nbytes
+    if comm is not last_comm or getattr(buf, "nbytes", None) != nbytes:
+        nbytes = validate(buf).nbytes  # a bad buffer fails here, before any rank communicates
         found = _CHOICES.get((comm.handle, nbytes))
         if found is None:
             name = choose(agreed_table(comm), comm.size, nbytes, candidates())
