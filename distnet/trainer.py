@@ -80,6 +80,7 @@ class Trainer:
         self.sync = GradSync(comm, self.model.grads, self.model.param_slices, cfg.allreduce,
                              cfg.bucket_mb, cfg.overlap)
         self.progress = Progress()
+        self._saved_step = -1
         self.timers = Timers()
         self.metrics = MetricsWriter(cfg.metrics if self.rank == 0 else None, append=cfg.resume)
         if cfg.resume:
@@ -178,8 +179,8 @@ class Trainer:
                          f"(best {pr.best_val_loss:.4f})")
                 stopped_early = True
                 break
-        if every and pr.step % every:
-            self.save_checkpoint()
+        if cfg.checkpoint_dir and self._saved_step != pr.step:
+            self.save_checkpoint()  # the run's end (step cap, early stop) is always resumable
         val_loss, val_acc = self.evaluate()
         summary = {
             "event": "done", "world_size": self.world, "epochs_run": pr.epoch, "steps": pr.step,
@@ -255,6 +256,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """All ranks give their RNG state; rank 0 writes (parameters are identical everywhere)."""
+        self._saved_step = self.progress.step
         rng_states = self.comm.gather(self.model.get_rng_state(), root=0)
         # The epoch's loss sum is spread over ranks; keep its total so any world can resume it.
         loss_total = self.comm.allreduce(self.progress.epoch_loss_sum)
@@ -289,6 +291,7 @@ class Trainer:
         if self.rank < len(rng):
             self.model.set_rng_state(rng[self.rank])
         self.progress = Progress(**meta["progress"])
+        self._saved_step = self.progress.step
         if self.rank != 0:
             self.progress.epoch_loss_sum = 0.0
         self.log(f"resumed from {path}: epoch {self.progress.epoch + 1}, "
