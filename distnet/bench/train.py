@@ -90,6 +90,7 @@ def _distnet_worker(args: argparse.Namespace) -> None:
     opt = SGD(model.params, model.grads, lr=LR)
     xs, ys = _data(comm.rank)
     global_batch = BATCH_PER_RANK * world
+    allreduce_s = [0.0]  # summed over every step, warm-up included
 
     def step(i: int) -> None:
         model.zero_grad()
@@ -98,7 +99,9 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         _, dlogits = softmax_cross_entropy(logits, ys[i % N_BATCHES], denom=global_batch)
         model.backward(dlogits)
         if world > 1:
+            t0 = MPI.Wtime()
             comm.Allreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
+            allreduce_s[0] += MPI.Wtime() - t0
         opt.step()
 
     for i in range(args.warmup):
@@ -112,7 +115,10 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         comm.Barrier()
         windows_s.append(MPI.Wtime() - t0)
     if comm.rank == 0:
-        print(json.dumps(_report(windows_s, world, args.steps, _threads())), flush=True)
+        report = _report(windows_s, world, args.steps, _threads())
+        report["allreduce_ms_per_step"] = 1e3 * allreduce_s[0] / (
+            args.warmup + args.repeats * args.steps)
+        print(json.dumps(report), flush=True)
 
 
 def _torch_worker(args: argparse.Namespace) -> None:
@@ -224,6 +230,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "batch_per_rank": BATCH_PER_RANK, "steps": args.steps,
             "distnet_samples_per_s": ours["best_samples_per_s"],
             "distnet_median_samples_per_s": ours["median_samples_per_s"],
+            "distnet_allreduce_ms_per_step": ours.get("allreduce_ms_per_step", 0.0),
         }
         if with_torch:
             row["torch_samples_per_s"] = theirs["best_samples_per_s"]
