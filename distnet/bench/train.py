@@ -167,7 +167,11 @@ def _torch_worker(args: argparse.Namespace) -> None:
     if rank == 0:
         print(json.dumps(_report(windows_s, world, args.steps, _threads())), flush=True)
     if world > 1:
-        dist.destroy_process_group()
+        # gloo's background threads can abort() during interpreter teardown ("terminate called
+        # without an active exception"); the measurement is done, so leave without teardown.
+        barrier()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def _threads() -> int:
