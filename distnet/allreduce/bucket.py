@@ -59,45 +59,14 @@ def plan_buckets(n: int, itemsize: int, bucket_bytes: int,
     return buckets
 
 
-class _Request:
-    """An MPI request (e.g. from Iallreduce) seen through the Handle interface."""
-
-    def __init__(self, request: Any) -> None:
-        self._request = request
-
-    def test(self) -> bool:
-        return bool(self._request.Test())
-
-    def wait(self) -> None:
-        self._request.Wait()
-
-
-class _Done:
-    """A reduction that already ran to completion (blocking fallback)."""
-
-    def test(self) -> bool:
-        return True
-
-    def wait(self) -> None:
-        return None
-
-
 def start_reduction(comm: Any, view: np.ndarray, name: str) -> Handle:
     """Start all-reducing view (sum) with algorithm `name`; returns a Handle.
 
-    native uses MPI's own non-blocking Iallreduce; every other algorithm goes through the
-    executor's `execute.start` (non-blocking where the algorithm has a schedule), or runs
-    blocking here while that module is absent.
+    The executor's `start` gives every algorithm a non-blocking handle: a schedule's steps, or
+    MPI's own Iallreduce for native.
     """
-    from mpi4py import MPI
+    from distnet.allreduce.execute import start
 
-    if name == "native":
-        return _Request(comm.Iallreduce(MPI.IN_PLACE, view, op=MPI.SUM))
-    try:
-        from distnet.allreduce.execute import start
-    except ImportError:
-        get(name)(comm, view)
-        return _Done()
     return start(comm, view, name)
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from distnet.bench.launch import mpirun_python, run_group
 from distnet.errors import UserError
+from distnet.procgroup import mpirun_python, run_group
 
 N_IN, HIDDEN, N_OUT = 784, [1024, 1024], 10
 BATCH_PER_RANK = 128

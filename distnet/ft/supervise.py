@@ -17,42 +17,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from distnet import checkpoint
 from distnet.errors import UserError
 from distnet.ft.trainer import ATTEMPT_ENV
+from distnet.procgroup import mpirun_python, run_group
 
 EXIT_USER_ERROR = 2
 
 
 def mpirun_cmd(n: int, args: list[str]) -> list[str]:
-    python = sys.executable
-    mpirun = shutil.which("mpirun", path=str(Path(python).parent)) or "mpirun"
-    cmd = [mpirun, "-n", str(n), "--oversubscribe"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    return [*cmd, python, "-m", "distnet.train", *args]
+    return mpirun_python(n, "-m", "distnet.train", *args)
 
 
 def run_once(cmd: list[str], env: dict[str, str], timeout_s: float) -> int:
     """Run one job in its own process group; a job over its time is killed (status -9)."""
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    try:
-        return proc.wait(timeout=timeout_s or None)
-    except subprocess.TimeoutExpired:
-        return -signal.SIGKILL
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # ranks orphaned by a dead mpirun
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
+    done = run_group(cmd, timeout_s or None, env=env, capture=False)
+    return -signal.SIGKILL if done.timed_out else done.returncode
 
 
 def option(args: list[str], name: str) -> str | None:

@@ -1,0 +1,78 @@
+"""Start `mpirun` jobs from Python without ever hanging: the one home for it.
+
+A crashed rank can leave mpirun (or MPI_Finalize) waiting forever, and ranks can outlive a dead
+mpirun. So a job gets its own session (process group), and the whole group is SIGKILLed on
+timeout and again once mpirun is done, which also reaps orphaned ranks. The benchmarks, the
+restart supervisor and the tests all start their jobs through here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+def mpirun_prefix(n: int, ft: bool = False) -> list[str]:
+    """`mpirun -n N` with this machine's needs: root allowed, oversubscription, optional ULFM."""
+    here = str(Path(sys.executable).parent)
+    mpirun = shutil.which("mpirun", path=here) or shutil.which("mpirun") or "mpirun"
+    cmd = [mpirun, "-n", str(n), "--oversubscribe"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")  # Open MPI refuses root without it
+    if ft:
+        # ULFM needs the TCP transport: with shared memory a dead peer hangs the survivors.
+        cmd += ["--with-ft", "ulfm", "--mca", "btl", "tcp,self"]
+    return cmd
+
+
+def mpirun_python(world: int, *args: str, ft: bool = False) -> list[str]:
+    """The command line `mpirun -n world python args...` (this interpreter)."""
+    return [*mpirun_prefix(world, ft=ft), sys.executable, *args]
+
+
+def run_group(cmd: list[str], timeout_s: float | None, env: dict[str, str] | None = None,
+              cwd: str | Path | None = None, capture: bool = True) -> Finished:
+    """Run `cmd` in a new process group; kill the group on timeout and after it exits.
+
+    With capture=False the job's output goes to this process's stdout/stderr as it comes.
+    """
+    full_env = dict(os.environ)
+    # The children must import this very checkout, wherever they start.
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PACKAGE_ROOT), full_env.get("PYTHONPATH", "")) if p)
+    full_env.update(env or {})
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=pipe, stderr=pipe, text=True,
+                            start_new_session=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill_group(proc.pid)
+        out, err = proc.communicate()
+    finally:
+        kill_group(proc.pid)
+    return Finished(proc.returncode, out or "", err or "", timed_out)
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
