@@ -41,8 +41,11 @@ def save(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None
     arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}
     meta_json = json.dumps(meta, sort_keys=True, default=_json_default)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".npz", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".npz", dir=folder)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             payload: dict[str, Any] = {
@@ -54,9 +57,11 @@ def save(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary output file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk or a vanished folder: one line, not a traceback
+            raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
         raise
     _fsync_dir(folder)
 

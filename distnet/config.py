@@ -145,3 +145,6 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.ft in FT_MODES, f"unknown --ft mode {cfg.ft!r} (known: {', '.join(FT_MODES)})")
     need(cfg.deadline_s >= 0, "--deadline-s must be >= 0")
     need(not (cfg.resume and not cfg.checkpoint_dir), "--resume needs --checkpoint-dir")
+    from distnet.model import parse_hidden
+
+    parse_hidden(cfg.hidden)  # raises a UserError naming the bad size

@@ -2,11 +2,12 @@
 
 Two kinds of failure need different handling:
 - symmetric ones (every rank parses the same flags and reads the same file) are found by every
-  rank; `agree` turns the errors of a phase into the same UserError on all ranks, which then
+  rank; `agree` turns the errors of a phase into the same `AgreedError` on all ranks, which then
   all exit with status 2 and only rank 0 prints;
-- a failure on some ranks only, once training runs (a full disk on rank 0, a bug), cannot wait
-  for the others: that rank prints one line and calls MPI_Abort, so nobody is left waiting in a
-  collective forever.
+- a failure on some ranks only (a full disk on rank 0, a bug) cannot wait for the others: that
+  rank prints one line and calls MPI_Abort, so nobody is left waiting in a collective forever.
+  A plain return would not do: the failing rank would block in MPI_Finalize while the others
+  block in their next collective.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 
 
+class AgreedError(UserError):
+    """A UserError that every rank raises at the same point, so all can exit in order."""
+
+
 def agree(comm: Any, phase: Callable[[], T]) -> T:
     """Run `phase` on every rank; if it failed anywhere, raise the first error on every rank."""
     error: str | None = None
@@ -37,7 +42,7 @@ def agree(comm: Any, phase: Callable[[], T]) -> T:
     errors = comm.allgather(error) if comm.Get_size() > 1 else [error]
     first = next((e for e in errors if e is not None), None)
     if first is not None:
-        raise UserError(first)
+        raise AgreedError(first)
     return result  # type: ignore[return-value]
 
 
@@ -48,9 +53,14 @@ def run(main: Callable[[Any], int], prog: str) -> int:
     comm = MPI.COMM_WORLD
     try:
         return main(comm)
-    except UserError as exc:
+    except AgreedError as exc:
         if comm.Get_rank() == 0:
             print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        if comm.Get_size() > 1:
+            comm.Abort(EXIT_USER_ERROR)
         return EXIT_USER_ERROR
     except _AbortAll as exc:
         print(f"{prog}: error (rank {comm.Get_rank()}): {exc}", file=sys.stderr, flush=True)

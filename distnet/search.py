@@ -58,10 +58,10 @@ def random_search(comm: Any, base: TrainConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from distnet.config import parse_args
-    from distnet.runner import run
+    from distnet.runner import agree, run
 
     def body(comm: Any) -> int:
-        cfg, _ = parse_args(argv)
+        cfg, _ = agree(comm, lambda: parse_args(argv))
         random_search(comm, replace(cfg, trials=cfg.trials or 8))
         return 0
 

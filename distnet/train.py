@@ -18,9 +18,10 @@ PROG = "python -m distnet.train"
 
 def main_with_comm(comm: Any, argv: list[str] | None = None) -> int:
     from distnet.config import parse_args
+    from distnet.runner import agree
     from distnet.trainer import Trainer
 
-    cfg, _ = parse_args(argv)
+    cfg, _ = agree(comm, lambda: parse_args(argv))
     if cfg.trials:
         from distnet.search import random_search
 

@@ -13,6 +13,7 @@ left of the epoch, so every sample is used exactly once per epoch.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from distnet.losses import softmax_cross_entropy
 from distnet.metrics import MetricsWriter, read_metrics
 from distnet.optim import lr_at
 from distnet.prepare import Prepared, build_model, build_optimizer, model_spec, prepare_data
-from distnet.runner import agree
+from distnet.runner import AgreedError, agree
 from distnet.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
 
 EVAL_CHUNK = 4096
@@ -72,19 +73,36 @@ class Trainer:
         self.log = log if self.rank == 0 and not cfg.quiet else (lambda *a, **k: None)
         self.data: Prepared = agree(comm, lambda: prepare_data(cfg))
         n_train = len(self.data.y_train)
-        if n_train < self.world:
-            raise UserError(f"more ranks ({self.world}) than training samples ({n_train})")
+        if n_train < self.world:  # decided on agreed data: every rank raises it
+            raise AgreedError(f"more ranks ({self.world}) than training samples ({n_train})")
         n_in = self.data.x_train.shape[1]
         self.spec = model_spec(cfg, n_in, self.data.n_classes)
         self.model, self.opt = agree(comm, self._build)
-        self.sync = GradSync(comm, self.model.grads, self.model.param_slices, cfg.allreduce,
-                             cfg.bucket_mb, cfg.overlap)
+        self.sync = agree(comm, lambda: GradSync(comm, self.model.grads, self.model.param_slices,
+                                                 cfg.allreduce, cfg.bucket_mb, cfg.overlap))
         self.progress = Progress()
         self._saved_step = -1
         self.timers = Timers()
-        self.metrics = MetricsWriter(cfg.metrics if self.rank == 0 else None, append=cfg.resume)
+        self.metrics = agree(comm, self._open_outputs)
         if cfg.resume:
             agree(comm, self._resume)
+
+    def _open_outputs(self) -> MetricsWriter:
+        """Check every output location before training, so no result is lost at the end."""
+        cfg = self.cfg
+        if self.rank == 0:
+            for flag, path in (("--save", cfg.save), ("--metrics", cfg.metrics),
+                               ("--checkpoint-dir", cfg.checkpoint_dir)):
+                if path:
+                    folder = path if flag == "--checkpoint-dir" else os.path.dirname(path) or "."
+                    try:
+                        os.makedirs(folder, exist_ok=True)
+                    except OSError as exc:
+                        raise UserError(f"{flag} {path}: cannot create {folder}: "
+                                        f"{exc.strerror}") from None
+                    if not os.access(folder, os.W_OK):
+                        raise UserError(f"{flag} {path}: {folder} is not writable")
+        return MetricsWriter(cfg.metrics if self.rank == 0 else None, append=cfg.resume)
 
     def _build(self) -> tuple[Any, Any]:
         model = build_model(self.cfg, self.spec["n_in"], self.spec["n_out"], self.rank)

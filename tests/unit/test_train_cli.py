@@ -140,3 +140,33 @@ def test_checkpoint_feature_mismatch_and_labels_out_of_range(tmp_path: Path) -> 
 def test_resume_without_checkpoint(tmp_path: Path) -> None:
     res = train(2, *SMALL, "--checkpoint-dir", str(tmp_path / "empty"), "--resume")
     assert_clean_error(res, "no checkpoint")
+
+
+def test_unwritable_output_fails_before_training() -> None:
+    res = train(2, *SMALL, "--save", "/proc/nope/params.npz")
+    assert_clean_error(res, "--save", "/proc/nope")
+    assert "epoch 1/" not in res.stdout  # refused up front: no training result is thrown away
+
+
+def test_error_on_one_rank_only_ends_every_rank(tmp_path: Path) -> None:
+    # Rank 0 fails alone while the others wait in a collective: it must abort the job, not
+    # return and block in MPI_Finalize while they block in Allreduce.
+    script = tmp_path / "one_rank_fails.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np\n"
+        "from distnet.errors import UserError\n"
+        "from distnet.runner import run\n"
+        "def main(comm):\n"
+        "    from mpi4py import MPI\n"
+        "    if comm.Get_rank() == 0:\n"
+        "        raise UserError('disk full on rank 0 only')\n"
+        "    comm.Allreduce(MPI.IN_PLACE, np.zeros(4))\n"
+        "    return 0\n"
+        "sys.exit(run(main, 'probe'))\n"
+    )
+    res = mpi_python(3, str(script), timeout_s=60)
+    assert not res.timed_out, "the other ranks were left waiting"
+    assert res.returncode != 0
+    assert res.stderr.count("probe: error: disk full on rank 0 only") == 1
+    assert "Traceback" not in res.stderr
