@@ -269,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("calibrate", help="fit alpha, beta, gamma to a distnet.bench --json file")
     k.add_argument("file")
     k.add_argument("--stat", default="avg_s", help="avg_s, median_s or min_s (least noisy)")
+    k.add_argument("--model", default="simple", choices=("simple", "machine"),
+                   help="simple: one alpha, beta, gamma; machine: cores, cache/DRAM bus, "
+                        "rendezvous (docs/topology-sim.md)")
+    k.add_argument("--cores", type=int, default=None,
+                   help="cores of the measured machine for --model machine (default: this one)")
     b = sub.add_parser("bench", help="simulator speed: ring on k=32 and k=48 fat-trees")
     b.add_argument("--k", default="32,48", help="comma-separated fat-tree radixes")
     return ap
@@ -320,10 +325,15 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         print(scaling_text(scaling_table()))
     elif a.cmd == "calibrate":
-        from topology.calibrate import fit, load_records, report, sim_vs_measured
+        from topology import calibrate as cal
 
-        f = fit(load_records(a.file, a.stat))
-        print(report(f, sim_vs_measured(f)))
+        records = cal.load_records(a.file, a.stat)
+        if a.model == "machine":
+            mf = cal.fit_machine(records, a.cores)
+            print(cal.machine_report(mf, cal.machine_sim_vs_measured(mf)))
+        else:
+            f = cal.fit(records)
+            print(cal.report(f, cal.sim_vs_measured(f)))
     else:
         from topology.bench import bench_ring, bench_table
 
