@@ -198,7 +198,9 @@ MACHINE_TERMS = ("alpha_s", "alpha_oversub_s", "alpha_rendezvous_s", "beta_core_
 class Shape:
     """What the machine model reads off a schedule."""
 
-    concurrency: float  # transfers per step, weighted by the bytes each step moves
+    # port parallelism: a step's bytes over the bytes through its busiest rank port (how many
+    # rank-ports' worth of copying run at once), averaged over steps weighted by their bytes
+    concurrency: float
     max_message_bytes: int
 
 
@@ -226,15 +228,20 @@ def _shape_of(r: dict[str, Any]) -> Shape:
                           ITEMSIZE.get(str(r.get("dtype", "float32")), 4))
 
 
+def _factors(p: int, nbytes: int, shape: Shape, cores: int, knee_bytes: int
+             ) -> tuple[float, float, float, float]:
+    """(oversubscribed, rendezvous, core share, DRAM-bus streams) of one record: the numbers
+    that scale the closed form's α, β, γ terms (module docstring)."""
+    k = shape.concurrency
+    return (float(p > cores), float(shape.max_message_bytes >= EAGER_LIMIT_BYTES),
+            max(1.0, k / cores), k * float(nbytes > knee_bytes))
+
+
 def machine_row(r: dict[str, Any], shape: Shape, cores: int, knee_bytes: int) -> np.ndarray:
     """Record r's time as a row: time = row @ (the six MACHINE_TERMS)."""
     a, b, g = _unit_rows(r)
-    p, n = int(r["ranks"]), int(r["bytes"])
-    k = shape.concurrency
-    share = max(1.0, k / cores)
-    dram = float(n > knee_bytes)
-    return np.array([a, a * (p > cores), a * (shape.max_message_bytes >= EAGER_LIMIT_BYTES),
-                     b * share, b * k * dram, g * share])
+    over, rndv, share, bus = _factors(int(r["ranks"]), int(r["bytes"]), shape, cores, knee_bytes)
+    return np.array([a, a * over, a * rndv, b * share, b * bus, g * share])
 
 
 @dataclass(frozen=True)
@@ -247,13 +254,11 @@ class MachineFit:
     def effective(self, r: dict[str, Any]) -> tuple[float, float, float]:
         """(α, β, γ) of one record under this machine: what a plain α-β-γ replay should use."""
         shape = r.get("shape") or _shape_of(r)
-        p, k = int(r["ranks"]), shape.concurrency
+        over, rndv, share, bus = _factors(int(r["ranks"]), int(r["bytes"]), shape, self.cores,
+                                          self.knee_bytes)
         c = self.coef
-        alpha = (c["alpha_s"] + c["alpha_oversub_s"] * (p > self.cores)
-                 + c["alpha_rendezvous_s"] * (shape.max_message_bytes >= EAGER_LIMIT_BYTES))
-        share = max(1.0, k / self.cores)
-        beta = (c["beta_core_s_per_byte"] * share
-                + c["beta_bus_s_per_byte"] * k * (int(r["bytes"]) > self.knee_bytes))
+        alpha = c["alpha_s"] + c["alpha_oversub_s"] * over + c["alpha_rendezvous_s"] * rndv
+        beta = c["beta_core_s_per_byte"] * share + c["beta_bus_s_per_byte"] * bus
         return alpha, beta, c["gamma_s_per_byte"] * share
 
 
