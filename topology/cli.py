@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("calibrate", help="fit alpha, beta, gamma to a distnet.bench --json file")
     k.add_argument("file")
     k.add_argument("--stat", default="avg_s", help="avg_s, median_s or min_s (least noisy)")
-    k.add_argument("--model", default="simple", choices=("simple", "machine"),
+    k.add_argument("--model", default="machine", choices=("simple", "machine"),
                    help="simple: one alpha, beta, gamma; machine: cores, cache/DRAM bus, "
                         "rendezvous (docs/topology-sim.md)")
     k.add_argument("--cores", type=int, default=None,
