@@ -57,7 +57,7 @@ def test_info_scaling_calibrate_bench(tmp_path: Path, capsys: pytest.CaptureFixt
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(synthetic_records(20e-6, 2e-10, 3e-10, ranks=(2, 4),
                                                  sizes=(4096, 1 << 20))))
-    assert main(["calibrate", str(path)]) == 0
+    assert main(["calibrate", str(path), "--model", "simple"]) == 0
     out = capsys.readouterr().out
     assert "alpha = 20.000 us" in out and "20/20 points within 20%" in out
     assert main(["bench", "--k", "4"]) == 0
@@ -123,6 +123,6 @@ def test_calibrate_uses_the_chosen_statistic(tmp_path: Path,
         r["min_s"], r["avg_s"] = r["avg_s"], 10 * r["avg_s"]  # noisy mean, clean minimum
     path = tmp_path / "b.json"
     path.write_text(json.dumps(recs))
-    assert main(["calibrate", str(path), "--stat", "min_s"]) == 0
+    assert main(["calibrate", str(path), "--stat", "min_s", "--model", "simple"]) == 0
     assert "alpha = 5.000 us" in capsys.readouterr().out
     assert main(["calibrate", str(path), "--stat", "p99"]) == 2
