@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -137,7 +138,8 @@ def validate(cfg: TrainConfig) -> None:
     need(0.0 <= cfg.dropout < 1.0, f"--dropout must be in [0, 1), got {cfg.dropout}")
     need(0.0 < cfg.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
     need(cfg.samples >= 2, f"--samples must be >= 2, got {cfg.samples}")
-    need(cfg.bucket_mb >= 0, f"--bucket-mb must be >= 0, got {cfg.bucket_mb}")
+    need(math.isfinite(cfg.bucket_mb) and cfg.bucket_mb >= 0,
+         f"--bucket-mb must be a finite number >= 0, got {cfg.bucket_mb}")
     need(cfg.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
     need(cfg.early_stopping >= 0, "--early-stopping must be >= 0")
     need(cfg.trials >= 0, "--trials must be >= 0")
@@ -145,6 +147,8 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.ft in FT_MODES, f"unknown --ft mode {cfg.ft!r} (known: {', '.join(FT_MODES)})")
     need(cfg.deadline_s >= 0, "--deadline-s must be >= 0")
     need(not (cfg.resume and not cfg.checkpoint_dir), "--resume needs --checkpoint-dir")
+    from distnet.allreduce import get
     from distnet.model import parse_hidden
 
     parse_hidden(cfg.hidden)  # raises a UserError naming the bad size
+    get(cfg.allreduce)  # raises a UserError listing the known algorithms

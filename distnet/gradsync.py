@@ -45,6 +45,12 @@ class GradSync:
         else:
             self._fn(self.comm, self.grads)
 
+    def close(self) -> None:
+        """Free the buckets' duplicated communicators (a search runs many trainers)."""
+        if self._bucketer is not None:
+            self._bucketer.close()
+            self._bucketer = None
+
     @property
     def nbytes(self) -> int:
         return int(self.grads.nbytes)

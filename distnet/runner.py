@@ -28,6 +28,10 @@ EXIT_BUG = 1
 class AgreedError(UserError):
     """A UserError that every rank raises at the same point, so all can exit in order."""
 
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 def agree(comm: Any, phase: Callable[[], T]) -> T:
     """Run `phase` on every rank; if it failed anywhere, raise the first error on every rank."""
@@ -56,7 +60,7 @@ def run(main: Callable[[Any], int], prog: str) -> int:
     except AgreedError as exc:
         if comm.Get_rank() == 0:
             print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        return exc.status
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         if comm.Get_size() > 1:

@@ -23,6 +23,7 @@ import numpy as np
 from distnet import checkpoint
 from distnet.breakdown import breakdown, format_breakdown
 from distnet.config import TrainConfig
+from distnet.data import Dataset, fingerprint
 from distnet.errors import UserError
 from distnet.gradsync import GradSync
 from distnet.losses import softmax_cross_entropy
@@ -72,20 +73,33 @@ class Trainer:
         self.rank, self.world = comm.Get_rank(), comm.Get_size()
         self.log = log if self.rank == 0 and not cfg.quiet else (lambda *a, **k: None)
         self.data: Prepared = agree(comm, lambda: prepare_data(cfg))
+        self._check_same_data()
         n_train = len(self.data.y_train)
         if n_train < self.world:  # decided on agreed data: every rank raises it
             raise AgreedError(f"more ranks ({self.world}) than training samples ({n_train})")
         n_in = self.data.x_train.shape[1]
         self.spec = model_spec(cfg, n_in, self.data.n_classes)
         self.model, self.opt = agree(comm, self._build)
-        self.sync = agree(comm, lambda: GradSync(comm, self.model.grads, self.model.param_slices,
-                                                 cfg.allreduce, cfg.bucket_mb, cfg.overlap))
+        # Not inside `agree`: GradSync runs collectives (Dup); config already checked the name.
+        self.sync = GradSync(comm, self.model.grads, self.model.param_slices, cfg.allreduce,
+                             cfg.bucket_mb, cfg.overlap)
         self.progress = Progress()
         self._saved_step = -1
         self.timers = Timers()
         self.metrics = agree(comm, self._open_outputs)
         if cfg.resume:
             agree(comm, self._resume)
+
+    def _check_same_data(self) -> None:
+        """A stale copy of the data file on one node would make ranks run different step counts
+        (a hang) or silently mix datasets: compare a digest of the training split."""
+        d = self.data
+        digest = fingerprint(Dataset(d.x_train, d.y_train, d.n_classes))
+        digests = self.comm.allgather(digest) if self.world > 1 else [digest]
+        if len(set(digests)) > 1:
+            odd = [r for r, h in enumerate(digests) if h != digests[0]]
+            raise AgreedError(f"ranks {odd} loaded different data than rank 0 "
+                              "(is the data file the same on every node?)")
 
     def _open_outputs(self) -> MetricsWriter:
         """Check every output location before training, so no result is lost at the end."""
@@ -94,6 +108,8 @@ class Trainer:
             for flag, path in (("--save", cfg.save), ("--metrics", cfg.metrics),
                                ("--checkpoint-dir", cfg.checkpoint_dir)):
                 if path:
+                    if flag != "--checkpoint-dir" and os.path.isdir(path):
+                        raise UserError(f"{flag} {path}: is a directory, expected a file name")
                     folder = path if flag == "--checkpoint-dir" else os.path.dirname(path) or "."
                     try:
                         os.makedirs(folder, exist_ok=True)
@@ -176,26 +192,26 @@ class Trainer:
                  f"-{self.spec['n_out']} ({self.model.params.size:,} parameters, {cfg.dtype}), "
                  f"all-reduce {cfg.allreduce}, {steps_per_epoch(n, cfg.batch_size, self.world)} "
                  f"steps/epoch")
-        stopped_early = False
         every = cfg.checkpoint_every if cfg.checkpoint_dir else 0
-        while pr.epoch < cfg.epochs and not self._step_cap_reached():
+        while pr.epoch < cfg.epochs and not self._step_cap_reached() and not self._patience_out():
             self.opt.lr = lr_at(cfg.lr_schedule, cfg.lr, pr.epoch, cfg.epochs)
             epoch_start = time.perf_counter()
             self.timers.reset()
             perm = epoch_permutation(n, cfg.seed, pr.epoch)
             while pr.pos < n and not self._step_cap_reached():
                 self.train_step(perm)
-                if every and pr.step % every == 0:
+                # An epoch's last step is saved after its bookkeeping, below, so a resumed run
+                # does not redo (and re-record) the end of that epoch.
+                if every and pr.step % every == 0 and pr.pos < n:
                     self.save_checkpoint()
             if pr.pos < n:
                 break  # step cap reached mid-epoch: no epoch record for a partial epoch
             self._end_epoch(time.perf_counter() - epoch_start)
-            if cfg.checkpoint_dir and not cfg.checkpoint_every:
+            if cfg.checkpoint_dir and (not every or pr.step % every == 0):
                 self.save_checkpoint()
-            if cfg.early_stopping and pr.bad_epochs >= cfg.early_stopping:
+            if self._patience_out():
                 self.log(f"early stopping: val_loss has not improved for {pr.bad_epochs} epochs "
                          f"(best {pr.best_val_loss:.4f})")
-                stopped_early = True
                 break
         if cfg.checkpoint_dir and self._saved_step != pr.step:
             self.save_checkpoint()  # the run's end (step cap, early stop) is always resumable
@@ -203,7 +219,7 @@ class Trainer:
         summary = {
             "event": "done", "world_size": self.world, "epochs_run": pr.epoch, "steps": pr.step,
             "val_loss": val_loss, "val_acc": val_acc, "wall_s": time.perf_counter() - start,
-            "stopped_early": stopped_early, "algorithm": cfg.allreduce,
+            "stopped_early": self._patience_out(), "algorithm": cfg.allreduce,
             "param_count": int(self.model.params.size), "grad_bytes": self.sync.nbytes,
         }
         self.metrics.write(summary)
@@ -213,9 +229,15 @@ class Trainer:
         if cfg.save:
             self.save_params(cfg.save)
         self.metrics.close()
+        self.sync.close()
         if cfg.profile and cfg.metrics and self.rank == 0:
             self.log(format_breakdown(breakdown(read_metrics(cfg.metrics))))
         return summary
+
+    def _patience_out(self) -> bool:
+        """Early stopping: val_loss has not improved for --early-stopping epochs (also when a
+        resumed run's checkpoint already says so)."""
+        return bool(self.cfg.early_stopping) and self.progress.bad_epochs >= self.cfg.early_stopping
 
     def _step_cap_reached(self) -> bool:
         return bool(self.cfg.max_steps) and self.progress.step >= self.cfg.max_steps

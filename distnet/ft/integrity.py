@@ -48,6 +48,9 @@ class CheckedSync:
         if inner is not None:
             inner(start, end)
 
+    def close(self) -> None:
+        self.sync.close()
+
     def finish(self) -> None:
         if not self._hooked:  # no sample on this rank this step: backward never ran
             self.local_sum = float(self.grads.sum(dtype=np.float64))

@@ -32,9 +32,11 @@ from distnet.ft.faultycomm import FaultyComm, flip_bit
 from distnet.ft.inject import Injector
 from distnet.gradsync import GradSync
 from distnet.metrics import MetricsWriter, read_metrics
-from distnet.runner import abort_all, agree
+from distnet.runner import AgreedError, abort_all, agree
 from distnet.shard import global_batch, rank_part
 from distnet.trainer import Trainer
+
+EXIT_FAULT = 3  # a fault stopped the run (the restart supervisor retries; 2 is bad input)
 
 T = TypeVar("T")
 MAX_INTEGRITY_REDOS = 2  # then the step is skipped (ulfm) or the job stops (none, restart)
@@ -54,7 +56,8 @@ class FaultTolerantTrainer(Trainer):
             agree(comm, ulfm.check_support)
             comm = ulfm.harden(comm)
         if self.mode == "restart" and not cfg.checkpoint_dir:
-            raise UserError("--ft restart needs --checkpoint-dir (the supervisor resumes from it)")
+            raise AgreedError("--ft restart needs --checkpoint-dir "
+                              "(the supervisor resumes from it)")
         world = comm.Get_size()
         self.attempt = int(os.environ.get(ATTEMPT_ENV, "0") or 0)
         self.faults = agree(comm, lambda: plan.collect(cfg.fault_plan, cfg.inject, world,
@@ -173,8 +176,10 @@ class FaultTolerantTrainer(Trainer):
                 self.redone_steps += 1
                 if redos > MAX_INTEGRITY_REDOS or self.mode != "ulfm":
                     if self.mode != "ulfm":
-                        raise UserError(f"step {self.progress.step}: {exc} (--ft {self.mode}"
-                                        "): stopping before the model is poisoned") from None
+                        # Agreed by every rank; not bad input, so a supervisor restarts it.
+                        raise AgreedError(f"step {self.progress.step}: {exc} (--ft {self.mode}"
+                                          "): stopping before the model is poisoned",
+                                          status=EXIT_FAULT) from None
                     return self._skip_step(perm, str(exc))
                 self._note({"event": "integrity", "step": self.progress.step,
                             "reason": str(exc), "action": "redo", "world_size": self.world})

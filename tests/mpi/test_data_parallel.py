@@ -117,3 +117,34 @@ def test_bucketed_overlap_equals_one_buffer() -> None:
         bucketed.fit()
         np.testing.assert_allclose(bucketed.model.params, plain.model.params, rtol=1e-10,
                                    atol=1e-13)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_resume_honours_early_stopping_and_records_each_epoch_once(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from distnet import checkpoint
+    from distnet.metrics import read_metrics
+
+    folder = COMM.bcast(str(tmp_path_factory.mktemp("es")) if COMM.rank == 0 else None, root=0)
+    ckpt, metrics = f"{folder}/ckpt", f"{folder}/m.jsonl"
+    per_epoch = steps_per_epoch(163, 8, COMM.size)
+    # Stop exactly at the end of epoch 1, checkpointing there: resuming must not redo the end of
+    # that epoch (a second "epoch 1" record).
+    cfg = small_cfg(checkpoint_dir=ckpt, checkpoint_every=per_epoch, metrics=metrics)
+    Trainer(COMM, replace(cfg, max_steps=per_epoch)).fit()
+    COMM.Barrier()
+    Trainer(COMM, replace(cfg, resume=True)).fit()
+    if COMM.rank == 0:
+        epochs = [r["epoch"] for r in read_metrics(metrics) if r.get("event") == "epoch"]
+        assert epochs == [1, 2]
+        # A checkpoint that says patience has run out: a resumed run must not train on.
+        path = checkpoint.latest(ckpt)
+        assert path is not None
+        arrays, meta = checkpoint.load(path)
+        meta["progress"]["bad_epochs"] = 5
+        checkpoint.save(path, arrays, meta)
+    COMM.Barrier()
+    stopped = Trainer(COMM, replace(cfg, epochs=4, early_stopping=2, resume=True))
+    step = stopped.progress.step
+    stopped.fit()
+    assert stopped.progress.step == step

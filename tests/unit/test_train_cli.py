@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.proc import mpi_python
+from tests.proc import PYTHON, mpi_python, mpirun_cmd, run
 
 PROG = "python -m distnet.train: error:"
 SMALL = ["--samples", "600", "--hidden", "16", "--epochs", "1", "--batch-size", "16"]
@@ -73,6 +73,8 @@ def blobs(n: int = 300, d: int = 5, classes: int = 3,
         (["--data", "/nonexistent/data.npz"], ["/nonexistent/data.npz"]),
         (["--epochs", "x"], ["--epochs"]),
         (["--hidden", "12,abc"], ["abc"]),
+        (["--bucket-mb", "inf"], ["--bucket-mb"]),
+        (["--save", "/tmp"], ["--save", "is a directory"]),
     ],
 )
 def test_bad_flags(args: list[str], needles: list[str]) -> None:
@@ -170,3 +172,13 @@ def test_error_on_one_rank_only_ends_every_rank(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert res.stderr.count("probe: error: disk full on rank 0 only") == 1
     assert "Traceback" not in res.stderr
+
+
+def test_ranks_with_different_data_files(tmp_path: Path) -> None:
+    # A stale copy of the data on one node: the ranks would run different numbers of steps.
+    x, y = blobs(n=400)
+    full = write_npz(tmp_path / "full.npz", x, y)
+    stale = write_npz(tmp_path / "stale.npz", x[:300], y[:300])
+    rank = [PYTHON, "-m", "distnet.train", *SMALL, "--data"]
+    cmd = [*mpirun_cmd(1, *rank, full), ":", "-n", "1", *rank, stale]
+    assert_clean_error(run(cmd, timeout_s=120), "different data")
