@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,6 @@ class Progress:
     bad_epochs: int = 0
     epoch_loss_sum: float = 0.0  # this rank's share of the epoch's summed batch losses
     epoch_steps: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -258,7 +257,6 @@ class Trainer:
             "wall_s": wall_s, "lr": self.opt.lr, "world_size": self.world,
         }
         self.metrics.write(record)
-        pr.history.append({k: record[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")})
         self.log(f"epoch {pr.epoch + 1}/{self.cfg.epochs}  train_loss {train_loss:.4f}  "
                  f"val_loss {val_loss:.4f}  val_acc {100 * val_acc:6.2f}%  "
                  f"{record['samples_per_s']:,.0f} samples/s  (compute {record['compute_s']:.2f}s,"
@@ -330,7 +328,11 @@ class Trainer:
         rng = meta.get("rng") or []
         if self.rank < len(rng):
             self.model.set_rng_state(rng[self.rank])
-        self.progress = Progress(**meta["progress"])
+        saved = meta.get("progress", {})
+        missing = [f.name for f in fields(Progress) if f.name not in saved]
+        if missing:
+            raise UserError(f"{path}: checkpoint lacks progress fields {missing}")
+        self.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
         self._saved_step = self.progress.step
         if self.rank != 0:
             self.progress.epoch_loss_sum = 0.0
