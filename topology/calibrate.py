@@ -91,7 +91,12 @@ def _measured(r: dict[str, Any]) -> float:
 
 
 def _usable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r["algorithm"] in FIT_ALGORITHMS and int(r["ranks"]) > 1]
+    """The records a fit can use (more than one rank, a closed form); none is a UserError."""
+    used = [r for r in records if r["algorithm"] in FIT_ALGORITHMS and int(r["ranks"]) > 1]
+    if not used:
+        known = ", ".join(FIT_ALGORITHMS)
+        raise UserError(f"no records with more than one rank and a closed form ({known})")
+    return used
 
 
 def _unit_rows(r: dict[str, Any]) -> np.ndarray:
@@ -99,23 +104,25 @@ def _unit_rows(r: dict[str, Any]) -> np.ndarray:
     return np.array([closed_form_time(name, p, n, *unit) for unit in np.eye(3)])
 
 
-def fit(records: list[dict[str, Any]]) -> Fit:
-    """Least-squares α, β, γ (non-negative) over the records that have a closed form."""
-    used = _usable(records)
-    if not used:
-        known = ", ".join(FIT_ALGORITHMS)
-        raise UserError(f"no records with more than one rank and a closed form ({known})")
-    a = np.array([_unit_rows(r) for r in used])
-    t = np.array([_measured(r) for r in used])
+def _nnls_relative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """min ||a x / t - 1|| with x >= 0 (drop the most negative coefficient, refit)."""
     a_rel, ones = a / t[:, None], np.ones_like(t)
-    free = [0, 1, 2]
-    coef = np.zeros(3)
+    free = list(range(a.shape[1]))
+    coef = np.zeros(a.shape[1])
     while free:
         sol, *_ = np.linalg.lstsq(a_rel[:, free], ones, rcond=None)
         if np.all(sol >= 0):
             coef[free] = sol
             break
         free.pop(int(np.argmin(sol)))
+    return coef
+
+
+def fit(records: list[dict[str, Any]]) -> Fit:
+    """Least-squares α, β, γ (non-negative) over the records that have a closed form."""
+    used = _usable(records)
+    a = np.array([_unit_rows(r) for r in used])
+    coef = _nnls_relative(a, np.array([_measured(r) for r in used]))
     model = a @ coef
     rows = [{**r, "model_s": float(m), "error": float(m / _measured(r) - 1)}
             for r, m in zip(used, model, strict=True)]
@@ -262,20 +269,6 @@ class MachineFit:
         return alpha, beta, c["gamma_s_per_byte"] * share
 
 
-def _nnls_relative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """min ||a x / t - 1|| with x >= 0 (drop the most negative coefficient, refit)."""
-    a_rel, ones = a / t[:, None], np.ones_like(t)
-    free = list(range(a.shape[1]))
-    coef = np.zeros(a.shape[1])
-    while free:
-        sol, *_ = np.linalg.lstsq(a_rel[:, free], ones, rcond=None)
-        if np.all(sol >= 0):
-            coef[free] = sol
-            break
-        free.pop(int(np.argmin(sol)))
-    return coef
-
-
 def fit_machine(records: list[dict[str, Any]], cores: int | None = None) -> MachineFit:
     """The machine model fitted for every candidate knee; the knee with the least mean squared
     relative error wins (ties: the smaller knee)."""
@@ -283,9 +276,6 @@ def fit_machine(records: list[dict[str, Any]], cores: int | None = None) -> Mach
     if cores < 1:
         raise UserError(f"cores must be >= 1, got {cores}")
     used = _usable(records)
-    if not used:
-        known = ", ".join(FIT_ALGORITHMS)
-        raise UserError(f"no records with more than one rank and a closed form ({known})")
     shapes = [_shape_of(r) for r in used]
     t = np.array([_measured(r) for r in used])
     best: tuple[float, int, np.ndarray, np.ndarray] | None = None
