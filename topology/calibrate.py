@@ -86,6 +86,10 @@ def load_records(path: str, stat: str = "avg_s") -> list[dict[str, Any]]:
     return out
 
 
+def _itemsize(r: dict[str, Any]) -> int:
+    return ITEMSIZE.get(str(r.get("dtype", "float32")), 4)
+
+
 def _measured(r: dict[str, Any]) -> float:
     return float(r.get("t_s", r["avg_s"]))
 
@@ -137,21 +141,23 @@ def star(p: int, gbps: float) -> Network:
                         np.array(gbps), np.array(0.0), 0.0)
 
 
-def sim_vs_measured(f: Fit) -> list[dict[str, Any]]:
-    """Replay each fitted record's schedule with the fitted α, β, γ; error against measured."""
+def _replay(r: dict[str, Any], alpha: float, beta: float, gamma: float) -> dict[str, Any]:
+    """Record r with "sim_s" and "sim_error": its schedule replayed on star(p) under α, β, γ."""
     from distnet.allreduce import get_schedule
     from topology.sim import simulate
 
-    out = []
-    for r in f.records:
-        p, nbytes = int(r["ranks"]), int(r["bytes"])
-        itemsize = ITEMSIZE.get(str(r.get("dtype", "float32")), 4)
-        sched = get_schedule(r["algorithm"])(p, nbytes // itemsize)
-        # beta = 0 (bandwidth not identifiable from the data) becomes a 1 Pb/s link: free bytes
-        res = simulate(star(p, min(f.bandwidth_gbps, 1e6)), sched, np.arange(p), routing="ideal",
-                       itemsize=itemsize, alpha_s=f.alpha_s, gamma_s_per_byte=f.gamma_s_per_byte)
-        out.append({**r, "sim_s": res.time_s, "sim_error": res.time_s / _measured(r) - 1})
-    return out
+    p, itemsize = int(r["ranks"]), _itemsize(r)
+    sched = get_schedule(r["algorithm"])(p, int(r["bytes"]) // itemsize)
+    # beta = 0 (bandwidth not identifiable from the data) becomes a 1 Pb/s link: free bytes
+    gbps = min(8e-9 / beta, 1e6) if beta > 0 else 1e6
+    res = simulate(star(p, gbps), sched, np.arange(p), routing="ideal", itemsize=itemsize,
+                   alpha_s=alpha, gamma_s_per_byte=gamma)
+    return {**r, "sim_s": res.time_s, "sim_error": res.time_s / _measured(r) - 1}
+
+
+def sim_vs_measured(f: Fit) -> list[dict[str, Any]]:
+    """Replay each fitted record's schedule with the fitted α, β, γ; error against measured."""
+    return [_replay(r, f.alpha_s, f.beta_s_per_byte, f.gamma_s_per_byte) for r in f.records]
 
 
 def synthetic_records(alpha_s: float, beta_s_per_byte: float, gamma_s_per_byte: float,
@@ -231,8 +237,7 @@ def schedule_shape(algorithm: str, p: int, nbytes: int, itemsize: int = 4) -> Sh
 
 
 def _shape_of(r: dict[str, Any]) -> Shape:
-    return schedule_shape(r["algorithm"], int(r["ranks"]), int(r["bytes"]),
-                          ITEMSIZE.get(str(r.get("dtype", "float32")), 4))
+    return schedule_shape(r["algorithm"], int(r["ranks"]), int(r["bytes"]), _itemsize(r))
 
 
 def _factors(p: int, nbytes: int, shape: Shape, cores: int, knee_bytes: int
@@ -296,20 +301,7 @@ def fit_machine(records: list[dict[str, Any]], cores: int | None = None) -> Mach
 def machine_sim_vs_measured(mf: MachineFit) -> list[dict[str, Any]]:
     """Replay each record's schedule through the simulator on star(p) with that record's
     effective α, β, γ (the machine's sharing is in the parameters, the schedule in the replay)."""
-    from distnet.allreduce import get_schedule
-    from topology.sim import simulate
-
-    out = []
-    for r in mf.records:
-        p, nbytes = int(r["ranks"]), int(r["bytes"])
-        itemsize = ITEMSIZE.get(str(r.get("dtype", "float32")), 4)
-        alpha, beta, gamma = mf.effective(r)
-        gbps = min(8e-9 / beta, 1e6) if beta > 0 else 1e6
-        sched = get_schedule(r["algorithm"])(p, nbytes // itemsize)
-        res = simulate(star(p, gbps), sched, np.arange(p), routing="ideal", itemsize=itemsize,
-                       alpha_s=alpha, gamma_s_per_byte=gamma)
-        out.append({**r, "sim_s": res.time_s, "sim_error": res.time_s / _measured(r) - 1})
-    return out
+    return [_replay(r, *mf.effective(r)) for r in mf.records]
 
 
 def machine_synthetic_records(mf_coef: dict[str, float], cores: int, knee_bytes: int,
