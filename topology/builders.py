@@ -52,6 +52,26 @@ def _positive_int(name: str, value: int, minimum: int = 1) -> int:
     return int(value)
 
 
+def _tiered_network(
+    name: str,
+    names: list[tuple],
+    nodes_per_tier: list[int],
+    cable_u: np.ndarray,
+    cable_v: np.ndarray,
+    cables_per_tier: list[int],
+    gbps: list[float],
+    lat: list[float],
+    switch_latency_s: float,
+) -> Network:
+    """make_network for a built-in: nodes come tier by tier from 0 (nodes_per_tier of each), and
+    cables tier by tier from the bottom, each cable tier at its own gbps[i] / lat[i]."""
+    tier = np.repeat(np.arange(len(nodes_per_tier), dtype=np.int64), nodes_per_tier)
+    return make_network(
+        name, names, tier, cable_u, cable_v, np.repeat(gbps, cables_per_tier),
+        np.repeat(lat, cables_per_tier), switch_latency_s,
+    )
+
+
 def fat_tree(
     k: int,
     link_gbps: PerTier = DEFAULT_LINK_GBPS,
@@ -85,17 +105,14 @@ def fat_tree(
 
     cable_u = np.concatenate([hidx, edge0 + e_all, agg0 + g_all])
     cable_v = np.concatenate([host_edge, agg0 + a_all, core0 + c_all])
-    counts = [n_hosts, n_edge * h, n_edge * h]
-    cable_gbps = np.repeat(gbps, counts)
-    cable_lat = np.repeat(lat, counts)
 
     names: list[tuple] = [("host", p, e, i) for p in range(k) for e in range(h) for i in range(h)]
     names += [("edge", p, e) for p in range(k) for e in range(h)]
     names += [("agg", p, a) for p in range(k) for a in range(h)]
     names += [("core", c) for c in range(n_core)]
-    tier = np.repeat(np.arange(4, dtype=np.int64), [n_hosts, n_edge, n_edge, n_core])
-    return make_network(
-        f"fat-tree-k{k}", names, tier, cable_u, cable_v, cable_gbps, cable_lat, switch_latency_s
+    return _tiered_network(
+        f"fat-tree-k{k}", names, [n_hosts, n_edge, n_edge, n_core], cable_u, cable_v,
+        [n_hosts, n_edge * h, n_edge * h], gbps, lat, switch_latency_s,
     )
 
 
@@ -137,19 +154,11 @@ def leaf_spine(
     s_all = np.tile(np.arange(spines, dtype=np.int64), leaves)
     cable_u = np.concatenate([hidx, leaf0 + l_all])
     cable_v = np.concatenate([leaf0 + hidx // hpl, spine0 + s_all])
-    counts = [n_hosts, leaves * spines]
     names: list[tuple] = [("host", leaf, i) for leaf in range(leaves) for i in range(hpl)]
     names += [("leaf", i) for i in range(leaves)] + [("spine", i) for i in range(spines)]
-    tier = np.repeat(np.arange(3, dtype=np.int64), [n_hosts, leaves, spines])
-    return make_network(
-        f"leaf-spine-{leaves}x{spines}x{hpl}",
-        names,
-        tier,
-        cable_u,
-        cable_v,
-        np.repeat(gbps, counts),
-        np.repeat(lat, counts),
-        switch_latency_s,
+    return _tiered_network(
+        f"leaf-spine-{leaves}x{spines}x{hpl}", names, [n_hosts, leaves, spines], cable_u, cable_v,
+        [n_hosts, leaves * spines], gbps, lat, switch_latency_s,
     )
 
 
@@ -198,23 +207,15 @@ def clos(
     c_all = (g_all % app) + app * np.tile(np.arange(cpa, dtype=np.int64), n_agg)
     cable_u = np.concatenate([hidx, tor0 + t_all, agg0 + g_all])
     cable_v = np.concatenate([tor0 + hidx // hpt, agg0 + a_all, core0 + c_all])
-    counts = [n_hosts, n_tor * app, n_agg * cpa]
     names: list[tuple] = [
         ("host", p, t, i) for p in range(pods) for t in range(tpp) for i in range(hpt)
     ]
     names += [("tor", p, t) for p in range(pods) for t in range(tpp)]
     names += [("agg", p, a) for p in range(pods) for a in range(app)]
     names += [("core", c) for c in range(cores)]
-    tier = np.repeat(np.arange(4, dtype=np.int64), [n_hosts, n_tor, n_agg, cores])
-    return make_network(
-        f"clos-{pods}x{tpp}x{hpt}-a{app}-c{cores}",
-        names,
-        tier,
-        cable_u,
-        cable_v,
-        np.repeat(gbps, counts),
-        np.repeat(lat, counts),
-        switch_latency_s,
+    return _tiered_network(
+        f"clos-{pods}x{tpp}x{hpt}-a{app}-c{cores}", names, [n_hosts, n_tor, n_agg, cores],
+        cable_u, cable_v, [n_hosts, n_tor * app, n_agg * cpa], gbps, lat, switch_latency_s,
     )
 
 
