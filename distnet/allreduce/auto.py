@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from distnet.allreduce.bind import validate
+from distnet.allreduce.native import native_allreduce
 from distnet.allreduce.registry import ALGORITHMS, AllreduceFn
 
 TUNE_ENV = "DISTNET_TUNE_FILE"
@@ -164,7 +165,7 @@ def _forget(comm: Any, keyval: int, agreement: _Agreement) -> None:
     global _last
     for key in [k for k in _CHOICES if k[0] == agreement.handle]:
         del _CHOICES[key]
-    _last = (None, -1, _native)
+    _last = (None, -1, native_allreduce)
 
 
 def _agreement(comm: Any) -> _Agreement:
@@ -192,17 +193,9 @@ def resolve(comm: Any, nbytes: int) -> str:
     return choose(agreed_table(comm), comm.size, nbytes, candidates())
 
 
-def _native(comm: Any, buf: Any, op: Any = None) -> None:
-    # Only used while `native` is not registered (auto must work with an empty registry).
-    from mpi4py import MPI
-
-    mpi_op = MPI.SUM if op is None else op.to_mpi() if hasattr(op, "to_mpi") else op
-    comm.Allreduce(MPI.IN_PLACE, buf, op=mpi_op)
-
-
 # The previous call's (comm object, nbytes, fn), the training-loop fast path. Holding the object
 # keeps it alive, so `is` cannot be fooled by a recycled id; _forget clears it on Free.
-_last: tuple[Any, int, AllreduceFn] = (None, -1, _native)
+_last: tuple[Any, int, AllreduceFn] = (None, -1, native_allreduce)
 
 
 def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
@@ -218,8 +211,9 @@ def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
         nbytes = validate(buf).nbytes  # a bad buffer fails here, before any rank communicates
         found = _CHOICES.get((comm.handle, nbytes))
         if found is None:
-            name = choose(agreed_table(comm), comm.size, nbytes, candidates())
-            found = _CHOICES[comm.handle, nbytes] = ALGORITHMS.get(name, _native)
+            name = resolve(comm, nbytes)
+            # `native` is a candidate even when unregistered (auto works with an empty registry).
+            found = _CHOICES[comm.handle, nbytes] = ALGORITHMS.get(name, native_allreduce)
         fn = found
         _last = (comm, nbytes, fn)
     if op is None:
