@@ -57,14 +57,6 @@ class Routes:
     def fracs_of(self, f: int) -> np.ndarray:
         return self.frac[self.flow_ptr[f] : self.flow_ptr[f + 1]]
 
-    def link_load(self, n_links: int, rate: np.ndarray | float = 1.0) -> np.ndarray:
-        """Sum over flows of rate * frac on every directed link (a flow-conservation helper)."""
-        flow_of = np.repeat(np.arange(self.n_flows), np.diff(self.flow_ptr))
-        w = self.frac * np.broadcast_to(np.asarray(rate, dtype=np.float64), (self.n_flows,))[
-            flow_of
-        ]
-        return np.bincount(self.link, weights=w, minlength=n_links)
-
 
 @dataclass(frozen=True)
 class _TreeTables:

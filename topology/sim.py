@@ -29,7 +29,7 @@ import numpy as np
 
 from distnet.allreduce.schedule import Schedule, Step
 from distnet.errors import UserError
-from topology.maxmin import max_min_rates
+from topology.maxmin import link_load, max_min_rates
 from topology.network import Network
 from topology.routing import Routes, route
 
@@ -147,12 +147,6 @@ def _sub_routes(routes: Routes, flows: np.ndarray, hops: np.ndarray | None = Non
     np.cumsum(counts, out=ptr[1:])
     idx = np.repeat(routes.flow_ptr[flows] - ptr[:-1], counts) + np.arange(ptr[-1])
     return ptr, routes.link[idx], routes.frac[idx]
-
-
-def _link_bytes(routes: Routes, nbytes: np.ndarray, n_links: int) -> np.ndarray:
-    counts = np.diff(routes.flow_ptr)
-    return np.bincount(routes.link, weights=routes.frac * np.repeat(nbytes, counts),
-                       minlength=n_links)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +303,7 @@ def _run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing:
                 if moved:
                     start_ready(now, moved)
     start_s[~np.isfinite(start_s)] = 0.0
-    link_bytes = _link_bytes(routes, t_bytes, cap.shape[0])
+    link_bytes = link_load(routes.flow_ptr, routes.link, routes.frac, t_bytes, cap.shape[0])
     time_s = float(end_s.max()) if len(steps) else 0.0
     return time_s, start_s, end_s, link_bytes, 0, 0, (events if want_log else None)
 
