@@ -25,8 +25,7 @@ from distnet import checkpoint
 from distnet.errors import UserError
 from distnet.ft.trainer import ATTEMPT_ENV
 from distnet.procgroup import mpirun_python, run_group
-
-EXIT_USER_ERROR = 2
+from distnet.runner import EXIT_USER_ERROR
 
 
 def mpirun_cmd(n: int, args: list[str]) -> list[str]:
