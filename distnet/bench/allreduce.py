@@ -101,20 +101,10 @@ def default_warmup(iters: int) -> int:
 
 
 def available_algorithms() -> dict[str, Callable[..., None]]:
-    """Registered algorithms, plus native and auto even before they are registered."""
-    import distnet.allreduce as registry
-    from distnet.allreduce.auto import auto_allreduce
+    """Registered algorithms in registration order (native first, auto last)."""
+    from distnet.allreduce import ALGORITHMS
 
-    algos: dict[str, Callable[..., None]] = {"native": _native}
-    algos.update(registry.ALGORITHMS)
-    algos.setdefault("auto", auto_allreduce)
-    return algos
-
-
-def _native(comm: Any, buf: np.ndarray, op: Any = None) -> None:
-    from mpi4py import MPI
-
-    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM if op is None else op)
+    return dict(ALGORITHMS)
 
 
 class RankParser(argparse.ArgumentParser):
