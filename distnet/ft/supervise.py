@@ -24,6 +24,7 @@ import time
 from distnet import checkpoint
 from distnet.errors import UserError
 from distnet.ft.trainer import ATTEMPT_ENV
+from distnet.metrics import MetricsWriter
 from distnet.procgroup import mpirun_python, run_group
 from distnet.runner import EXIT_USER_ERROR
 
@@ -97,7 +98,7 @@ def supervise(n: int, train_args: list[str], retries: int, shrink: bool, min_ran
         next_world = max(min_ranks, world - 1) if shrink else world
         if grow_to:
             next_world = grow_to
-        record = {"schema": 1, "event": "restart", "attempt": attempt + 1,
+        record = {"event": "restart", "attempt": attempt + 1,
                   "exit_status": status, "failed_after_s": time.perf_counter() - t0,
                   "from_checkpoint": latest, "world_size": next_world,
                   "old_world_size": world,
@@ -106,8 +107,9 @@ def supervise(n: int, train_args: list[str], retries: int, shrink: bool, min_ran
               + (f"restarting from {latest}" if latest else "restarting from scratch")
               + f" on {next_world} rank(s)", file=sys.stderr, flush=True)
         if attempt < retries and metrics:
-            with open(metrics, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            writer = MetricsWriter(metrics, append=True)
+            writer.write(record)
+            writer.close()
         world = next_world
     print(f"supervise: giving up after {retries} restart(s)", file=sys.stderr)
     return 1
