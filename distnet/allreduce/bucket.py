@@ -25,7 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from distnet.allreduce import auto
-from distnet.allreduce.registry import ALGORITHMS, get
+from distnet.allreduce.execute import start
+from distnet.allreduce.registry import get
 from distnet.errors import UserError
 
 MIB = 1 << 20
@@ -57,17 +58,6 @@ def plan_buckets(n: int, itemsize: int, bucket_bytes: int,
         hi = lo
         size = max(1, bucket_bytes // itemsize)
     return buckets
-
-
-def start_reduction(comm: Any, view: np.ndarray, name: str) -> Handle:
-    """Start all-reducing view (sum) with algorithm `name`; returns a Handle.
-
-    The executor's `start` gives every algorithm a non-blocking handle: a schedule's steps, or
-    MPI's own Iallreduce for native.
-    """
-    from distnet.allreduce.execute import start
-
-    return start(comm, view, name)
 
 
 class _ProgressThread:
@@ -138,8 +128,7 @@ class Bucketer:
             if covered[lo:hi].any():
                 raise UserError(f"parameter slice [{lo}, {hi}) overlaps another one")
             covered[lo:hi] = True
-        if algorithm != "native" and algorithm not in ALGORITHMS and algorithm != "auto":
-            get(algorithm)  # raises the UserError listing the known names
+        get(algorithm)  # an unknown name is a UserError listing the known ones
         self.grads = grads
         self.overlap = overlap
         self.buckets = plan_buckets(n, grads.itemsize, bucket_bytes, first_bucket_bytes)
@@ -185,8 +174,8 @@ class Bucketer:
             if ready_only and self._missing[i] > 0:
                 return
             lo, hi = self.buckets[i]
-            self._handles.append(
-                start_reduction(self._comms[i], self.grads[lo:hi], self.algorithms[i]))
+            # Every algorithm has a non-blocking form: a schedule's steps, or native's Iallreduce.
+            self._handles.append(start(self._comms[i], self.grads[lo:hi], self.algorithms[i]))
             self._done.append(False)
 
     def _progress(self) -> bool:
