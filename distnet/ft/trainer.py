@@ -151,7 +151,7 @@ class FaultTolerantTrainer(Trainer):
             print(f"distnet: error (world rank {self.world_rank}): {who} the {dl:.1f} s "
                   f"deadline at step {step} (--ft {self.mode}): aborting", file=sys.stderr,
                   flush=True)
-            self.comm.Abort(3)
+            self.comm.Abort(EXIT_FAULT)
             return
         print(f"distnet: world rank {self.world_rank}: step {step} missed the {dl:.1f} s "
               f"deadline; " + (f"world rank(s) {lost} never arrived" if lost else
@@ -323,7 +323,7 @@ class FaultTolerantTrainer(Trainer):
             if host != self.host:
                 print(f"distnet: error: world rank {w} on {host} is hung and cannot be fenced "
                       f"from {self.host}: aborting the job", file=sys.stderr, flush=True)
-                self.comm.Abort(3)
+                self.comm.Abort(EXIT_FAULT)
             print(f"distnet: world rank {self.world_rank}: fencing world rank {w} "
                   f"(SIGKILL pid {pid})", file=sys.stderr, flush=True)
             try:
