@@ -60,11 +60,8 @@ def _timed(comm: Any, fn: Callable[[], None]) -> float:
 
 def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
     from distnet.allreduce.bucket import Bucketer
+    from distnet.model import build_mlp, parse_hidden
 
-    try:
-        from distnet.model import build_mlp, parse_hidden
-    except ImportError:
-        raise UserError("the overlap bench needs distnet.model.build_mlp") from None
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         raise UserError("--steps and --batch must be >= 1, --warmup >= 0")
     if args.bucket_mb <= 0 or args.first_bucket_mb <= 0:
