@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from distnet.errors import UserError
+from distnet.plotting import pyplot, save_figure
 from distnet.projection import (
     MIB,
     NetModel,
@@ -106,13 +107,7 @@ def default_variants(ranks: int, alpha_s: float | None, gamma: float | None,
 def plot_scaling(path: str, rows: Sequence[ProjectionRow], algorithms: Sequence[str],
                  title: str) -> None:
     """Step time and efficiency vs ranks: one colour per algorithm, dashed = with overlap."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
+    plt = pyplot()
     fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, alg in enumerate(algorithms):
         mine = [r for r in rows if r.algorithm == alg]
@@ -140,12 +135,7 @@ def plot_scaling(path: str, rows: Sequence[ProjectionRow], algorithms: Sequence[
     ax_t.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise UserError(f"cannot write --plot {path}: {exc.strerror}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 class _Parser(argparse.ArgumentParser):
