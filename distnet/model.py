@@ -30,7 +30,7 @@ class Sequential:
         self.params = np.zeros(total, dtype=self.dtype)
         self.grads = np.zeros(total, dtype=self.dtype)
         self.param_slices: list[tuple[int, int]] = []
-        self._param_layer_index: list[int] = []  # layer index of each param_slices entry
+        self._slice_of_layer: dict[int, tuple[int, int]] = {}  # parametrised layers only
         start = 0
         for i, layer in enumerate(self.layers):
             if layer.n_params == 0:
@@ -38,7 +38,7 @@ class Sequential:
             end = start + layer.n_params
             layer.bind(self.params[start:end], self.grads[start:end])
             self.param_slices.append((start, end))
-            self._param_layer_index.append(i)
+            self._slice_of_layer[i] = (start, end)
             start = end
 
     @property
@@ -66,15 +66,14 @@ class Sequential:
         skips that matmul, as frameworks do for inputs that need no gradient).
         """
         d = np.ascontiguousarray(dout, dtype=self.dtype)
-        hooked = dict(zip(self._param_layer_index, self.param_slices, strict=True))
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if i == 0 and isinstance(layer, Dense):
                 d = layer.backward(d, need_dx=need_input_grad)
             else:
                 d = layer.backward(d)
-            if hook is not None and i in hooked:
-                hook(*hooked[i])
+            if hook is not None and i in self._slice_of_layer:
+                hook(*self._slice_of_layer[i])
         return np.array(d, copy=True) if need_input_grad else None
 
     def zero_grad(self) -> None:
