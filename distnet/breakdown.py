@@ -36,10 +36,11 @@ def split_runs(records: list[dict[str, Any]]) -> list[tuple[list[dict[str, Any]]
     return runs
 
 
-def last_run_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The step records of the last run in the file that has any."""
-    profiled = [steps for steps, _ in split_runs(records) if steps]
-    return profiled[-1] if profiled else []
+def last_profiled_run(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict | None]:
+    """(step records, "done" record or None) of the last run in the file that has step records;
+    ([], None) if none has."""
+    profiled = [run for run in split_runs(records) if run[0]]
+    return profiled[-1] if profiled else ([], None)
 
 
 def busbw_factor(world_size: int) -> float:
@@ -53,7 +54,7 @@ def breakdown(records: list[dict[str, Any]]) -> dict[str, Any]:
     Returns {} when there is no step record (the run was not profiled). Bandwidths are in GB/s
     (1e9 bytes/s) and use the median step, which ignores the warm-up outliers of the first steps.
     """
-    steps = last_run_steps(records)
+    steps, _ = last_profiled_run(records)
     if not steps:
         return {}
     totals = {k: float(sum(float(s.get(k, 0.0)) for s in steps)) for k in PHASES}

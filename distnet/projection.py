@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from distnet.allreduce.bucket import plan_buckets
-from distnet.breakdown import split_runs
+from distnet.breakdown import last_profiled_run
 from distnet.errors import UserError
 from distnet.metrics import SCHEMA_VERSION, read_metrics
 
@@ -103,10 +103,9 @@ def profile_from_records(records: list[dict[str, Any]], source: str = "metrics",
         if rec["schema"] != SCHEMA_VERSION:
             raise UserError(f"{source}: schema {rec['schema']!r}, this distnet reads schema "
                             f"{SCHEMA_VERSION}; rerun training with --profile --metrics")
-    profiled = [run for run in split_runs(records) if run[0]]
-    if not profiled:
+    steps, summary = last_profiled_run(records)
+    if not steps:
         raise UserError(f"{source}: no per-step records; rerun training with --profile")
-    steps, summary = profiled[-1]
     for i, rec in enumerate(steps):
         missing = [k for k in STEP_FIELDS if not isinstance(rec.get(k), (int, float))]
         if missing:
