@@ -39,7 +39,7 @@ from distnet.trainer import Trainer
 EXIT_FAULT = 3  # a fault stopped the run (the restart supervisor retries; 2 is bad input)
 
 T = TypeVar("T")
-MAX_INTEGRITY_REDOS = 2  # then the step is skipped (ulfm) or the job stops (none, restart)
+MAX_INTEGRITY_REDOS = 2  # --ft ulfm: then the step is skipped (none and restart stop at once)
 MAX_RECOVERIES_PER_STEP = 8
 ATTEMPT_ENV = "DISTNET_FT_ATTEMPT"  # set by the restart supervisor
 JOB_FILE = "ft-job.json"  # in the checkpoint directory: what every restart must keep
@@ -174,12 +174,12 @@ class FaultTolerantTrainer(Trainer):
             except IntegrityFailure as exc:
                 redos += 1
                 self.redone_steps += 1
-                if redos > MAX_INTEGRITY_REDOS or self.mode != "ulfm":
-                    if self.mode != "ulfm":
-                        # Agreed by every rank; not bad input, so a supervisor restarts it.
-                        raise AgreedError(f"step {self.progress.step}: {exc} (--ft {self.mode}"
-                                          "): stopping before the model is poisoned",
-                                          status=EXIT_FAULT) from None
+                if self.mode != "ulfm":
+                    # Agreed by every rank; not bad input, so a supervisor restarts it.
+                    raise AgreedError(f"step {self.progress.step}: {exc} (--ft {self.mode}): "
+                                      "stopping before the model is poisoned",
+                                      status=EXIT_FAULT) from None
+                if redos > MAX_INTEGRITY_REDOS:
                     return self._skip_step(perm, str(exc))
                 self._note({"event": "integrity", "step": self.progress.step,
                             "reason": str(exc), "action": "redo", "world_size": self.world})
