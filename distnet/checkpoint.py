@@ -14,13 +14,12 @@ import json
 import os
 import re
 import tempfile
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
 
 from distnet.errors import UserError
+from distnet.loaders import READ_ERRORS, first_line
 
 META_KEY = "__meta__"
 CHECKSUM_KEY = "__sha256__"
@@ -28,7 +27,6 @@ FORMAT_KEY = "__format__"
 FORMAT = "distnet-checkpoint-v1"
 TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
-_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError)
 
 
 def save(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -81,8 +79,8 @@ def load(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays = {k: npz[k] for k in npz.files if not k.startswith("__")}
     except UserError:
         raise
-    except _READ_ERRORS as e:
-        raise UserError(f"checkpoint {path}: unreadable, truncated or corrupt ({_short(e)})"
+    except READ_ERRORS as e:
+        raise UserError(f"checkpoint {path}: unreadable, truncated or corrupt ({first_line(e)})"
                         ) from None
     if fmt != FORMAT:
         raise UserError(f"checkpoint {path}: unknown format {fmt!r} (expected {FORMAT!r})")
@@ -171,7 +169,3 @@ def _fsync_dir(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _short(e: BaseException) -> str:
-    return (str(e) or type(e).__name__).splitlines()[0]

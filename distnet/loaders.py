@@ -17,8 +17,8 @@ from distnet.errors import UserError
 
 # idx type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-# Everything zip, gzip and NumPy raise on a damaged file.
-_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError)
+# Everything zip, gzip and NumPy raise on a damaged file (distnet.checkpoint reads .npz too).
+READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError)
 
 
 def is_idx_images(path: str) -> bool:
@@ -38,8 +38,8 @@ def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
             return npz["x"], npz["y"]
     except UserError:
         raise
-    except _READ_ERRORS as e:
-        raise UserError(f"{path}: not a readable .npz file ({_short(e)})") from None
+    except READ_ERRORS as e:
+        raise UserError(f"{path}: not a readable .npz file ({first_line(e)})") from None
 
 
 def read_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,7 @@ def read_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
         with open(path, encoding="utf-8") as f:
             lines = [(i, line.strip()) for i, line in enumerate(f, start=1)]
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read csv ({_short(e)})") from None
+        raise UserError(f"{path}: cannot read csv ({first_line(e)})") from None
     rows = [(i, line) for i, line in lines if line]
     # A header is a first row with no number in it; a row with only some numbers is bad data.
     if rows and not any(_is_number(c) for c in rows[0][1].split(",")):
@@ -112,8 +112,8 @@ def read_idx(path: str) -> np.ndarray:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except _READ_ERRORS as e:
-        raise UserError(f"{path}: not a readable idx file ({_short(e)})") from None
+    except READ_ERRORS as e:
+        raise UserError(f"{path}: not a readable idx file ({first_line(e)})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise UserError(f"{path}: bad magic number {raw[:4].hex() or 'empty'}: not an idx file")
     dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
@@ -137,5 +137,6 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _short(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's message, or its type when it has none, cut to one line."""
     return (str(e) or type(e).__name__).splitlines()[0]
