@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,32 +15,12 @@ from typing import Any, NoReturn
 import numpy as np
 
 from distnet.errors import UserError
-
-SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3,
-              "mb": 10**6, "gb": 10**9}
+from distnet.units import human_bytes, parse_size
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not usage + line
         raise UserError(message)
-
-
-def parse_size(text: str) -> int:
-    """'64MiB' -> 67108864; units B, KiB, MiB, GiB, KB, MB, GB."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    if m is None or m.group(2).lower() not in SIZE_UNITS:
-        raise UserError(f"bad size {text!r} (use e.g. 4KiB, 1MiB, 64MiB)")
-    value = float(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
-    if value < 1 or value != int(value):
-        raise UserError(f"size {text!r} is not a positive whole number of bytes")
-    return int(value)
-
-
-def human_size(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n}B"
 
 
 @dataclass(frozen=True)
@@ -141,7 +120,7 @@ def _sample_pairs(sched: Any, limit: int = 200_000) -> tuple[np.ndarray, np.ndar
 
 def format_result(r: dict[str, Any]) -> str:
     lines = [
-        f"{r['algorithm']} all-reduce of {human_size(r['bytes'])} on {r['hosts']} hosts of "
+        f"{r['algorithm']} all-reduce of {human_bytes(r['bytes'])} on {r['hosts']} hosts of "
         f"{r['network']} ({r['placement']} placement, {r['routing']} routing, seed {r['seed']}, "
         f"{r['steps']} steps, {r['engine']} engine)",
         f"time           {r['time_s'] * 1e3:.4f} ms",
@@ -166,7 +145,7 @@ def compare_table(rows: list[dict[str, Any]]) -> str:
     out = [head, "-" * len(head)]
     for r in rows:
         out.append(f"{topo(r):<{w}} {r['placement']:<9} {r['routing']:<5} {r['algorithm']:<18} "
-                   f"{human_size(r['bytes']):>7} {r['time_s'] * 1e3:>10.4f} "
+                   f"{human_bytes(r['bytes']):>7} {r['time_s'] * 1e3:>10.4f} "
                    f"{r['busbw_gbps']:>7.1f} {r['closed_form_s'] * 1e3:>10.4f} "
                    f"{r['max_link_util']:>7.3f}")
     return "\n".join(out)
@@ -198,7 +177,7 @@ def plot_steps(path: str, r: dict[str, Any]) -> None:
     ax.plot(np.arange(ends.size), ends)
     ax.set_xlabel("step")
     ax.set_ylabel("step completes at (ms)")
-    ax.set_title(f"{r['algorithm']} {human_size(r['bytes'])} on {r['network']}, "
+    ax.set_title(f"{r['algorithm']} {human_bytes(r['bytes'])} on {r['network']}, "
                  f"{r['placement']}/{r['routing']}")
     fig.tight_layout()
     _save(fig, path)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -35,27 +34,15 @@ from typing import Any, NoReturn
 import numpy as np
 
 from distnet.errors import UserError
+from distnet.units import parse_size
 
 MIB = 1 << 20
-UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
-         "kb": 10**3, "mb": 10**6, "gb": 10**9}
 PATTERN_PERIOD = 1021  # prime, so a misplaced chunk changes the values at almost every index
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 class WrongResult(Exception):
     """An algorithm produced a wrong sum (agreed on every rank)."""
-
-
-def parse_size(text: str) -> int:
-    """'4KiB' -> 4096, '1MB' -> 1000000, '8' -> 8; units B/KiB/MiB/GiB/KB/MB/GB."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    if m is None or m.group(2).lower() not in UNITS:
-        raise UserError(f"bad size {text!r} (use e.g. 8, 4KiB, 1MiB, 64MiB, 1MB)")
-    value = float(m.group(1)) * UNITS[m.group(2).lower()]
-    if value != int(value) or value < 1:
-        raise UserError(f"size {text!r} is not a positive whole number of bytes")
-    return int(value)
 
 
 def parse_sizes(text: str) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 from distnet.allreduce import auto
 from distnet.bench import allreduce as bench
 from distnet.errors import UserError
+from distnet.units import human_bytes
 
 Record = dict[str, Any]
 NOT_CUSTOM = ("native", "auto")
@@ -100,13 +101,6 @@ def verdicts(records: list[Record]) -> list[str]:
 
 def _v(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
-
-
-def human_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n}B"
 
 
 def format_table(records: list[Record], header: Record) -> str:

@@ -1,0 +1,32 @@
+"""Byte sizes as people write them ('4KiB', '64MiB', '1MB'): one parser, one printer.
+
+Pure Python and MPI-free, so the benchmarks and the topology CLI share it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from distnet.errors import UserError
+
+SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+              "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_size(text: str) -> int:
+    """'4KiB' -> 4096, '1MB' -> 1000000, '8' -> 8; units B/KiB/MiB/GiB/KB/MB/GB."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if m is None or m.group(2).lower() not in SIZE_UNITS:
+        raise UserError(f"bad size {text!r} (use e.g. 8, 4KiB, 1MiB, 64MiB, 1MB)")
+    value = float(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
+    if value != int(value) or value < 1:
+        raise UserError(f"size {text!r} is not a positive whole number of bytes")
+    return int(value)
+
+
+def human_bytes(n: int) -> str:
+    """4096 -> '4KiB'; sizes that are not a whole number of KiB/MiB/GiB stay in bytes."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
