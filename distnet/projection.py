@@ -270,11 +270,15 @@ def node_of_ranks(net: Any, hosts: np.ndarray) -> np.ndarray:
     return np.asarray(net.link_v[order[ptr[host_nodes]]], dtype=np.int64)
 
 
+def check_fits(net: Any, ranks: int) -> None:
+    """One rank per host: refuse more ranks than `net` has hosts."""
+    if ranks > net.n_hosts:
+        raise UserError(f"{ranks} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
+
+
 def place_ranks(model: NetModel, ranks: int) -> np.ndarray:
     """rank -> host index, through `topology.placement` (its errors are the user's)."""
-    if ranks > model.net.n_hosts:
-        raise UserError(f"{ranks} ranks do not fit on {model.net.name} "
-                        f"({model.net.n_hosts} hosts)")
+    check_fits(model.net, ranks)
     from topology.placement import place
 
     return np.asarray(place(model.net, ranks, mode=model.placement, seed=model.seed),

@@ -28,6 +28,7 @@ from distnet.projection import (
     ProjectionRow,
     RunProfile,
     Variant,
+    check_fits,
     compare_topologies,
     crossover,
     load_profile,
@@ -237,8 +238,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     profile = load_profile(args.metrics, args.percentile)
     calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
     net = build_network(args.topology, max(ranks), calib, args.link_gbps)
-    if max(ranks) > net.n_hosts:
-        raise UserError(f"{max(ranks)} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
+    check_fits(net, max(ranks))  # up front, before simulating the smaller counts
     alpha_s = args.alpha_us * 1e-6 if args.alpha_us is not None else (
         calib.alpha_s if calib else None)
     gamma = calib.gamma_s_per_byte if calib else None
