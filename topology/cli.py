@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from distnet.errors import UserError
+from distnet.plotting import pyplot, save_figure
 from distnet.units import human_bytes, parse_size
 
 
@@ -151,27 +152,9 @@ def compare_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--plot needs matplotlib (pip install distnet[plot])") from None
-    return plt
-
-
-def _save(fig: Any, path: str) -> None:
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as e:
-        raise UserError(f"cannot write --plot {path}: {e.strerror}") from None
-
-
 def plot_steps(path: str, r: dict[str, Any]) -> None:
     """Completion time of every step: the slope is the time per step, kinks are slow steps."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ends = np.asarray(r["step_end_s"]) * 1e3
     ax.plot(np.arange(ends.size), ends)
@@ -180,13 +163,12 @@ def plot_steps(path: str, r: dict[str, Any]) -> None:
     ax.set_title(f"{r['algorithm']} {human_bytes(r['bytes'])} on {r['network']}, "
                  f"{r['placement']}/{r['routing']}")
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_compare(path: str, rows: list[dict[str, Any]]) -> None:
     """busbw against size: colour per algorithm, line style per (topology, placement, routing)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     series: dict[tuple, list[tuple[int, float]]] = {}
     for r in rows:
@@ -208,8 +190,7 @@ def plot_compare(path: str, rows: list[dict[str, Any]]) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _common(sp: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from distnet.errors import UserError
+from distnet.plotting import pyplot
 from distnet.units import parse_size
 
 MIB = 1 << 20
@@ -153,10 +154,7 @@ def parse_args(argv: list[str], rank: int = 0) -> argparse.Namespace:
     else:
         args.algorithms = known
     if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
+        pyplot()  # refuse a missing matplotlib before measuring, not after
     return args
 
 

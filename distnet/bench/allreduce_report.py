@@ -15,6 +15,7 @@ from typing import Any
 from distnet.allreduce import auto
 from distnet.bench import allreduce as bench
 from distnet.errors import UserError
+from distnet.plotting import pyplot, save_figure
 from distnet.units import human_bytes
 
 Record = dict[str, Any]
@@ -144,10 +145,7 @@ def write_json(path: str, records: list[Record], header: Record) -> None:
 def plot(path: str, records: list[Record]) -> None:
     """busbw and latency against size, log axes, one line per algorithm (median times: on a
     shared machine one descheduled iteration would otherwise dominate a point)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_bw, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name in dict.fromkeys(r["algorithm"] for r in records):
@@ -168,12 +166,7 @@ def plot(path: str, records: list[Record]) -> None:
     ax_t.set_title(f"all-reduce latency, p={p}")
     ax_t.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise UserError(f"cannot write --plot {path}: {e.strerror}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
