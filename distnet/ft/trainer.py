@@ -158,6 +158,10 @@ class FaultTolerantTrainer(Trainer):
                                "every rank arrived (a message was lost)") + "; revoking",
               file=sys.stderr, flush=True)
         self._fence(lost)
+        self._revoke_all()
+
+    def _revoke_all(self) -> None:
+        """Revoke self.comm and the reducer's duplicates of it (FaultyComm tracks them all)."""
         for c in self.fcomm.all_comms():
             ulfm.revoke(c)
 
@@ -271,9 +275,7 @@ class FaultTolerantTrainer(Trainer):
         if self._stuck is not None:
             cause = "deadline" if self._stuck else "reduction deadline"
             waited_s, self._stuck = self._reduce_deadline_s, None
-        ulfm.revoke(self.comm)
-        for c in self.fcomm.all_comms():
-            ulfm.revoke(c)
+        self._revoke_all()
         self.injector.in_recovery(step)
         old_world, was_rank0 = self.world, self.rank == 0
         self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
