@@ -60,11 +60,10 @@ def main(repeats: int = 3) -> None:
         print("| fault | recovery (ms) | waited before declaring (s) | redone steps | "
               "job wall (s) | val_loss diff vs fault-free |")
         print("|---|---|---|---|---|---|")
-        for label, mode, args in SCENARIOS:
+        for k, (label, mode, args) in enumerate(SCENARIOS):
             rec_ms, waited, redone, walls, diffs = [], [], [], [], []
             for i in range(repeats):
-                run, wall = one_run(tmp / f"s{SCENARIOS.index((label, mode, args))}-{i}", mode,
-                                    args)
+                run, wall = one_run(tmp / f"s{k}-{i}", mode, args)
                 done = run.events("done")
                 ft = run.events("ft_done")
                 if not done or not ft:
