@@ -46,7 +46,7 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
-            # The writer was killed mid-line (fault tests do that): the record never finished.
+            if i == 0 or i < len(lines) - 1:
+                raise  # not a metrics file, or damaged in the middle
+            # Good records, then a last line cut short: the writer was killed mid-line.
     return records
