@@ -33,9 +33,17 @@ def check_support() -> None:
 
 
 def failure_classes() -> tuple[int, ...]:
+    """Error classes that mean "a peer failed" under ULFM.
+
+    ERR_OTHER is among them because Open MPI's non-blocking collectives (libnbc, behind
+    Iallreduce and so the bucketed native all-reduce) abort their schedule on a dead peer's
+    ERR_PROC_FAILED and report ERR_OTHER from Wait/Test, depending on timing. Treating it as a
+    failure is safe: recovery revokes, shrinks (to the same members if nobody died) and redoes
+    the step, at most MAX_RECOVERIES_PER_STEP times before the job stops.
+    """
     from mpi4py import MPI
 
-    return (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED)
+    return (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED, MPI.ERR_OTHER)
 
 
 def is_failure(exc: BaseException) -> bool:
