@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from distnet.threads import limit_blas_threads
+from distnet.common.threads import limit_blas_threads
 
 limit_blas_threads()
 
@@ -19,7 +19,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from distnet.config import TrainConfig  # noqa: E402
+from distnet.training.config import TrainConfig  # noqa: E402
 
 HIDDEN_CHOICES = ("64", "128", "256", "64,64", "128,128", "256,128", "256,256")
 BATCH_CHOICES = (16, 32, 64, 128)
@@ -36,7 +36,7 @@ def sample_trial(rng: np.random.Generator, base: TrainConfig) -> TrainConfig:
 
 
 def random_search(comm: Any, base: TrainConfig) -> dict[str, Any]:
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     rng = np.random.default_rng(base.seed)
     say = print if comm.Get_rank() == 0 else (lambda *a, **k: None)
@@ -57,8 +57,8 @@ def random_search(comm: Any, base: TrainConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from distnet.config import parse_args
-    from distnet.runner import agree, run
+    from distnet.common.runner import agree, run
+    from distnet.training.config import parse_args
 
     def body(comm: Any) -> int:
         cfg, _ = agree(comm, lambda: parse_args(argv))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from distnet.threads import limit_blas_threads
+from distnet.common.threads import limit_blas_threads
 
 limit_blas_threads()  # before NumPy loads BLAS
 
@@ -17,9 +17,9 @@ PROG = "python -m distnet.train"
 
 
 def main_with_comm(comm: Any, argv: list[str] | None = None) -> int:
-    from distnet.config import parse_args
-    from distnet.runner import agree
-    from distnet.trainer import Trainer
+    from distnet.common.runner import agree
+    from distnet.training.config import parse_args
+    from distnet.training.trainer import Trainer
 
     cfg, _ = agree(comm, lambda: parse_args(argv))
     if cfg.trials:
@@ -28,7 +28,7 @@ def main_with_comm(comm: Any, argv: list[str] | None = None) -> int:
         random_search(comm, cfg)
         return 0
     if cfg.ft != "none" or cfg.fault_plan or cfg.inject or cfg.track_samples:
-        from distnet.ft.trainer import FaultTolerantTrainer
+        from distnet.ft.resilient import FaultTolerantTrainer
 
         FaultTolerantTrainer(comm, cfg).fit()
     else:
@@ -37,7 +37,7 @@ def main_with_comm(comm: Any, argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from distnet.runner import run
+    from distnet.common.runner import run
 
     return run(lambda comm: main_with_comm(comm, argv), PROG)
 

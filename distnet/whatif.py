@@ -7,7 +7,7 @@
 
 `--topology local` models this machine: one switch with one host per rank whose links run at the
 calibrated bandwidth (`--calibration`, from `python -m distnet.bench --json`). The model and its
-assumptions are in `distnet.projection`'s docstring and docs/whatif.md.
+assumptions are in `distnet.analysis.projection`'s docstring and docs/whatif.md.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from distnet.errors import UserError
-from distnet.plotting import pyplot, save_figure
-from distnet.projection import (
+from distnet.analysis.projection import (
     MIB,
     NetModel,
     ProjectionRow,
@@ -35,6 +33,8 @@ from distnet.projection import (
     project,
     simulator_comm,
 )
+from distnet.common.errors import UserError
+from distnet.common.plotting import pyplot, save_figure
 
 PROG = "python -m distnet.whatif"
 

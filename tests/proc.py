@@ -1,4 +1,4 @@
-"""Start processes from tests safely, through `distnet.procgroup`: every test that launches
+"""Start processes from tests safely, through `distnet.common.procgroup`: every test that launches
 mpirun gets a hard timeout that SIGKILLs its whole process group (after a failure MPI_Finalize
 can hang and mpirun can leave orphaned ranks)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from distnet.procgroup import Finished, mpirun_prefix, run_group
+from distnet.common.procgroup import Finished, mpirun_prefix, run_group
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

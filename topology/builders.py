@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.network import (
     DEFAULT_LINK_GBPS,
     DEFAULT_LINK_LATENCY_S,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.closed_form import CLOSED_FORMS, closed_form_time
 from topology.network import Network, make_network
 

@@ -14,9 +14,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from distnet.errors import UserError
-from distnet.plotting import pyplot, save_figure
-from distnet.units import human_bytes, parse_size
+from distnet.common.errors import UserError
+from distnet.common.plotting import pyplot, save_figure
+from distnet.common.units import human_bytes, parse_size
 
 
 class _Parser(argparse.ArgumentParser):
@@ -295,7 +295,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             f = cal.fit(records)
             print(cal.report(f, cal.sim_vs_measured(f)))
     else:
-        from topology.bench import bench_ring, bench_table
+        from topology.speed import bench_ring, bench_table
 
         ks = []
         for t in _split(a.k):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 ClosedForm = Callable[..., float]
 

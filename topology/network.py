@@ -20,7 +20,7 @@ from functools import cached_property
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 DEFAULT_LINK_GBPS = 400.0
 DEFAULT_LINK_LATENCY_S = 0.5e-6

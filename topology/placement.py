@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.network import Network
 
 PLACEMENTS = ("packed", "scattered", "random", "explicit")

@@ -14,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.network import Network
 from topology.routing import UNREACHABLE, route, tree_tables
 

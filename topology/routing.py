@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.network import Network
 
 MODES = ("ecmp", "ideal", "dmodk")

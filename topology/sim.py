@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distnet.allreduce.schedule import Schedule, Step
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.maxmin import link_load, max_min_rates
 from topology.network import Network
 from topology.routing import Routes, route

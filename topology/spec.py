@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology import builders
 from topology.network import Network
 

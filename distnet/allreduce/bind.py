@@ -19,7 +19,7 @@ import numpy as np
 from distnet.allreduce.ops import ReduceOp, resolve_op
 from distnet.allreduce.plan import RankPlan, rank_plan
 from distnet.allreduce.schedule import Schedule
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 TAGS_PER_SLOT = 512  # tags per step window (see execute.py)
 _CACHE_LIMIT = 64  # plans: small (a few tuples per step)

@@ -27,7 +27,7 @@ import numpy as np
 from distnet.allreduce import auto
 from distnet.allreduce.execute import start
 from distnet.allreduce.registry import get
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 MIB = 1 << 20
 

@@ -42,7 +42,7 @@ from distnet.allreduce.bind import (
 )
 from distnet.allreduce.ops import SUM, ReduceOp, resolve_op
 from distnet.allreduce.registry import SCHEDULES, get
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 HANDLE_SLOTS = 63
 

@@ -23,7 +23,7 @@ from distnet.allreduce.execute import Handle, execute, start_schedule
 from distnet.allreduce.ops import SUM, ReduceOp
 from distnet.allreduce.ring import ring_step_fn
 from distnet.allreduce.schedule import Schedule, Step, make_step
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 RANKS_PER_NODE_ENV = "DISTNET_RANKS_PER_NODE"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 
 @dataclass(frozen=True)

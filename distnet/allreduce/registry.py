@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 # fn(comm, buf, op=SUM) reduces a 1-D contiguous NumPy buffer in place across comm's ranks.
 AllreduceFn = Callable[..., None]

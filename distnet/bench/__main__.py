@@ -1,8 +1,8 @@
 """`python -m distnet.bench [train|overlap] ...`: dispatch to a benchmark; all-reduce by default.
 
-    mpirun -n 2 python -m distnet.bench --sizes 4KiB,1MiB   # all-reduce (bench/allreduce.py)
+    mpirun -n 2 python -m distnet.bench --sizes 4KiB,1MiB   # all-reduce (bench/sweep.py)
     mpirun -n 2 python -m distnet.bench overlap --steps 20  # bucketing overlap on vs off
-    mpirun -n 2 python -m distnet.bench train ...           # training throughput (bench/train.py)
+    mpirun -n 2 python -m distnet.bench train ...           # training throughput (training.py)
 """
 
 import os
@@ -13,14 +13,14 @@ def main(argv: list[str]) -> int:
     # One BLAS thread per rank: ranks already fill the cores, more threads only oversubscribe.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if argv and argv[0] == "train":
-        from distnet.bench.train import main as train_main
+        from distnet.bench.training import main as train_main
 
         return int(train_main(argv[1:]) or 0)
     if argv and argv[0] == "overlap":
         from distnet.bench.overlap import main as overlap_main
 
         return overlap_main(argv[1:])
-    from distnet.bench.allreduce import main as allreduce_main
+    from distnet.bench.sweep import main as allreduce_main
 
     return allreduce_main(argv)
 

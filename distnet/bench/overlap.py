@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from distnet.bench.allreduce import RankParser
-from distnet.errors import UserError
+from distnet.bench.sweep import RankParser
+from distnet.common.errors import UserError
 
 MIB = 1 << 20
 
@@ -60,7 +60,7 @@ def _timed(comm: Any, fn: Callable[[], None]) -> float:
 
 def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
     from distnet.allreduce.bucket import Bucketer
-    from distnet.model import build_mlp, parse_hidden
+    from distnet.nn.model import build_mlp, parse_hidden
 
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         raise UserError("--steps and --batch must be >= 1, --warmup >= 0")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.ft.plan import Fault
+from distnet.ft.faultplan import Fault
 
 SEND_LIKE = ("Send", "Isend", "Sendrecv", "Allreduce", "Iallreduce", "Reduce_scatter",
              "Reduce_scatter_block", "Allgather", "Iallgather")

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from distnet.ft.plan import Fault
+from distnet.ft.faultplan import Fault
 
 
 class Injector:

@@ -21,12 +21,12 @@ import signal
 import sys
 import time
 
-from distnet import checkpoint
-from distnet.errors import UserError
-from distnet.ft.trainer import ATTEMPT_ENV
-from distnet.metrics import MetricsWriter
-from distnet.procgroup import mpirun_python, run_group
-from distnet.runner import EXIT_USER_ERROR
+from distnet.common.errors import UserError
+from distnet.common.procgroup import mpirun_python, run_group
+from distnet.common.runner import EXIT_USER_ERROR
+from distnet.ft.resilient import ATTEMPT_ENV
+from distnet.training import checkpoint
+from distnet.training.metrics import MetricsWriter
 
 
 def mpirun_cmd(n: int, args: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 
 def check_support() -> None:

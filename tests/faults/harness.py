@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.metrics import read_metrics
+from distnet.training.metrics import read_metrics
 from tests.proc import PYTHON, Result, mpi_python, run
 
 N_SAMPLES = 4000

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from distnet.metrics import read_metrics
+from distnet.training.metrics import read_metrics
 from tests.faults.harness import BASE_ARGS, Run, assert_finished
 from tests.proc import PYTHON, mpirun_cmd, run
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from distnet import checkpoint
-from distnet.ft.plan import FATAL, chaos_plan
+from distnet.ft.faultplan import FATAL, chaos_plan
+from distnet.training import checkpoint
 from tests.faults.harness import (
     Run,
     assert_finished,

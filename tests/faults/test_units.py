@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from distnet.ft.deadline import DeadlineClock
+from distnet.ft.faultplan import FATAL, Fault, chaos_plan, collect, parse_spec, plan_from_json
 from distnet.ft.faultycomm import FaultyComm, flip_bit
 from distnet.ft.integrity import check_reduced, param_digest
-from distnet.ft.plan import FATAL, Fault, chaos_plan, collect, parse_spec, plan_from_json
 
 
 def test_spec_round_trip() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from distnet.allreduce import ALGORITHMS, MAX, start
 from distnet.allreduce.execute import set_length_check
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 NAMES = sorted(ALGORITHMS)
 DTYPES = [np.float32, np.float64]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from distnet.config import TrainConfig
-from distnet.shard import steps_per_epoch
-from distnet.trainer import Trainer
+from distnet.data.shard import steps_per_epoch
+from distnet.training.config import TrainConfig
+from distnet.training.trainer import Trainer
 
 COMM = MPI.COMM_WORLD
 
@@ -48,7 +48,7 @@ def test_n_ranks_batch_b_equals_one_rank_batch_nb(optimizer: str) -> None:
 def test_parameters_identical_on_every_rank_after_every_step() -> None:
     trainer = Trainer(COMM, small_cfg(epochs=1, dtype="float32", dropout=0.2))
     n = len(trainer.data.y_train)
-    from distnet.shard import epoch_permutation
+    from distnet.data.shard import epoch_permutation
 
     perm = epoch_permutation(n, trainer.cfg.seed, 0)
     while trainer.progress.pos < n:
@@ -58,7 +58,7 @@ def test_parameters_identical_on_every_rank_after_every_step() -> None:
 
 @pytest.mark.mpi(min_size=1)
 def test_every_sample_used_once_per_epoch() -> None:
-    from distnet.shard import epoch_permutation, global_batch, rank_part
+    from distnet.data.shard import epoch_permutation, global_batch, rank_part
 
     n, seen = 163, []
     perm = epoch_permutation(n, 3, 0)
@@ -122,8 +122,8 @@ def test_bucketed_overlap_equals_one_buffer() -> None:
 @pytest.mark.mpi(min_size=1)
 def test_resume_honours_early_stopping_and_records_each_epoch_once(
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    from distnet import checkpoint
-    from distnet.metrics import read_metrics
+    from distnet.training import checkpoint
+    from distnet.training.metrics import read_metrics
 
     folder = COMM.bcast(str(tmp_path_factory.mktemp("es")) if COMM.rank == 0 else None, root=0)
     ckpt, metrics = f"{folder}/ckpt", f"{folder}/m.jsonl"

@@ -7,9 +7,9 @@ import pytest
 
 from distnet.allreduce import auto
 from distnet.allreduce.bucket import plan_buckets
-from distnet.bench import allreduce as bench
-from distnet.bench import allreduce_report as report
-from distnet.errors import UserError
+from distnet.bench import report
+from distnet.bench import sweep as bench
+from distnet.common.errors import UserError
 
 
 @pytest.mark.parametrize("text,expected", [

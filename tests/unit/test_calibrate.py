@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.calibrate import (
     EAGER_LIMIT_BYTES,
     MACHINE_TERMS,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distnet import checkpoint
-from distnet.errors import UserError
+from distnet.common.errors import UserError
+from distnet.training import checkpoint
 from tests.proc import run
 
 
@@ -84,7 +84,7 @@ def test_process_killed_mid_write(tmp_path: Path, die_in: str) -> None:
     child = textwrap.dedent(f"""
         import os, signal
         import numpy as np
-        from distnet import checkpoint
+        from distnet.training import checkpoint
         os.{die_in} = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
         checkpoint.save(checkpoint.checkpoint_path({folder!r}, 2), {{"w": np.ones(10**5)}}, {{}})
     """)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from distnet.data import (
+from distnet.common.errors import UserError
+from distnet.data.dataset import (
     Dataset,
     MinMax,
     fingerprint,
@@ -20,7 +21,6 @@ from distnet.data import (
     train_val_split,
     validate_labels,
 )
-from distnet.errors import UserError
 
 # ---- the embedded default ------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
-from distnet.layers import Dense, Dropout, Layer, ReLU, Sigmoid, Tanh
+from distnet.common.errors import UserError
+from distnet.nn.layers import Dense, Dropout, Layer, ReLU, Sigmoid, Tanh
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
-from distnet.losses import (
+from distnet.common.errors import UserError
+from distnet.nn.losses import (
     LOSSES,
     accuracy,
     binary_cross_entropy,

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
-from distnet.layers import Dense, Dropout, ReLU, Sigmoid, Tanh
-from distnet.losses import softmax_cross_entropy
-from distnet.model import Sequential, build_mlp, parse_hidden
+from distnet.common.errors import UserError
+from distnet.nn.layers import Dense, Dropout, ReLU, Sigmoid, Tanh
+from distnet.nn.losses import softmax_cross_entropy
+from distnet.nn.model import Sequential, build_mlp, parse_hidden
 from tests.unit.test_layers import numeric_grad, rel_err
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
-from distnet.optim import SGD, Adadelta, Adam, Optimizer, lr_at, make_optimizer
+from distnet.common.errors import UserError
+from distnet.nn.optim import SGD, Adadelta, Adam, Optimizer, lr_at, make_optimizer
 
 
 def run(make: type[Optimizer], grads_per_step: list[list[float]], **kw: Any) -> list[np.ndarray]:

@@ -1,4 +1,5 @@
-"""distnet.projection and distnet.breakdown: metrics validation, the step-time model, the simulator
+"""analysis/projection.py and training/breakdown.py: metrics validation, the step-time model,
+the simulator
 as communication model (stubbed and real), crossover, and the end-of-run breakdown."""
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from distnet import projection as pj
-from distnet.breakdown import breakdown, busbw_factor, format_breakdown
-from distnet.errors import UserError
+from distnet.analysis import projection as pj
+from distnet.common.errors import UserError
+from distnet.training.breakdown import breakdown, busbw_factor, format_breakdown
 from topology.calibrate import star as one_switch
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.builders import clos, custom, fat_tree, leaf_spine
 from topology.network import Network, fail_links
 from topology.report import equal_cost_paths

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
-from distnet.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
+from distnet.common.errors import UserError
+from distnet.data.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
 
 
 def run_epoch(perm: np.ndarray, pos: int, batch: int, world: int,

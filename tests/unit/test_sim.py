@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distnet.allreduce.schedule import Schedule, chunk_bounds, from_steps, make_step
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.builders import fat_tree
 from topology.closed_form import closed_form_time
 from topology.network import Network, make_network

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from topology.builders import clos, custom, fat_tree, leaf_spine
 from topology.network import cable_tier, fail_links, fail_random
 from topology.placement import host_pods, place

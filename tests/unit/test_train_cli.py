@@ -157,8 +157,8 @@ def test_error_on_one_rank_only_ends_every_rank(tmp_path: Path) -> None:
     script.write_text(
         "import sys\n"
         "import numpy as np\n"
-        "from distnet.errors import UserError\n"
-        "from distnet.runner import run\n"
+        "from distnet.common.errors import UserError\n"
+        "from distnet.common.runner import run\n"
         "def main(comm):\n"
         "    from mpi4py import MPI\n"
         "    if comm.Get_rank() == 0:\n"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from distnet import whatif
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 from tests.proc import PYTHON, run
 
 

@@ -33,9 +33,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from distnet.errors import UserError
-from distnet.plotting import pyplot
-from distnet.units import parse_size
+from distnet.common.errors import UserError
+from distnet.common.plotting import pyplot
+from distnet.common.units import parse_size
 
 MIB = 1 << 20
 PATTERN_PERIOD = 1021  # prime, so a misplaced chunk changes the values at almost every index
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point on every rank: returns 0, 1 (wrong result) or 2 (user error)."""
     from mpi4py import MPI
 
-    from distnet.bench import allreduce_report as report
+    from distnet.bench import report
 
     comm = MPI.COMM_WORLD
     rank = comm.rank

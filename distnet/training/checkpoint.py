@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from distnet.errors import UserError
-from distnet.loaders import READ_ERRORS, first_line
+from distnet.common.errors import UserError
+from distnet.data.files import READ_ERRORS, first_line
 
 META_KEY = "__meta__"
 CHECKSUM_KEY = "__sha256__"

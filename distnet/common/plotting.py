@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 
 def pyplot() -> Any:

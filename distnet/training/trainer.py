@@ -20,18 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from distnet import checkpoint
-from distnet.breakdown import breakdown, format_breakdown
-from distnet.config import TrainConfig
-from distnet.data import Dataset, fingerprint
-from distnet.errors import UserError
-from distnet.gradsync import GradSync
-from distnet.losses import softmax_cross_entropy
-from distnet.metrics import MetricsWriter, read_metrics
-from distnet.optim import lr_at
-from distnet.prepare import Prepared, build_model, build_optimizer, model_spec, prepare_data
-from distnet.runner import AgreedError, agree
-from distnet.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
+from distnet.common.errors import UserError
+from distnet.common.runner import AgreedError, agree
+from distnet.data.dataset import Dataset, fingerprint
+from distnet.data.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
+from distnet.nn.losses import softmax_cross_entropy
+from distnet.nn.optim import lr_at
+from distnet.training import checkpoint
+from distnet.training.breakdown import breakdown, format_breakdown
+from distnet.training.config import TrainConfig
+from distnet.training.gradsync import GradSync
+from distnet.training.metrics import MetricsWriter, read_metrics
+from distnet.training.prepare import (
+    Prepared,
+    build_model,
+    build_optimizer,
+    model_spec,
+    prepare_data,
+)
 
 EVAL_CHUNK = 4096
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from distnet.config import TrainConfig
-from distnet.data import Dataset, MinMax, load, make_default, train_val_split
-from distnet.errors import UserError
-from distnet.model import Sequential, build_mlp, parse_hidden
-from distnet.optim import make_optimizer
+from distnet.common.errors import UserError
+from distnet.data.dataset import Dataset, MinMax, load, make_default, train_val_split
+from distnet.nn.model import Sequential, build_mlp, parse_hidden
+from distnet.nn.optim import make_optimizer
+from distnet.training.config import TrainConfig
 
 
 @dataclass

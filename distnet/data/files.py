@@ -1,6 +1,6 @@
 """Readers for the supported dataset files: .npz, .csv and MNIST idx (optionally gzipped).
 
-Each reader returns raw (x, y) arrays exactly as stored; `distnet.data.load` dispatches on the
+Each reader returns raw (x, y) arrays exactly as stored; `dataset.load` dispatches on the
 file name and validates the contents. Every failure is one UserError line naming the file.
 """
 
@@ -13,11 +13,11 @@ import zlib
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 # idx type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-# Everything zip, gzip and NumPy raise on a damaged file (distnet.checkpoint reads .npz too).
+# Everything zip, gzip and NumPy raise on a damaged file (checkpoint.py reads .npz too).
 READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError)
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from distnet import loaders
-from distnet.datasets import default_arrays
-from distnet.errors import UserError
+from distnet.common.errors import UserError
+from distnet.data import files as loaders
+from distnet.data.synthetic import default_arrays
 
 SUPPORTED = ".npz, .csv, *-images-idx3-ubyte[.gz]"
 
@@ -29,7 +29,7 @@ class Dataset:
 
 
 def make_default(seed: int = 0, n_samples: int = 48000) -> Dataset:
-    """The embedded 10-class, 48-feature task (see distnet.datasets), generated from the seed."""
+    """The embedded 10-class, 48-feature task (data/synthetic.py), from the seed."""
     if n_samples < 1:
         raise UserError(f"the default dataset needs at least 1 sample, got {n_samples}")
     x, y = default_arrays(seed=seed, n_samples=n_samples)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import DTypeLike
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 
 def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Where a profiled run spent its time: compute vs communication, and the all-reduce bandwidth.
 
-Pure functions over metrics records (`distnet.metrics.read_metrics`), so the trainer can print the
+Pure functions over metrics records (`metrics.read_metrics`), so the trainer can print the
 breakdown at the end of a `--profile` run and `distnet.whatif` can reuse it on a file.
 
 With bucketing and overlap, a step's `allreduce_s` is only the wait *after* backward (the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -25,16 +25,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from distnet.config import TrainConfig
-from distnet.errors import UserError
-from distnet.ft import deadline, integrity, plan, ulfm
+from distnet.common.errors import UserError
+from distnet.common.runner import AgreedError, abort_all, agree
+from distnet.data.shard import global_batch, rank_part
+from distnet.ft import deadline, faultplan, integrity, ulfm
 from distnet.ft.faultycomm import FaultyComm, flip_bit
 from distnet.ft.inject import Injector
-from distnet.gradsync import GradSync
-from distnet.metrics import MetricsWriter, read_metrics
-from distnet.runner import AgreedError, abort_all, agree
-from distnet.shard import global_batch, rank_part
-from distnet.trainer import Trainer
+from distnet.training.config import TrainConfig
+from distnet.training.gradsync import GradSync
+from distnet.training.metrics import MetricsWriter, read_metrics
+from distnet.training.trainer import Trainer
 
 EXIT_FAULT = 3  # a fault stopped the run (the restart supervisor retries; 2 is bad input)
 
@@ -60,7 +60,7 @@ class FaultTolerantTrainer(Trainer):
                               "(the supervisor resumes from it)")
         world = comm.Get_size()
         self.attempt = int(os.environ.get(ATTEMPT_ENV, "0") or 0)
-        self.faults = agree(comm, lambda: plan.collect(cfg.fault_plan, cfg.inject, world,
+        self.faults = agree(comm, lambda: faultplan.collect(cfg.fault_plan, cfg.inject, world,
                                                        self.attempt))
         super().__init__(comm, cfg, log)
         self.world_rank = self.rank  # a rank's name for the whole run, whatever fails
@@ -77,7 +77,7 @@ class FaultTolerantTrainer(Trainer):
         self.events: list[dict[str, Any]] = []
         self.redone_steps = self.skipped_steps = 0
         self._rank0_log = log
-        self._spent: set[plan.Fault] = set()
+        self._spent: set[faultplan.Fault] = set()
         self._reduce_deadline_s = 0.0
         self._last_samples: dict[str, Any] | None = None
         self._stuck: list[int] | None = None  # laggards named by the last watchdog, if it fired

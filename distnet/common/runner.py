@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
               "kb": 10**3, "mb": 10**6, "gb": 10**9}

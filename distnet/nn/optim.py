@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 StateDict = dict[str, "np.ndarray | float | int"]
 

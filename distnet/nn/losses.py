@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 LossFn = Callable[..., tuple[float, np.ndarray]]
 

@@ -1,6 +1,6 @@
 """Training throughput: distnet vs PyTorch on the same MLP, at several world sizes.
 
-    python -m distnet.bench.train [--world-sizes 1,2] [--steps 100] [--json PATH]
+    python -m distnet.bench.training [--world-sizes 1,2] [--steps 100] [--json PATH]
 
 Run it WITHOUT mpirun: for each world size W it starts `mpirun -n W` on itself (a worker mode),
 once for distnet and, when `import torch` works, once for PyTorch (plain at W=1, DDP over gloo
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from distnet.errors import UserError
-from distnet.procgroup import mpirun_python, run_group
+from distnet.common.errors import UserError
+from distnet.common.procgroup import mpirun_python, run_group
 
 N_IN, HIDDEN, N_OUT = 784, [1024, 1024], 10
 BATCH_PER_RANK = 128
@@ -34,7 +34,7 @@ N_BATCHES = 4  # cycled, so the step does not always see one cached batch
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m distnet.bench.train", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m distnet.bench.training", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world-sizes", default="1,2", help="comma-separated, e.g. 1,2")
     ap.add_argument("--steps", type=int, default=100, help="timed steps per window")
@@ -80,9 +80,9 @@ def _report(windows_s: list[float], world: int, steps: int, threads: int) -> dic
 def _distnet_worker(args: argparse.Namespace) -> None:
     from mpi4py import MPI
 
-    from distnet.losses import softmax_cross_entropy
-    from distnet.model import build_mlp
-    from distnet.optim import SGD
+    from distnet.nn.losses import softmax_cross_entropy
+    from distnet.nn.model import build_mlp
+    from distnet.nn.optim import SGD
 
     comm = MPI.COMM_WORLD
     world = comm.size
@@ -188,7 +188,7 @@ def _launch(framework: str, world: int, args: argparse.Namespace) -> dict[str, A
     threads = max(1, (os.cpu_count() or 1) // world)
     env = {name: str(threads) for name in
            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    cmd = mpirun_python(world, "-m", "distnet.bench.train", "--worker", framework,
+    cmd = mpirun_python(world, "-m", "distnet.bench.training", "--worker", framework,
                         "--steps", str(args.steps), "--warmup", str(args.warmup),
                         "--repeats", str(args.repeats), "--port", str(_free_port()))
     done = run_group(cmd, args.timeout_s, env=env)

@@ -29,7 +29,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 KINDS = ("crash", "kill", "hang", "slow", "nan", "bitflip", "delay", "drop")
 PLACES = ("compute", "allreduce", "checkpoint", "recovery")

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distnet.errors import UserError
+from distnet.common.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adadelta")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
@@ -148,7 +148,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.deadline_s >= 0, "--deadline-s must be >= 0")
     need(not (cfg.resume and not cfg.checkpoint_dir), "--resume needs --checkpoint-dir")
     from distnet.allreduce import get
-    from distnet.model import parse_hidden
+    from distnet.nn.model import parse_hidden
 
     parse_hidden(cfg.hidden)  # raises a UserError naming the bad size
     get(cfg.allreduce)  # raises a UserError listing the known algorithms

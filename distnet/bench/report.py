@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from distnet.allreduce import auto
-from distnet.bench import allreduce as bench
-from distnet.errors import UserError
-from distnet.plotting import pyplot, save_figure
-from distnet.units import human_bytes
+from distnet.bench import sweep as bench
+from distnet.common.errors import UserError
+from distnet.common.plotting import pyplot, save_figure
+from distnet.common.units import human_bytes
 
 Record = dict[str, Any]
 NOT_CUSTOM = ("native", "auto")

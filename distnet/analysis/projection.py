@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from distnet.allreduce.bucket import plan_buckets
-from distnet.breakdown import last_profiled_run
-from distnet.errors import UserError
-from distnet.metrics import SCHEMA_VERSION, read_metrics
+from distnet.common.errors import UserError
+from distnet.training.breakdown import last_profiled_run
+from distnet.training.metrics import SCHEMA_VERSION, read_metrics
 
 MIB = 1 << 20
 DEFAULT_BUCKET_BYTES = 25 * MIB

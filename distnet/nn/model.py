@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from distnet.errors import UserError
-from distnet.layers import ACTIVATIONS, Dense, Dropout, Layer
+from distnet.common.errors import UserError
+from distnet.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
 
 GradHook = Callable[[int, int], None]
 
