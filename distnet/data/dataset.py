@@ -15,10 +15,16 @@ from typing import Any
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.memory import check_fits
 from distnet.data import files as loaders
-from distnet.data.synthetic import default_arrays
+from distnet.data.synthetic import N_FEATURES, default_arrays
 
 SUPPORTED = ".npz, .csv, *-images-idx3-ubyte[.gz]"
+# Labels are class ids 0..C-1 and the model gets C outputs. A label far above the others (a
+# typo, a sample id in the label column) would silently build a huge output layer, so the ids
+# must be dense: beyond SMALL_CLASS_COUNT classes, at least half of 0..C-1 must occur.
+MAX_LABEL = 2**31 - 1
+SMALL_CLASS_COUNT = 64
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ def make_default(seed: int = 0, n_samples: int = 48000) -> Dataset:
     """The embedded 10-class, 48-feature task (data/synthetic.py), from the seed."""
     if n_samples < 1:
         raise UserError(f"the default dataset needs at least 1 sample, got {n_samples}")
+    # x in float64 while generating, its float32 copy, the latent and noise temporaries
+    check_fits(f"--samples {n_samples}", n_samples * N_FEATURES * 8 * 4)
     x, y = default_arrays(seed=seed, n_samples=n_samples)
     return Dataset(x, y, int(y.max()) + 1)
 
@@ -75,6 +83,7 @@ def checked(x: np.ndarray, y: np.ndarray, source: str) -> Dataset:
     y = _integer_labels(y, source)
     if y.min() < 0:
         raise UserError(f"{source}: negative label {int(y.min())} (labels must be 0, 1, 2, ...)")
+    _check_dense(y, source)
     x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -88,7 +97,12 @@ def _is_real(dtype: np.dtype) -> bool:
 
 
 def _integer_labels(y: np.ndarray, source: str) -> np.ndarray:
+    """int64 labels; values past MAX_LABEL are named as too large (a cast would wrap them)."""
     if np.issubdtype(y.dtype, np.integer):
+        if len(y) and int(y.max()) > MAX_LABEL:  # int() of uint64 stays exact
+            i = int(np.argmax(y))
+            raise UserError(f"{source}: label {int(y[i])} of sample {i} is too large "
+                            f"(labels are class ids 0, 1, 2, ... up to {MAX_LABEL})")
         return y.astype(np.int64)
     # csv stores labels as floats; 3.0 is fine, 3.5 or NaN is not.
     if not np.issubdtype(y.dtype, np.floating):
@@ -98,7 +112,22 @@ def _integer_labels(y: np.ndarray, source: str) -> np.ndarray:
     if not whole.all():
         i = int(np.argmin(whole))
         raise UserError(f"{source}: labels are not integers (sample {i} has label {y[i]!r})")
+    if len(y) and float(y.max()) > MAX_LABEL:
+        i = int(np.argmax(y))
+        raise UserError(f"{source}: label {float(y[i]):g} of sample {i} is too large "
+                        f"(labels are class ids 0, 1, 2, ... up to {MAX_LABEL})")
     return y.astype(np.int64)
+
+
+def _check_dense(y: np.ndarray, source: str) -> None:
+    n_classes = int(y.max()) + 1
+    if n_classes <= SMALL_CLASS_COUNT:
+        return
+    used = len(np.unique(y))
+    if 2 * used < n_classes:
+        raise UserError(f"{source}: labels go up to {n_classes - 1} but only {used} distinct "
+                        f"values occur: that would build a model with {n_classes} output "
+                        f"classes; renumber the labels as 0..{used - 1}")
 
 
 def fingerprint(ds: Dataset) -> str:

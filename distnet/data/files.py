@@ -10,10 +10,12 @@ import gzip
 import os
 import zipfile
 import zlib
+from typing import Any
 
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.memory import check_fits
 
 # idx type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -35,6 +37,10 @@ def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
             if missing:
                 have = ", ".join(npz.files) or "none"
                 raise UserError(f"{path}: .npz has no array {missing[0]!r} (has: {have})")
+            # NumPy allocates what an array's header claims before reading its bytes, so a
+            # small (or compressed) file can ask for terabytes: check the headers first.
+            check_fits(f"{path}: the arrays x and y",
+                       sum(npz_array_bytes(npz, k) for k in ("x", "y")))
             return npz["x"], npz["y"]
     except UserError:
         raise
@@ -42,9 +48,25 @@ def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: not a readable .npz file ({first_line(e)})") from None
 
 
+def npz_array_bytes(npz: Any, name: str) -> int:
+    """Bytes the array `name` of an open NpzFile will take, from its .npy header alone."""
+    with npz.zip.open(name + ".npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    count = 1
+    for d in shape:
+        count *= int(d)  # Python ints: a header's dimensions cannot overflow
+    return count * np.dtype(dtype).itemsize
+
+
 def read_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Numeric comma-separated rows, the last column the label, an optional header row."""
     try:
+        # Python keeps every line as a str and NumPy parses a copy: ~6x the file in memory.
+        check_fits(f"{path}: parsing this csv", 6 * os.path.getsize(path))
         with open(path, encoding="utf-8") as f:
             lines = [(i, line.strip()) for i, line in enumerate(f, start=1)]
     except (OSError, UnicodeDecodeError) as e:
@@ -111,22 +133,41 @@ def read_idx(path: str) -> np.ndarray:
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
-            raw = f.read()
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+                raise UserError(f"{path}: bad magic number {magic.hex() or 'empty'}: "
+                                "not an idx file")
+            dtype, ndim = np.dtype(IDX_DTYPES[magic[2]]), magic[3]
+            dims = f.read(4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise UserError(f"{path}: truncated idx header")
+            # Python ints: 2^32-sized dimensions multiply without overflowing to a negative.
+            shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+            count = 1
+            for d in shape:
+                count *= d
+            header_bytes, data_bytes = 4 + 4 * ndim, count * dtype.itemsize
+            expected_bytes = header_bytes + data_bytes
+            if opener is open and os.path.getsize(path) != expected_bytes:
+                _wrong_size(path, os.path.getsize(path), shape, expected_bytes)
+            check_fits(f"{path}: idx data of shape {shape}", data_bytes)
+            raw = f.read(data_bytes + 1)  # one byte more reveals trailing data
+    except UserError:
+        raise
     except READ_ERRORS as e:
         raise UserError(f"{path}: not a readable idx file ({first_line(e)})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise UserError(f"{path}: bad magic number {raw[:4].hex() or 'empty'}: not an idx file")
-    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
-    header_bytes = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header_bytes:
-        raise UserError(f"{path}: truncated idx header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected_bytes = header_bytes + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected_bytes:
-        what = "truncated" if len(raw) < expected_bytes else "has trailing bytes"
-        raise UserError(f"{path}: idx file {what}: {len(raw)} bytes, header {shape} needs "
-                        f"{expected_bytes}")
-    return np.frombuffer(raw, dtype=dtype, offset=header_bytes).reshape(shape)
+    if len(raw) != data_bytes:
+        _wrong_size(path, header_bytes + len(raw), shape, expected_bytes,
+                    more=len(raw) > data_bytes)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _wrong_size(path: str, size: int, shape: tuple[int, ...], expected: int,
+                more: bool | None = None) -> None:
+    trailing = size > expected if more is None else more
+    what = "has trailing bytes" if trailing else "truncated"
+    got = f"more than {expected}" if more else str(size)
+    raise UserError(f"{path}: idx file {what}: {got} bytes, header {shape} needs {expected}")
 
 
 def _is_number(cell: str) -> bool:

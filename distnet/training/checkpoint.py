@@ -26,6 +26,7 @@ CHECKSUM_KEY = "__sha256__"
 FORMAT_KEY = "__format__"
 FORMAT = "distnet-checkpoint-v1"
 TMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 
 
@@ -103,29 +104,99 @@ def latest(folder: str) -> str | None:
     (say, copied half-way) is skipped in favour of the previous good one.
     """
     for _, path in _by_step_newest_first(folder):
-        if _is_intact(path):
+        if _damage(path) is None:
             return path
     return None
+
+
+def resume_point(folder: str) -> tuple[str, list[str]]:
+    """(the checkpoint to resume from, one note per newer checkpoint that had to be skipped).
+
+    Never silent: a damaged newest checkpoint is named with what is wrong and the older one
+    used instead; when nothing intact is left the UserError says which files are damaged,
+    not that there is no checkpoint.
+    """
+    skipped: list[tuple[str, str]] = []
+    for _, path in _by_step_newest_first(folder):
+        damage = _damage(path)
+        if damage is None:
+            notes = [f"checkpoint {bad} is damaged ({why}); resuming from {path}"
+                     for bad, why in skipped]
+            return path, notes
+        skipped.append((path, damage))
+    if skipped:
+        bad, why = skipped[0]
+        more = f" (and {len(skipped) - 1} older one(s))" if len(skipped) > 1 else ""
+        raise UserError(f"--resume: checkpoint {bad} is damaged ({why}){more}; "
+                        f"no intact checkpoint in {folder}")
+    raise UserError(f"--resume: no checkpoint in {folder}")
 
 
 def prune(folder: str, keep: int) -> None:
     """Delete all but the `keep` newest intact checkpoints, and temp files left by crashes.
 
-    Damaged files newer than the kept ones are left alone (they cost a kept slot nothing). Call
-    it from the one process that saves, after its save: any temp file then is a crash leftover.
+    Damaged files newer than the kept ones are left alone (they cost a kept slot nothing), and
+    so is anything that is not a regular file (a folder named like a checkpoint is not ours).
+    Call it from the one process that saves, holding the folder's lock, after its save: any
+    temp file then is a crash leftover.
     """
     if keep < 1:
         raise UserError(f"must keep at least 1 checkpoint, got {keep}")
     kept = 0
     for _, path in _by_step_newest_first(folder):
+        if not os.path.isfile(path) or os.path.islink(path):
+            continue
         if kept >= keep:
-            os.unlink(path)
-        elif _is_intact(path):
+            _unlink_quietly(path)
+        elif _damage(path) is None:
             kept += 1
     where = folder or "."
     for name in os.listdir(where) if os.path.isdir(where) else []:
-        if name.startswith(TMP_PREFIX) and name.endswith(".npz"):
-            os.unlink(os.path.join(where, name))
+        path = os.path.join(where, name)
+        if name.startswith(TMP_PREFIX) and name.endswith(".npz") and os.path.isfile(path):
+            _unlink_quietly(path)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # already gone: nothing to do
+
+
+class DirLock:
+    """An advisory lock (fcntl.flock) on a checkpoint folder, held for the life of the job.
+
+    Two jobs writing one folder would prune each other's checkpoints; the second one to start
+    gets a UserError naming the holder's pid. The kernel drops the lock when the holder dies,
+    however it dies, so a stale lock file never blocks a restart.
+    """
+
+    def __init__(self, folder: str) -> None:
+        import fcntl
+
+        self.path = os.path.join(folder or ".", LOCK_NAME)
+        try:
+            os.makedirs(folder or ".", exist_ok=True)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"--checkpoint-dir {folder}: cannot create {self.path}: "
+                            f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(self._fd)
+            self._fd = None
+            raise UserError(f"--checkpoint-dir {folder} is in use by another job (pid "
+                            f"{holder} holds the lock {self.path})") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
 
 
 def _by_step_newest_first(folder: str) -> list[tuple[int, str]]:
@@ -137,12 +208,13 @@ def _by_step_newest_first(folder: str) -> list[tuple[int, str]]:
     return sorted(found, reverse=True)
 
 
-def _is_intact(path: str) -> bool:
+def _damage(path: str) -> str | None:
+    """What is wrong with the checkpoint at path, or None if it loads and checks out."""
     try:
         load(path)
-    except UserError:
-        return False
-    return True
+    except UserError as exc:
+        return str(exc).removeprefix(f"checkpoint {path}: ")
+    return None
 
 
 def _digest(arrays: dict[str, np.ndarray], meta_json: str) -> str:

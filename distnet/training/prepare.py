@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.memory import check_fits
 from distnet.data.dataset import Dataset, MinMax, load, make_default, train_val_split
 from distnet.nn.model import Sequential, build_mlp, parse_hidden
 from distnet.nn.optim import make_optimizer
@@ -44,6 +45,11 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
 
 
 def build_model(cfg: TrainConfig, n_in: int, n_out: int, rank: int) -> Sequential:
+    sizes = [n_in, *parse_hidden(cfg.hidden), n_out]
+    n_params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+    # parameters, gradients, up to two optimiser moments, the bucketing and checkpoint copies
+    check_fits(f"a model of {n_params:,} parameters ({'-'.join(map(str, sizes))})",
+               6 * n_params * np.dtype(cfg.dtype).itemsize)
     # Parameters from cfg.seed (identical on every rank); dropout masks from a per-rank stream.
     return build_mlp(
         n_in, parse_hidden(cfg.hidden), n_out, activation=cfg.activation, dropout=cfg.dropout,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.faults.harness import Run, train, write_plan
@@ -97,3 +99,91 @@ def test_chaos_plan_file_is_validated(tmp_path: Path) -> None:
     plan = write_plan(tmp_path, {"chaos": {"seed": 1, "kinds": ["crash", "gremlin"]}})
     assert_clean_error(train(tmp_path, "--fault-plan", str(plan), n=N, ft="none"),
                        "chaos plan")
+
+
+# ---- hostile data: refused before allocating, named for what it is -------------------------
+
+
+def _npz(tmp_path: Path, y: np.ndarray, name: str = "d.npz") -> str:
+    path = tmp_path / name
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(len(y), 4)), y=y)
+    return str(path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--samples", "1000000000"], "--samples 1000000000 would need about"),
+    (["--hidden", "100000,100000"], "parameters (48-100000-100000-10) would need about"),
+])
+def test_unbounded_memory_is_refused_up_front(args: list[str], message: str,
+                                              tmp_path: Path) -> None:
+    assert_clean_error(train(tmp_path, *args, n=N, ft="none"), message)
+
+
+def test_one_huge_label_does_not_build_a_huge_model(tmp_path: Path) -> None:
+    y = np.arange(200) % 10
+    y[7] = 10**6
+    run = train(tmp_path, "--data", _npz(tmp_path, y), n=N, ft="none")
+    assert_clean_error(run, "labels go up to 1000000 but only 11 distinct values occur")
+
+
+def test_uint64_label_is_too_large_not_negative(tmp_path: Path) -> None:
+    y = (np.arange(200) % 3).astype(np.uint64)
+    y[5] = 2**64 - 1
+    run = train(tmp_path, "--data", _npz(tmp_path, y), n=N, ft="none")
+    assert_clean_error(run, "label 18446744073709551615 of sample 5 is too large")
+
+
+def test_idx_header_overflow(tmp_path: Path) -> None:
+    (tmp_path / "o-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x02\x00\x01")
+    images = tmp_path / "o-images-idx3-ubyte"
+    images.write_bytes(b"\x00\x00\x08\x03" + b"\xff" * 12)
+    run = train(tmp_path, "--data", str(images), n=N, ft="none")
+    assert_clean_error(run, "idx file truncated: 16 bytes, header (4294967295, 4294967295, "
+                            "4294967295) needs 79228162458924105385300197391")
+
+
+# ---- outputs: never over an input, never truncating an earlier record ----------------------
+
+
+def test_metrics_naming_the_data_file_is_refused(tmp_path: Path) -> None:
+    data = _npz(tmp_path, np.arange(300) % 3)
+    before = Path(data).read_bytes()
+    run = train(tmp_path, "--data", data, "--metrics", data, n=N, ft="none")
+    assert run.result.returncode == 2 and "Traceback" not in run.output, run.tail()
+    assert Path(data).read_bytes() == before
+
+
+def test_failed_run_keeps_the_previous_metrics(tmp_path: Path) -> None:
+    first = train(tmp_path, "--max-steps", "2", n=N, ft="none")
+    assert first.result.returncode == 0, first.tail()
+    before = (tmp_path / "run.jsonl").read_text()
+    died = train(tmp_path, "--inject", "crash:rank=1:step=1", n=N, ft="none")
+    assert died.result.returncode != 0
+    after = (tmp_path / "run.jsonl").read_text()
+    assert after.startswith(before)  # appended to, never truncated
+    assert after.count('"event": "done"') == 1
+
+
+def test_cut_last_line_then_profile_resume(tmp_path: Path) -> None:
+    from distnet.analysis.projection import load_profile
+
+    ckpt = str(tmp_path / "ckpt")
+    args = ["--profile", "--checkpoint-dir", ckpt, "--checkpoint-every", "5"]
+    first = train(tmp_path, *args, "--max-steps", "10", n=N, ft="none")
+    assert first.result.returncode == 0, first.tail()
+    metrics = tmp_path / "run.jsonl"
+    whole = metrics.read_bytes()
+    last = whole.rstrip(b"\n").rfind(b"\n") + 1
+    metrics.write_bytes(whole[:last + 30])  # a kill cut the last record short
+    run = train(tmp_path, *args, "--resume", "--max-steps", "20", n=N, ft="none")
+    assert run.result.returncode == 0 and "Traceback" not in run.output, run.tail()
+    lines = metrics.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # the cut line is gone, the rest is whole
+    assert len(lines) > whole.count(b"\n")
+    assert load_profile(str(metrics)).world_size == N
+
+
+def test_metrics_on_a_full_disk(tmp_path: Path) -> None:
+    run = train(tmp_path, "--metrics", "/dev/full", n=N, ft="none")
+    assert_clean_error(run, "--metrics /dev/full: cannot write: No space left on device")

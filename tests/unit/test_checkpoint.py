@@ -191,3 +191,71 @@ def test_prune_keeps_newest_intact(tmp_path: Path) -> None:
     assert checkpoint.latest(folder) == checkpoint.checkpoint_path(folder, 5)
     with pytest.raises(UserError):
         checkpoint.prune(folder, keep=0)
+
+
+# ---- never silent about damage; a folder has one writer ------------------------------------
+
+
+def _save_steps(folder: Path, *steps: int) -> list[str]:
+    paths = [checkpoint.checkpoint_path(str(folder), s) for s in steps]
+    for s, p in zip(steps, paths, strict=True):
+        checkpoint.save(p, {"a": np.full(3, float(s))}, {"step": s})
+    return paths
+
+
+def _damage_file(path: str) -> None:
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
+def test_resume_point_names_a_damaged_newest_and_its_fallback(tmp_path: Path) -> None:
+    old, new = _save_steps(tmp_path, 3, 6)
+    assert checkpoint.resume_point(str(tmp_path)) == (new, [])
+    _damage_file(new)
+    path, notes = checkpoint.resume_point(str(tmp_path))
+    assert path == old and len(notes) == 1
+    assert notes[0].startswith(f"checkpoint {new} is damaged (")
+    assert f"resuming from {old}" in notes[0]
+
+
+def test_resume_point_only_damaged_is_not_no_checkpoint(tmp_path: Path) -> None:
+    (only,) = _save_steps(tmp_path, 4)
+    _damage_file(only)
+    with pytest.raises(UserError, match=f"checkpoint {only} is damaged") as err:
+        checkpoint.resume_point(str(tmp_path))
+    assert "no intact checkpoint" in str(err.value)
+    with pytest.raises(UserError, match="no checkpoint in"):
+        checkpoint.resume_point(str(tmp_path / "empty"))
+
+
+def test_directory_named_like_a_checkpoint(tmp_path: Path) -> None:
+    (good,) = _save_steps(tmp_path, 2)
+    fake = Path(checkpoint.checkpoint_path(str(tmp_path), 9))
+    fake.mkdir()
+    (fake / "keep.txt").write_text("mine")
+    path, notes = checkpoint.resume_point(str(tmp_path))
+    assert path == good and "is a directory" in notes[0]
+    _save_steps(tmp_path, 3, 4, 5)
+    checkpoint.prune(str(tmp_path), keep=1)  # no IsADirectoryError; the folder is left alone
+    assert (fake / "keep.txt").read_text() == "mine"
+
+
+def test_dir_lock_refuses_a_second_holder_and_names_the_pid(tmp_path: Path) -> None:
+    first = checkpoint.DirLock(str(tmp_path / "ck"))
+    with pytest.raises(UserError, match=f"in use by another job \\(pid {os.getpid()} holds"):
+        checkpoint.DirLock(str(tmp_path / "ck"))
+    first.release()
+    checkpoint.DirLock(str(tmp_path / "ck")).release()  # free again once released
+
+
+def test_dir_lock_is_dropped_when_the_holder_dies(tmp_path: Path) -> None:
+    folder = tmp_path / "ck"
+    script = ("import os, signal, sys\n"
+              "from distnet.training import checkpoint\n"
+              f"checkpoint.DirLock({str(folder)!r})\n"
+              "print(os.getpid(), flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    res = run([sys.executable, "-c", script], timeout_s=60)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    checkpoint.DirLock(str(folder)).release()  # a dead holder's lock file blocks nothing

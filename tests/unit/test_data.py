@@ -289,3 +289,73 @@ def test_minmax_dict_round_trip_is_exact() -> None:
     assert np.array_equal(as_arrays.transform(x), mm.transform(x))
     with pytest.raises(UserError):
         MinMax.from_dict({"lo": [1.0]})
+
+
+# ---- hostile sizes and labels: named for what they are, refused before allocating ----------
+
+
+@pytest.mark.parametrize("y, message", [
+    (np.array([0, 2**64 - 1], dtype=np.uint64), "label 18446744073709551615 of sample 1 is too"),
+    (np.array([0.0, 1e300]), r"label 1e\+300 of sample 1 is too large"),
+    (np.array([0, 1, 2, 10**6] * 50), "only 4 distinct values occur"),
+])
+def test_huge_or_sparse_labels(tmp_path: Path, y: np.ndarray, message: str) -> None:
+    path = tmp_path / "labels.npz"
+    np.savez(path, x=np.zeros((len(y), 2)), y=y)
+    with pytest.raises(UserError, match=message) as err:
+        load(str(path))
+    assert "negative" not in str(err.value)
+
+
+def test_csv_huge_label(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("1,2,0\n3,4,1e300\n")
+    with pytest.raises(UserError, match="too large"):
+        load(str(path))
+
+
+def test_dense_labels_beyond_the_small_count_are_fine() -> None:
+    from distnet.data.dataset import checked
+
+    y = np.arange(200) % 150
+    assert checked(np.zeros((200, 2)), y, "t").n_classes == 150
+
+
+def test_idx_header_overflow_is_refused_before_reading(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "h-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(2, np.uint8)))
+    path = tmp_path / "h-images-idx3-ubyte"
+    # 2^32-1 x 2^32-1 x 2^32-1 overflowed a uint64 product into a negative byte count.
+    path.write_bytes(b"\x00\x00\x08\x03" + b"\xff" * 12 + b"\x00" * 8)
+    with pytest.raises(UserError, match=r"truncated: 24 bytes, header \(4294967295") as err:
+        load(str(path))
+    assert "-" not in str(err.value).split("needs")[1]
+    gz = tmp_path / "g-images-idx3-ubyte.gz"
+    (tmp_path / "g-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(2, "u1"))))
+    gz.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\xff" * 12))
+    with pytest.raises(UserError, match="would need about .* of memory"):
+        load(str(gz))
+
+
+def test_npz_header_claiming_terabytes(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "bomb.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (10**7, 10**6)
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("x.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+        with z.open("y.npy", "w") as f:
+            np.save(f, np.zeros(3))
+    with pytest.raises(UserError, match="would need about 7.45e\\+04 GiB of memory"):
+        load(str(path))
+
+
+def test_memory_budget_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTNET_MEMORY_BUDGET", "1000000")
+    with pytest.raises(UserError, match="--samples 10000 would need about"):
+        make_default(n_samples=10_000)
+    monkeypatch.setenv("DISTNET_MEMORY_BUDGET", "lots")
+    with pytest.raises(UserError, match="DISTNET_MEMORY_BUDGET"):
+        make_default(n_samples=10)
