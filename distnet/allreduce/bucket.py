@@ -32,6 +32,17 @@ from distnet.common.errors import UserError
 MIB = 1 << 20
 
 
+class BucketObserver(Protocol):
+    """Told when each bucket's reduction starts and is seen done (distnet/observe/observer.py)."""
+
+    detail: bool
+
+    def reduce_start(self, bucket: int) -> None: ...
+
+    def reduce_done(self, bucket: int, algorithm: str = "",
+                    steps: list[tuple[int, float, float]] | None = None) -> None: ...
+
+
 class Handle(Protocol):
     """A reduction in flight: `test` advances it without blocking, `wait` completes it."""
 
@@ -138,6 +149,7 @@ class Bucketer:
             for lo, hi in self.buckets
         ]
         self._comms = [comm.Dup() for _ in self.buckets]
+        self.observer: BucketObserver | None = None
         # Elements outside every parameter slice are never reported by a hook: final from the start.
         self._untracked = ~covered
         self._reset()
@@ -174,15 +186,28 @@ class Bucketer:
             if ready_only and self._missing[i] > 0:
                 return
             lo, hi = self.buckets[i]
+            obs = self.observer
+            if obs is not None:
+                obs.reduce_start(i)
             # Every algorithm has a non-blocking form: a schedule's steps, or native's Iallreduce.
-            self._handles.append(start(self._comms[i], self.grads[lo:hi], self.algorithms[i]))
+            handle = start(self._comms[i], self.grads[lo:hi], self.algorithms[i])
+            if obs is not None and obs.detail and hasattr(handle, "step_log"):
+                # The first step was posted inside start; its time is start's return.
+                handle.step_log = []
+            self._handles.append(handle)
             self._done.append(False)
+
+    def _mark_done(self, i: int) -> None:
+        self._done[i] = True
+        if self.observer is not None:
+            self.observer.reduce_done(i, self.algorithms[i],
+                                      getattr(self._handles[i], "step_log", None))
 
     def _progress(self) -> bool:
         """Test every unfinished handle once; True when all started buckets are done."""
         for i, handle in enumerate(self._handles):
-            if not self._done[i]:
-                self._done[i] = handle.test()
+            if not self._done[i] and handle.test():
+                self._mark_done(i)
         return all(self._done)
 
     def finish(self) -> None:
@@ -192,7 +217,7 @@ class Bucketer:
             for i, handle in enumerate(self._handles):
                 if not self._done[i]:
                     handle.wait()
-                    self._done[i] = True
+                    self._mark_done(i)
             self._reset()
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ This module never imports mpi4py.MPI at import time; only the functions that tal
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -146,12 +147,17 @@ class Handle:
         self._base = tag_base
         self._i = 0
         self._reqs: list[Any] | None = None
+        self._posted_s = 0.0
+        # Set to a list to have (step, posted, seen done) perf_counter times appended (tracing).
+        self.step_log: list[tuple[int, float, float]] | None = None
 
     @property
     def done(self) -> bool:
         return self._i >= len(self._steps)
 
     def _finish_step(self) -> None:
+        if self.step_log is not None:
+            self.step_log.append((self._i, self._posted_s, time.perf_counter()))
         for post in self._steps[self._i].posts:
             apply_post(post)
         self._i += 1
@@ -160,6 +166,8 @@ class Handle:
     def _ensure_posted(self) -> list[Any]:
         if self._reqs is None:
             st = self._steps[self._i]
+            if self.step_log is not None:
+                self._posted_s = time.perf_counter()
             self._reqs = _post_step(self._comm, st, self._base + st.tag)
         return self._reqs
 

@@ -7,8 +7,9 @@ bucket of `param_slices`), the optimiser updates one array, and a checkpoint is 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,6 +17,12 @@ from distnet.common.errors import UserError
 from distnet.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
 
 GradHook = Callable[[int, int], None]
+
+
+class LayerRecorder(Protocol):
+    """Told each layer's forward/backward span (time.perf_counter seconds); see distnet/observe."""
+
+    def record_layer(self, phase: str, index: int, name: str, t0: float, t1: float) -> None: ...
 
 
 class Sequential:
@@ -30,6 +37,8 @@ class Sequential:
         self.params = np.zeros(total, dtype=self.dtype)
         self.grads = np.zeros(total, dtype=self.dtype)
         self.param_slices: list[tuple[int, int]] = []
+        # Off by default: timing every layer is for --trace, the plain loops stay branch-free.
+        self.recorder: LayerRecorder | None = None
         self._slice_of_layer: dict[int, tuple[int, int]] = {}  # parametrised layers only
         start = 0
         for i, layer in enumerate(self.layers):
@@ -51,8 +60,14 @@ class Sequential:
         `x` itself is cached by reference (no copy), so leave it unchanged until backward.
         """
         out = np.ascontiguousarray(x, dtype=self.dtype)
-        for layer in self.layers:
+        rec = self.recorder
+        for i, layer in enumerate(self.layers):
+            if rec is None:
+                out = layer.forward(out, train)
+                continue
+            t0 = time.perf_counter()
             out = layer.forward(out, train)
+            rec.record_layer("forward", i, type(layer).__name__, t0, time.perf_counter())
         # Layers reuse their output buffers, so hand out a copy (tiny: (B, n_out)).
         return np.array(out, copy=True)
 
@@ -66,12 +81,16 @@ class Sequential:
         skips that matmul, as frameworks do for inputs that need no gradient).
         """
         d = np.ascontiguousarray(dout, dtype=self.dtype)
+        rec = self.recorder
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
+            t0 = time.perf_counter() if rec is not None else 0.0
             if i == 0 and isinstance(layer, Dense):
                 d = layer.backward(d, need_dx=need_input_grad)
             else:
                 d = layer.backward(d)
+            if rec is not None:
+                rec.record_layer("backward", i, type(layer).__name__, t0, time.perf_counter())
             if hook is not None and i in self._slice_of_layer:
                 hook(*self._slice_of_layer[i])
         return np.array(d, copy=True) if need_input_grad else None

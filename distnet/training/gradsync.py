@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from distnet.allreduce import get
+from distnet.allreduce.execute import start
+from distnet.allreduce.registry import SCHEDULES
 
 MIB = 1 << 20
 
@@ -24,12 +26,19 @@ class GradSync:
         self.algorithm = algorithm
         self._fn = get(algorithm)
         self._bucketer = None
+        self._observer: Any = None
         if bucket_mb > 0 and comm.Get_size() > 1:
             from distnet.allreduce.bucket import Bucketer
 
             bucket_bytes = max(1, int(bucket_mb * MIB))
             self._bucketer = Bucketer(comm, grads, param_slices, algorithm,
                                       bucket_bytes=bucket_bytes, overlap=overlap)
+
+    def observe(self, observer: Any) -> None:
+        """Report each reduction's start and end to `observer` (distnet/observe/observer.py)."""
+        self._observer = observer
+        if self._bucketer is not None:
+            self._bucketer.observer = observer
 
     @property
     def hook(self) -> Callable[[int, int], None] | None:
@@ -42,8 +51,21 @@ class GradSync:
             return
         if self._bucketer is not None:
             self._bucketer.finish()
+            return
+        obs = self._observer
+        if obs is None:
+            self._fn(self.comm, self.grads)
+            return
+        obs.reduce_start(0)
+        log = None
+        if obs.detail and self.algorithm in SCHEDULES:
+            # --trace-detail: the non-blocking form of the same schedule, to time its steps.
+            handle = start(self.comm, self.grads, self.algorithm)
+            log = handle.step_log = []
+            handle.wait()
         else:
             self._fn(self.comm, self.grads)
+        obs.reduce_done(0, self.algorithm, log)
 
     def close(self) -> None:
         """Free the buckets' duplicated communicators (a search runs many trainers)."""
