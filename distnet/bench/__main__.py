@@ -1,6 +1,6 @@
 """`python -m distnet.bench [train|overlap] ...`: dispatch to a benchmark; all-reduce by default.
 
-    mpirun -n 2 python -m distnet.bench --sizes 4KiB,1MiB   # all-reduce (bench/sweep.py)
+    mpirun -n 2 python -m distnet.bench --sizes 4KiB,1MiB   # all-reduce (bench/report.py, sweep.py)
     mpirun -n 2 python -m distnet.bench overlap --steps 20  # bucketing overlap on vs off
     mpirun -n 2 python -m distnet.bench train ...           # training throughput (training.py)
 """
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
         from distnet.bench.overlap import main as overlap_main
 
         return overlap_main(argv[1:])
-    from distnet.bench.sweep import main as allreduce_main
+    from distnet.bench.report import main as allreduce_main
 
     return allreduce_main(argv)
 

@@ -1,7 +1,9 @@
-"""The all-reduce benchmark's run and report: table, winners, targets, JSON, plot, tune table.
+"""The all-reduce benchmark's entry point, run and report: table, winners, targets, JSON, CSV,
+plot, tune table, the --min-busbw gate.
 
-Everything here except `run` is a pure function of the records that `allreduce.measure` returns,
-so the unit tests can check it without MPI.
+Everything here except `run` and `main` is a pure function of the records that `sweep.measure`
+returns, so the unit tests can check it without MPI. The dependency goes one way: this module
+uses sweep.py (the measuring), sweep.py never imports this one.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,9 @@ from distnet.common.units import human_bytes
 
 Record = dict[str, Any]
 NOT_CUSTOM = ("native", "auto")
+EXIT_WRONG = 1
+EXIT_USER = 2
+EXIT_BELOW_MIN_BUSBW = 3
 
 
 def add_ratios(records: list[Record]) -> None:
@@ -104,8 +110,20 @@ def _v(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def _us(r: Record, key: str) -> str:
+    return f"{r[key] * 1e6:.1f}" if r.get(key) is not None else "-"
+
+
+def _num(r: Record, key: str, fmt: str) -> str:
+    return format(r[key], fmt) if r.get(key) is not None else "-"
+
+
 def format_table(records: list[Record], header: Record) -> str:
-    """The human-readable report: reference bandwidth, one row per (size, algorithm), winners."""
+    """The human-readable report: reference bandwidth, one row per (size, algorithm), winners.
+
+    Columns as nccl-tests: out-of-place time, busbw and #wrong, then the in-place ones (this
+    bench's decisions and verdicts use in place: the algorithms' own contract).
+    """
     p = header["ranks"]
     lines = [
         f"# all-reduce benchmark: {p} ranks, {header['dtype']}; time = max over ranks per "
@@ -113,24 +131,41 @@ def format_table(records: list[Record], header: Record) -> str:
         f"# memory copy (64 MiB numpy): rank 0 alone {header['mem_copy_gbps_rank0_alone']:.2f} "
         f"GB/s; all ranks at once {header['mem_copy_gbps_per_rank_all']:.2f} GB/s per rank, "
         f"{header['mem_copy_gbps_aggregate_all']:.2f} GB/s total",
-        f"{'size':>8} {'algorithm':>20} {'avg_us':>10} {'min_us':>10} {'max_us':>10} "
-        f"{'median_us':>10} {'algbw':>8} {'busbw':>8} {'x_native':>8}",
+        f"{'':>8} {'':>20} {'--- out-of-place ---':>27}  {'-' * 36} in-place {'-' * 36}",
+        f"{'size':>8} {'algorithm':>20} {'avg_us':>10} {'busbw':>8} {'#wrong':>6}  "
+        f"{'avg_us':>10} {'min_us':>10} {'max_us':>10} {'p50_us':>10} {'p99_us':>10} "
+        f"{'algbw':>8} {'busbw':>8} {'#wrong':>6} {'x_native':>8}",
     ]
     best = best_by_size(records)
     for s in sorted({r["bytes"] for r in records}):
         for r in (r for r in records if r["bytes"] == s):
             ratio = r.get("ratio_to_native")
             lines.append(
-                f"{human_bytes(s):>8} {r['algorithm']:>20} {r['avg_s'] * 1e6:10.1f} "
-                f"{r['min_s'] * 1e6:10.1f} {r['max_s'] * 1e6:10.1f} "
-                f"{r['median_s'] * 1e6:10.1f} {r['algbw_gbps']:8.3f} "
-                f"{r['busbw_gbps']:8.3f} {'-' if ratio is None else f'{ratio:.2f}':>8}")
+                f"{human_bytes(s):>8} {r['algorithm']:>20} {_us(r, 'oop_avg_s'):>10} "
+                f"{_num(r, 'oop_busbw_gbps', '.3f'):>8} {_num(r, 'oop_wrong', 'd'):>6}  "
+                f"{_us(r, 'avg_s'):>10} {_us(r, 'min_s'):>10} {_us(r, 'max_s'):>10} "
+                f"{_us(r, 'median_s'):>10} {_us(r, 'p99_s'):>10} {r['algbw_gbps']:8.3f} "
+                f"{r['busbw_gbps']:8.3f} {_num(r, 'wrong', 'd'):>6} "
+                f"{'-' if ratio is None else f'{ratio:.2f}':>8}")
         if s in best:
             ran = [r["auto_choice"] for r in records if r["bytes"] == s and "auto_choice" in r]
             lines.append(f"{'':>8} winner (median): {best[s]['algorithm']}"
                          + (f"; auto ran {ran[0]}" if ran else ""))
     lines += ["# targets", *verdicts(records)]
     return "\n".join(lines)
+
+
+def busbw_gate(records: list[Record], min_busbw: float) -> tuple[list[str], bool]:
+    """--min-busbw: every algorithm's busbw at its largest size (median time) >= min_busbw."""
+    lines, ok = [], True
+    for name in dict.fromkeys(r["algorithm"] for r in records):
+        top = max((r for r in records if r["algorithm"] == name), key=lambda r: r["bytes"])
+        bw = bench.busbw_gbps(bench.algbw_gbps(top["bytes"], top["median_s"]), top["ranks"])
+        passed = bw >= min_busbw
+        ok = ok and passed
+        lines.append(f"{_v(passed)} min-busbw: {name} {bw:.3f} GB/s at "
+                     f"{human_bytes(top['bytes'])} (threshold {min_busbw:g} GB/s)")
+    return lines, ok
 
 
 def write_json(path: str, records: list[Record], header: Record) -> None:
@@ -193,13 +228,23 @@ def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
     return out
 
 
-def run(comm: Any, args: Any) -> str:
-    """Measure; in tune mode write the table; then time auto next to each winner."""
+def run(comm: Any, args: Any) -> tuple[str, int]:
+    """Measure; in tune mode write the table; then time auto next to each winner.
+
+    Returns the report (rank 0's) and the exit status every rank returns.
+    """
     header: Record = {"ranks": comm.size, "dtype": args.dtype,
                       "bandwidth_unit": "GB/s = 1e9 bytes/s", **bench.memory_bandwidth(comm)}
     dtype = bench.DTYPES[args.dtype]
     others = [a for a in args.algorithms if a != "auto"]
-    records = bench.measure(comm, others, args.sizes, dtype, args.iters, args.warmup)
+    observer = None
+    if args.trace:
+        from distnet.observe.observer import Observer
+
+        observer = Observer(comm, trace_path=args.trace, trace_steps=1 << 16, straggler=False,
+                            meta={"program": "distnet.bench"})
+    records = bench.measure(comm, others, args.sizes, dtype, args.iters, args.warmup,
+                            out_of_place=args.tune is None, observer=observer)
     notes = []
     if args.tune is not None:
         path = Path(args.tune).expanduser() if args.tune else auto.tune_path()
@@ -224,9 +269,44 @@ def run(comm: Any, args: Any) -> str:
         finally:
             fresh.Free()
     add_ratios(records)
+    if observer is not None:
+        observer.finish()
+    code = 0
+    wrong = bench.wrong_results(records)
+    if args.min_busbw is not None:
+        gate, ok = busbw_gate(records, args.min_busbw)
+        notes += ["# acceptance gate", *gate]
+        code = code or (0 if ok else EXIT_BELOW_MIN_BUSBW)
+    if wrong:
+        code = EXIT_WRONG
     if comm.rank == 0:
         if args.json:
             write_json(args.json, records, header)
+        if args.csv:
+            bench.write_csv(args.csv, records)
         if args.plot:
             plot(args.plot, records)
-    return "\n".join([format_table(records, header), *notes])
+    return "\n".join([format_table(records, header), *notes,
+                      *(f"error: {line}" for line in wrong)]), code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point on every rank: 0; 1 wrong result; 2 user error; 3 below --min-busbw."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank = comm.rank
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = bench.parse_args(argv, rank)
+        text, code = run(comm, args)
+    except UserError as e:
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USER
+    if rank == 0:
+        report, _, errors = text.partition("\nerror: ")
+        print(report, flush=True, file=sys.stderr if args.csv == "-" else sys.stdout)
+        if errors:
+            print(f"error: {errors}", file=sys.stderr, flush=True)
+    return code

@@ -1,8 +1,8 @@
 """All-reduce benchmark, after OSU osu_allreduce and nccl-tests. Run it under mpirun.
 
-    mpirun -n 2 python -m distnet.bench [--sizes 4KiB,1MiB,64MiB] [--algorithms ring,native]
-        [--iters N] [--warmup N] [--dtype float32|float64] [--json PATH] [--plot PATH.png]
-        [--tune [PATH]]
+    mpirun -n 2 python -m distnet.bench [--sizes 4KiB,1MiB,64MiB | -b 8 -e 64MiB -f 2]
+        [--algorithms ring,native] [--iters N] [--warmup N] [--dtype float32|float64]
+        [--json PATH] [--csv PATH] [--plot PATH.png] [--tune [PATH]] [--min-busbw GBPS]
 
 Timing. Every iteration starts right after a barrier; its time is the *maximum over ranks* of
 that rank's wall time inside the all-reduce call (the collective is done only when the slowest
@@ -17,15 +17,25 @@ Bandwidth, in GB/s = 1e9 bytes/s as nccl-tests: algbw = S / t; busbw = algbw · 
 rate each rank's link must sustain for a bandwidth-optimal all-reduce (comparable across p).
 ratio_to_native = t_native / t (> 1: faster than MPI's own Allreduce).
 
+In-place and out-of-place, as nccl-tests: the in-place columns (avg/min/max/p50/p99) reduce the
+buffer in place, the algorithms' own contract; out-of-place leaves a send buffer untouched and
+writes a receive buffer: MPI's own `Allreduce(send, recv)` for native, copy-then-reduce-in-place
+for the schedules (so their out-of-place time includes that local copy, as it would in any
+in-place algorithm behind an out-of-place API). --tune measures in place only.
+
 Correctness. Rank r sends (r + 1) + (i mod 1021) at index i: integers, so every summation order
 gives exactly p(p+1)/2 + p·(i mod 1021). The first and last iteration of every (algorithm,
-size) are checked; a wrong result is an error exit (status 1), never a row of the table.
+size, placement) are checked; `#wrong` is the number of elements that differ from that closed
+form, summed over ranks (the larger of the two checks). Any wrong element makes the run exit
+with status 1 after the table is printed. --min-busbw G exits with status 3 when an algorithm's
+busbw at the largest size (median time) is below G GB/s: a cluster acceptance gate.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import csv
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -35,15 +45,12 @@ import numpy as np
 
 from distnet.common.errors import UserError
 from distnet.common.plotting import pyplot
-from distnet.common.units import parse_size
+from distnet.common.units import human_bytes, parse_size
 
 MIB = 1 << 20
+MAX_SIZES = 200  # a step factor of 1.0001 must not plan a million sizes
 PATTERN_PERIOD = 1021  # prime, so a misplaced chunk changes the values at almost every index
 DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-class WrongResult(Exception):
-    """An algorithm produced a wrong sum (agreed on every rank)."""
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -57,6 +64,20 @@ def parse_sizes(text: str) -> list[int]:
 def default_sizes() -> list[int]:
     """8 B, 16 B, ... ×2 up to 64 MiB (so 4 KiB and 1 MiB, where the targets sit, are in)."""
     return [8 << k for k in range(24)]
+
+
+def geometric_sizes(min_bytes: int, max_bytes: int, factor: float, itemsize: int) -> list[int]:
+    """nccl-tests' -b/-e/-f: min, min·f, min·f², … up to max, each a whole number of items."""
+    if min_bytes > max_bytes:
+        raise UserError(f"--min-bytes {min_bytes} is larger than --max-bytes {max_bytes}")
+    if not (math.isfinite(factor) and factor > 1.0):
+        raise UserError(f"--step-factor must be a number > 1, got {factor}")
+    sizes: list[int] = []
+    s = float(min_bytes)
+    while s <= max_bytes and len(sizes) < MAX_SIZES:
+        sizes.append(max(itemsize, int(s) // itemsize * itemsize))
+        s *= factor
+    return sorted(set(sizes))
 
 
 def parse_algorithms(text: str, known: list[str]) -> list[str]:
@@ -117,6 +138,12 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=str, default=None,
                    help="comma-separated message sizes, e.g. 8,4KiB,1MiB,64MiB "
                         "(default 8 B to 64 MiB, x4 steps)")
+    p.add_argument("-b", "--min-bytes", type=str, default=None,
+                   help="smallest size, as nccl-tests -b (default 8 when -e or -f is given)")
+    p.add_argument("-e", "--max-bytes", type=str, default=None,
+                   help="largest size, as nccl-tests -e (default 64MiB)")
+    p.add_argument("-f", "--step-factor", type=float, default=None,
+                   help="multiply the size by this between points, as nccl-tests -f (default 2)")
     p.add_argument("--algorithms", type=str, default=None,
                    help="comma-separated algorithms (default: all registered)")
     p.add_argument("--iters", type=int, default=None,
@@ -124,7 +151,14 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations per size")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--json", type=str, default=None, metavar="PATH")
+    p.add_argument("--csv", type=str, default=None, metavar="PATH",
+                   help="one row per (size, algorithm); '-' for standard output")
     p.add_argument("--plot", type=str, default=None, metavar="PATH.png")
+    p.add_argument("--min-busbw", type=float, default=None, metavar="GBPS",
+                   help="exit with status 3 if any algorithm's busbw at the largest size is "
+                        "below this (GB/s, median time)")
+    p.add_argument("--trace", type=str, default=None, metavar="PATH",
+                   help="Chrome trace-event JSON of every timed reduction, per rank")
     p.add_argument("--tune", nargs="?", const="", default=None, metavar="PATH",
                    help="measure every algorithm and write the table auto uses (default "
                         "path: $DISTNET_TUNE_FILE or ~/.cache/distnet/allreduce_tune.json)")
@@ -134,8 +168,17 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
 def parse_args(argv: list[str], rank: int = 0) -> argparse.Namespace:
     """Parse and validate flags; every problem is a UserError (same on every rank)."""
     args = build_parser(rank).parse_args(argv)
-    args.sizes = parse_sizes(args.sizes) if args.sizes is not None else default_sizes()
     itemsize = np.dtype(DTYPES[args.dtype]).itemsize
+    ranged = (args.min_bytes, args.max_bytes, args.step_factor) != (None, None, None)
+    if ranged and args.sizes is not None:
+        raise UserError("give either --sizes or -b/-e/-f, not both")
+    if ranged:
+        args.sizes = geometric_sizes(parse_size(args.min_bytes or "8"),
+                                     parse_size(args.max_bytes or "64MiB"),
+                                     2.0 if args.step_factor is None else args.step_factor,
+                                     itemsize)
+    else:
+        args.sizes = parse_sizes(args.sizes) if args.sizes is not None else default_sizes()
     for s in args.sizes:
         if s % itemsize:
             raise UserError(f"size {s} B is not a multiple of the {args.dtype} item size "
@@ -144,6 +187,9 @@ def parse_args(argv: list[str], rank: int = 0) -> argparse.Namespace:
         raise UserError("--iters must be at least 1")
     if args.warmup is not None and args.warmup < 0:
         raise UserError("--warmup must be at least 0")
+    if args.min_busbw is not None and not (math.isfinite(args.min_busbw)
+                                           and args.min_busbw >= 0):
+        raise UserError(f"--min-busbw must be a finite number >= 0, got {args.min_busbw}")
     if args.plot is not None and not args.plot.endswith(".png"):
         raise UserError("--plot needs a path ending in .png")
     known = list(available_algorithms())
@@ -158,28 +204,56 @@ def parse_args(argv: list[str], rank: int = 0) -> argparse.Namespace:
     return args
 
 
+def out_of_place_fn(name: str, fn: Callable[..., None]) -> Callable[..., None]:
+    """fn(comm, send, recv): MPI's own out-of-place Allreduce for native, else copy + in place."""
+    if name == "native":
+        return lambda comm, send, recv: comm.Allreduce(send, recv)
+
+    def run(comm: Any, send: np.ndarray, recv: np.ndarray) -> None:
+        np.copyto(recv, send)
+        fn(comm, recv)
+
+    return run
+
+
 def time_algorithm(comm: Any, fn: Callable[..., None], base: np.ndarray, buf: np.ndarray,
-                   expected: np.ndarray, iters: int, warmup: int) -> np.ndarray:
-    """Per-iteration times (max over ranks) of fn on buf; raises WrongResult on every rank."""
+                   expected: np.ndarray, iters: int, warmup: int,
+                   oop: Callable[..., None] | None = None, observer: Any = None,
+                   label: str = "") -> tuple[np.ndarray, int]:
+    """Per-iteration times (max over ranks) of fn on buf and the wrong-element count (summed
+    over ranks, the larger of the first and last iteration's). With `oop`, the out-of-place
+    form oop(comm, send, recv) is timed instead: the send buffer must come out unchanged."""
     from mpi4py import MPI
 
     times_s = np.zeros(iters)
-    ok = True
+    wrong = 0
     total = warmup + iters
+    send = base + (comm.rank + 1) if oop is not None else None
     for it in range(total):
-        np.add(base, comm.rank + 1, out=buf)
+        if observer is not None:
+            observer.begin_step(observer.step + 1)
+        if send is None:
+            np.add(base, comm.rank + 1, out=buf)
         comm.Barrier()
+        if observer is not None:
+            observer.reduce_start(0)
         t0 = time.perf_counter()
-        fn(comm, buf)
+        if oop is None or send is None:
+            fn(comm, buf)
+        else:
+            oop(comm, send, buf)
         elapsed_s = time.perf_counter() - t0
+        if observer is not None:
+            observer.reduce_done(0, f"{label} {'out-of-place' if oop else 'in-place'}")
         if it >= warmup:
             times_s[it - warmup] = elapsed_s
         if it in (0, total - 1):
-            ok = ok and bool(np.array_equal(buf, expected))
+            bad = int(np.count_nonzero(buf != expected))
+            if send is not None:
+                bad += int(np.count_nonzero(send != base + (comm.rank + 1)))
+            wrong = max(wrong, bad)
     comm.Allreduce(MPI.IN_PLACE, times_s, op=MPI.MAX)
-    if not comm.allreduce(ok, op=MPI.LAND):
-        raise WrongResult()
-    return times_s
+    return times_s, int(comm.allreduce(wrong, op=MPI.SUM))
 
 
 def copy_gbps(nbytes: int = 64 * MIB, reps: int = 5) -> float:
@@ -205,12 +279,31 @@ def memory_bandwidth(comm: Any) -> dict[str, float]:
             "mem_copy_gbps_aggregate_all": float(np.sum(together))}
 
 
+def stats(prefix: str, t: np.ndarray, wrong: int, nbytes: int, p: int) -> dict[str, Any]:
+    """avg/min/max/median(p50)/p99 of the per-iteration times, bandwidths from avg (OSU)."""
+    avg = float(t.mean())
+    alg = algbw_gbps(nbytes, avg)
+    median = float(np.median(t))
+    return {f"{prefix}avg_s": avg, f"{prefix}min_s": float(t.min()),
+            f"{prefix}max_s": float(t.max()), f"{prefix}median_s": median,
+            f"{prefix}p50_s": median, f"{prefix}p99_s": float(np.percentile(t, 99)),
+            f"{prefix}algbw_gbps": alg, f"{prefix}busbw_gbps": busbw_gbps(alg, p),
+            f"{prefix}wrong": wrong}
+
+
 def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
-            iters: int | None, warmup: int | None) -> list[dict[str, Any]]:
-    """One record per (algorithm, size), without ratio_to_native (see report.add_ratios)."""
+            iters: int | None, warmup: int | None, out_of_place: bool = False,
+            observer: Any = None) -> list[dict[str, Any]]:
+    """One record per (algorithm, size), without ratio_to_native (see report.add_ratios).
+
+    In-place fields are avg_s, median_s, …; with out_of_place the same with an oop_ prefix.
+    """
+    from distnet.observe.progress import bar
+
     algos = available_algorithms()
     p = comm.size
     records = []
+    progress = bar(len(sizes) * len(algorithms), "all-reduce sizes", rank=comm.rank)
     for nbytes in sizes:
         n = nbytes // np.dtype(dtype).itemsize
         base = (np.arange(n) % PATTERN_PERIOD).astype(dtype)
@@ -219,46 +312,47 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
         it = iters if iters is not None else default_iters(nbytes)
         wu = warmup if warmup is not None else default_warmup(it)
         for name in algorithms:
-            try:
-                t = time_algorithm(comm, algos[name], base, buf, expected, it, wu)
-            except WrongResult:
-                raise WrongResult(f"algorithm {name!r} gave a wrong sum at {nbytes} bytes "
-                                  f"on {p} ranks") from None
-            avg = float(t.mean())
-            alg = algbw_gbps(nbytes, avg)
-            records.append({"algorithm": name, "bytes": nbytes, "ranks": p,
-                            "dtype": np.dtype(dtype).name, "iters": it,
-                            "avg_s": avg, "min_s": float(t.min()), "max_s": float(t.max()),
-                            "median_s": float(np.median(t)),
-                            "algbw_gbps": alg, "busbw_gbps": busbw_gbps(alg, p)})
+            progress.set_postfix_str(f"{human_bytes(nbytes)} {name}")
+            label = f"{name} {human_bytes(nbytes)}"
+            t, wrong = time_algorithm(comm, algos[name], base, buf, expected, it, wu,
+                                      observer=observer, label=label)
+            rec = {"algorithm": name, "bytes": nbytes, "ranks": p,
+                   "dtype": np.dtype(dtype).name, "iters": it, **stats("", t, wrong, nbytes, p)}
+            if out_of_place:
+                t, wrong = time_algorithm(comm, algos[name], base, buf, expected, it, wu,
+                                          oop=out_of_place_fn(name, algos[name]),
+                                          observer=observer, label=label)
+                rec.update(stats("oop_", t, wrong, nbytes, p))
+            records.append(rec)
+            progress.update()
+    progress.close()
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point on every rank: returns 0, 1 (wrong result) or 2 (user error)."""
-    from mpi4py import MPI
+def wrong_results(records: list[dict[str, Any]]) -> list[str]:
+    """One line per record with wrong elements (in place or out of place)."""
+    return [f"algorithm {r['algorithm']!r} gave {r.get('wrong', 0) + r.get('oop_wrong', 0)} "
+            f"wrong element(s) at {r['bytes']} bytes on {r['ranks']} ranks"
+            for r in records if r.get("wrong", 0) or r.get("oop_wrong", 0)]
 
-    from distnet.bench import report
 
-    comm = MPI.COMM_WORLD
-    rank = comm.rank
-    argv = sys.argv[1:] if argv is None else argv
+CSV_FIELDS = ["bytes", "algorithm", "ranks", "dtype", "iters",
+              "oop_avg_s", "oop_p50_s", "oop_p99_s", "oop_algbw_gbps", "oop_busbw_gbps",
+              "oop_wrong", "avg_s", "min_s", "max_s", "p50_s", "p99_s", "algbw_gbps",
+              "busbw_gbps", "wrong", "ratio_to_native"]
+
+
+def write_csv(path: str, records: list[dict[str, Any]]) -> None:
+    """The table's numbers, one row per (size, algorithm); '-' writes to standard output."""
     try:
-        args = parse_args(argv, rank)
-        result = report.run(comm, args)
-    except UserError as e:
-        if rank == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except WrongResult as e:
-        if rank == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    if rank == 0:
-        print(result, flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main())
+        f = sys.stdout if path == "-" else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        raise UserError(f"cannot write --csv {path}: {e.strerror}") from None
+    try:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
+    finally:
+        if f is not sys.stdout:
+            f.close()

@@ -59,3 +59,20 @@ def test_overlap_subcommand_reports_both_modes(tmp_path: Path) -> None:
     for key in ("overlap_on_s", "overlap_off_s", "overlap_thread_s", "compute_only_s"):
         assert result[key] > 0
     assert res.stdout.count("speedup on/off") == 1
+
+
+def test_nccl_flags_csv_trace_and_busbw_gate(tmp_path: Path) -> None:
+    out, trace = tmp_path / "b.csv", tmp_path / "t.json"
+    res = mpi_python(2, "-m", "distnet.bench", "-b", "8", "-e", "64", "-f", "8",
+                     "--algorithms", "native,ring", "--iters", "2", "--csv", str(out),
+                     "--trace", str(trace), "--min-busbw", "1e9", timeout_s=120)
+    assert not res.timed_out and res.returncode == 3, res.stdout + res.stderr
+    assert "FAIL min-busbw: ring" in res.stdout and "out-of-place" in res.stdout
+    rows = out.read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 and all(r.endswith(",0,") or ",0," in r for r in rows[1:])
+    evs = json.loads(trace.read_text())["traceEvents"]
+    assert {e["pid"] for e in evs} == {0, 1}
+    assert any("ring 64B out-of-place" in e.get("args", {}).get("algorithm", "") for e in evs)
+    res = mpi_python(2, "-m", "distnet.bench", "--sizes", "64", "--algorithms", "native",
+                     "--iters", "2", "--min-busbw", "0", timeout_s=120)
+    assert res.returncode == 0 and "PASS min-busbw: native" in res.stdout

@@ -146,3 +146,51 @@ def test_plan_buckets_tiles_from_the_end() -> None:
     assert plan_buckets(4, 8, 1, 1) == [(3, 4), (2, 3), (1, 2), (0, 1)]  # at least one item
     with pytest.raises(UserError):
         plan_buckets(4, 8, 0, 16)
+
+
+def test_nccl_style_size_range() -> None:
+    assert bench.geometric_sizes(8, 64, 2, 4) == [8, 16, 32, 64]
+    assert bench.geometric_sizes(6, 100, 3, 4) == [4, 16, 52]  # whole items, floor
+    assert len(bench.geometric_sizes(8, 1 << 40, 1.0001, 4)) <= bench.MAX_SIZES
+    args = bench.parse_args(["-b", "1KiB", "-e", "1MiB", "-f", "4"])
+    assert args.sizes == [1024, 4096, 16384, 65536, 262144, 1 << 20]
+    assert bench.parse_args(["-e", "64"]).sizes == [8, 16, 32, 64]
+    for bad in (["-b", "64", "-e", "8"], ["-f", "1"], ["-f", "nan"], ["--sizes", "8", "-e", "8"],
+                ["--min-busbw", "-1"], ["--min-busbw", "inf"]):
+        with pytest.raises(UserError):
+            bench.parse_args(bad)
+
+
+def test_busbw_gate_and_wrong_lines() -> None:
+    recs = [_rec("native", 8, 1.0), _rec("native", 1 << 20, 1e-3), _rec("ring", 1 << 20, 1e-2)]
+    lines, ok = report.busbw_gate(recs, 1.0)
+    assert not ok and lines[0].startswith("PASS min-busbw: native 1.573 GB/s at 1MiB")
+    assert lines[1].startswith("FAIL min-busbw: ring 0.157")
+    assert report.busbw_gate(recs, 0.1)[1]
+    recs[2]["wrong"], recs[2]["oop_wrong"] = 3, 1
+    assert bench.wrong_results(recs) == [
+        "algorithm 'ring' gave 4 wrong element(s) at 1048576 bytes on 4 ranks"]
+
+
+def test_csv_and_table_have_both_placements(tmp_path: Path) -> None:
+    r = {**_rec("ring", 4096, 1e-5), **{f"oop_{k}": v for k, v in _rec("ring", 4096, 2e-5).items()
+                                         if k.endswith(("_s", "_gbps"))},
+         "p50_s": 1e-5, "p99_s": 1e-5, "oop_p50_s": 2e-5, "oop_p99_s": 2e-5,
+         "wrong": 0, "oop_wrong": 0, "dtype": "float32", "iters": 3}
+    path = tmp_path / "b.csv"
+    bench.write_csv(str(path), [r])
+    head, row = path.read_text().splitlines()
+    assert head.split(",")[:3] == ["bytes", "algorithm", "ranks"] and "oop_busbw_gbps" in head
+    assert row.startswith("4096,ring,4,float32,3,2e-05")
+    header = {"ranks": 4, "dtype": "float32", "mem_copy_gbps_rank0_alone": 1.0,
+              "mem_copy_gbps_per_rank_all": 1.0, "mem_copy_gbps_aggregate_all": 4.0}
+    table = report.format_table([r], header)
+    assert "out-of-place" in table and "#wrong" in table and "p99_us" in table
+    row_line = next(ln for ln in table.splitlines() if ln.strip().startswith("4KiB"))
+    assert row_line.split()[2:5] == ["20.0", f"{r['oop_busbw_gbps']:.3f}", "0"]
+
+
+def test_report_does_not_import_sweep_back() -> None:
+    """Issue 10: sweep.py and report.py imported each other; the edge now goes one way."""
+    src = (Path(bench.__file__)).read_text()
+    assert "distnet.bench.report" not in src and "import report" not in src
