@@ -20,5 +20,10 @@ if [[ "$mode" == restart ]]; then
 fi
 root=()
 if [[ "$(id -u)" == 0 ]]; then root=(--allow-run-as-root); fi
-exec timeout --kill-after=5 "${TIMEOUT_S:-86400}" mpirun -n "$n" --oversubscribe "${root[@]}" \
-    --with-ft ulfm --mca btl tcp,self "$python" -m distnet.train --ft ulfm "$@"
+# shellcheck source=launch/finished.sh
+source "$here/launch/finished.sh"
+rc=0
+run_finished timeout --kill-after=5 "${TIMEOUT_S:-86400}" mpirun -n "$n" --oversubscribe \
+    "${root[@]}" --with-ft ulfm --mca btl tcp,self -x DISTNET_DONE_FILE \
+    "$python" -m distnet.train --ft ulfm "$@" || rc=$?
+exit "$rc"

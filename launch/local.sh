@@ -19,5 +19,10 @@ cores="$(nproc)"
 threads=$(( cores / ranks )); (( threads < 1 )) && threads=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$threads}"
 (( $# )) || set -- python -m distnet.train
+# shellcheck source=launch/finished.sh
+source "$here/launch/finished.sh"
+rc=0
 # shellcheck disable=SC2086
-exec mpirun "${flags[@]}" ${MPIRUN_FLAGS:-} -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$@"
+run_finished mpirun "${flags[@]}" ${MPIRUN_FLAGS:-} -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
+    -x DISTNET_DONE_FILE "$@" || rc=$?
+exit "$rc"

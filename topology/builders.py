@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.jsonfile import finite
 from topology.network import (
     DEFAULT_LINK_GBPS,
     DEFAULT_LINK_LATENCY_S,
@@ -261,11 +262,14 @@ def custom(
                 raise UserError(f"custom network: cable names unknown node {end!r}")
         cu.append(index[a])
         cv.append(index[b])
-        gb.append(float(opts.get("gbps", link_gbps)))
-        la.append(float(opts.get("latency_s", link_latency_s)))
+        gb.append(finite(opts.get("gbps", link_gbps), f"custom network: cable {a}-{b} gbps",
+                         lo=1e-9, hi=1e9))
+        la.append(finite(opts.get("latency_s", link_latency_s),
+                         f"custom network: cable {a}-{b} latency_s", lo=0.0, hi=1.0))
     if not cu:
         raise UserError("custom network: 'cables' is empty")
-    sw = spec.get("switch_latency_s", DEFAULT_SWITCH_LATENCY_S)
+    sw = finite(spec.get("switch_latency_s", DEFAULT_SWITCH_LATENCY_S),
+                "custom network: switch_latency_s", lo=0.0, hi=1.0)
     if switch_latency_s is not None:
         sw = switch_latency_s
     names = [("host" if t == 0 else "switch", n) for n, t in zip(nodes, tiers, strict=True)]
@@ -276,16 +280,9 @@ def custom(
 
 
 def _load_json(path: str) -> object:
-    import json
+    from distnet.common.jsonfile import read_json
 
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except OSError as exc:
-        raise UserError(f"custom network: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        msg = f"custom network: {path} is not valid JSON ({exc.msg}, line {exc.lineno})"
-        raise UserError(msg) from None
+    return read_json(path, f"custom network {path}")
 
 
 def _tier_value(name: str, t: object) -> int:

@@ -23,15 +23,15 @@ generated (tests) and needs no iterative optimiser.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.jsonfile import read_json
 from topology.closed_form import CLOSED_FORMS, closed_form_time
 from topology.network import Network, make_network
 
@@ -54,6 +54,10 @@ class Fit:
 
 
 STATS = ("avg_s", "median_s", "min_s")
+# A bench record outside these is not a measurement (and would make the replay cost unbounded).
+MAX_TIME_S = 3600.0
+MAX_BYTES = 1 << 40
+MAX_RANKS = 1 << 16
 
 
 def load_records(path: str, stat: str = "avg_s") -> list[dict[str, Any]]:
@@ -61,12 +65,7 @@ def load_records(path: str, stat: str = "avg_s") -> list[dict[str, Any]]:
     {"records": [...]}); the chosen statistic is copied to "t_s", the time that is fitted."""
     if stat not in STATS:
         raise UserError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not JSON ({e.msg}, line {e.lineno})") from None
+    data = read_json(path, path)
     if isinstance(data, dict):
         data = data.get("records")
     if not isinstance(data, list):
@@ -77,8 +76,10 @@ def load_records(path: str, stat: str = "avg_s") -> list[dict[str, Any]]:
                                                                  stat)):
             raise UserError(f"{path}: record {i} lacks algorithm, bytes, ranks or {stat}")
         try:
-            ok = float(r[stat]) > 0 and int(r["bytes"]) > 0 and int(r["ranks"]) >= 1
-        except (TypeError, ValueError):
+            t = float(r[stat])
+            ok = (math.isfinite(t) and 0 < t < MAX_TIME_S and 0 < int(r["bytes"]) <= MAX_BYTES
+                  and 1 <= int(r["ranks"]) <= MAX_RANKS)
+        except (TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
             raise UserError(f"{path}: record {i} has a bad time, size or rank count")

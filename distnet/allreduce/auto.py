@@ -71,11 +71,16 @@ def parse_table(raw: Any) -> TuneTable:
 
 def load_table(path: Path | None = None) -> TuneTable:
     """Read a tune table; a missing or unreadable file is an empty table (auto falls back)."""
-    try:
-        with open(path or tune_path(), encoding="utf-8") as f:
-            return parse_table(json.load(f))
-    except (OSError, ValueError):
+    from distnet.common.errors import UserError
+    from distnet.common.jsonfile import read_json
+
+    target = path or tune_path()
+    if not target.exists():
         return {}
+    try:
+        return parse_table(read_json(str(target), f"tune file {target}", max_bytes=1 << 20))
+    except UserError:
+        return {}  # damaged (deep, huge, not JSON): the cost formulas decide instead
 
 
 def save_table(table: TuneTable, path: Path | None = None) -> Path:

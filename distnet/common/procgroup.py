@@ -13,10 +13,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# mpirun --with-ft ulfm exits 0 when every rank was killed by a signal (it tolerates failed
+# ranks by design), so its status cannot tell a finished run from one where nobody survived.
+# A launcher therefore names a marker base in DONE_ENV; a program that supports it (every
+# `distnet.common.runner.run` program) touches BASE.started when it starts and BASE.done when a
+# rank has finished the whole run. Started but never done, with status 0, is a failure.
+DONE_ENV = "DISTNET_DONE_FILE"
+EXIT_NOT_FINISHED = 3  # the same status as a fault that stopped the run (the supervisor retries)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,38 @@ def run_group(cmd: list[str], timeout_s: float | None, env: dict[str, str] | Non
     finally:
         kill_group(proc.pid)
     return Finished(proc.returncode, out or "", err or "", timed_out)
+
+
+def mark(stage: str) -> None:
+    """Touch the launcher's `started` or `done` marker, if a launcher asked for one."""
+    base = os.environ.get(DONE_ENV)
+    if base:
+        try:
+            with open(f"{base}.{stage}", "a", encoding="ascii"):
+                pass
+        except OSError:
+            pass  # no marker means "not finished": the launcher errs on the safe side
+
+
+def unfinished(base: str) -> bool:
+    """The program behind marker base `base` started and no rank finished the run."""
+    return os.path.exists(f"{base}.started") and not os.path.exists(f"{base}.done")
+
+
+def run_job(cmd: list[str], timeout_s: float | None, env: dict[str, str] | None = None,
+            cwd: str | Path | None = None, capture: bool = True) -> Finished:
+    """run_group for a distnet program: status 0 without a finished run becomes status 3."""
+    with tempfile.TemporaryDirectory(prefix="dn-job-") as folder:
+        base = os.path.join(folder, "job")
+        done = run_group(cmd, timeout_s, env={**(env or {}), DONE_ENV: base}, cwd=cwd,
+                         capture=capture)
+        if done.returncode != 0 or done.timed_out or not unfinished(base):
+            return done
+    note = ("distnet: error: the job exited with status 0 but no rank finished the run "
+            f"(every rank died); reporting status {EXIT_NOT_FINISHED}")
+    if not capture:
+        print(note, file=sys.stderr, flush=True)
+    return Finished(EXIT_NOT_FINISHED, done.stdout, done.stderr + note + "\n", False)
 
 
 def kill_group(pgid: int) -> None:

@@ -54,9 +54,15 @@ def run(main: Callable[[Any], int], prog: str) -> int:
     """Call main(comm) and translate failures into exit statuses (see the module docstring)."""
     from mpi4py import MPI
 
+    from distnet.common.procgroup import mark
+
     comm = MPI.COMM_WORLD
+    mark("started")
     try:
-        return main(comm)
+        status = main(comm)
+        if status == 0:
+            mark("done")  # this rank saw the whole run through (see procgroup.DONE_ENV)
+        return status
     except AgreedError as exc:
         if comm.Get_rank() == 0:
             print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)

@@ -24,17 +24,23 @@ supervisor does not meet the same injected fault again.
 
 from __future__ import annotations
 
-import json
+import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from distnet.common.errors import UserError
+from distnet.common.jsonfile import read_json
 
 KINDS = ("crash", "kill", "hang", "slow", "nan", "bitflip", "delay", "drop")
 PLACES = ("compute", "allreduce", "checkpoint", "recovery")
 CHAOS_KINDS = ("crash", "kill", "nan", "bitflip", "slow")
 FATAL = ("crash", "kill", "hang")
+# Bounds that keep a plan's cost small: a chaos plan is drawn before training starts, and a
+# sleep of 1e300 s (or NaN s) is an error in time.sleep, not a fault.
+MAX_FAULTS = 10_000
+MAX_SECONDS = 86_400.0
+MAX_STEP = 10**12
 
 
 @dataclass(frozen=True)
@@ -86,14 +92,13 @@ def make_fault(raw: dict[str, Any], where: str) -> Fault:
     values: dict[str, Any] = {}
     for key, typ in _FIELDS.items():
         if key in raw:
-            try:
-                values[key] = typ(raw[key])
-            except (TypeError, ValueError):
-                msg = f"{where}: {key} must be {typ.__name__}, got {raw[key]!r}"
-                raise UserError(msg) from None
+            values[key] = _field(key, typ, raw[key], where)
     fault = Fault(kind=kind, **values)
     if fault.rank < 0 or fault.step < 0 or fault.steps < 1 or fault.seconds < 0:
         raise UserError(f"{where}: rank and step must be >= 0, steps >= 1, seconds >= 0")
+    if fault.seconds > MAX_SECONDS or max(fault.step, fault.steps, fault.attempt) > MAX_STEP:
+        raise UserError(f"{where}: seconds must be <= {MAX_SECONDS:g}, step, steps and attempt "
+                        f"<= {MAX_STEP}")
     if fault.at not in PLACES:
         raise UserError(f"{where}: unknown place at={fault.at!r} (known: {', '.join(PLACES)})")
     if fault.at != "compute" and fault.kind != "crash":
@@ -101,16 +106,31 @@ def make_fault(raw: dict[str, Any], where: str) -> Fault:
     return fault
 
 
-def load_plan(path: str, world: int) -> list[Fault]:
+def _field(key: str, typ: type, raw: Any, where: str) -> Any:
+    """One field of a fault, strictly: ints are whole numbers, floats finite, never bools."""
+    bad = UserError(f"{where}: {key} must be {typ.__name__}, got {raw!r}")
+    if isinstance(raw, bool) or (typ is not str and not isinstance(raw, int | float | str)):
+        raise bad
+    if typ is str:
+        return str(raw)
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except OSError as exc:
-        raise UserError(f"--fault-plan {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--fault-plan {path}: not valid JSON ({exc.msg}, line {exc.lineno})"
-                        ) from None
-    return plan_from_json(raw, world, where=f"--fault-plan {path}")
+        if typ is int:
+            if isinstance(raw, float):
+                if not raw.is_integer():
+                    raise bad
+                return int(raw)
+            return int(raw)
+        value = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise bad from None
+    if not math.isfinite(value):
+        raise UserError(f"{where}: {key} must be a finite number, got {raw!r}")
+    return value
+
+
+def load_plan(path: str, world: int) -> list[Fault]:
+    where = f"--fault-plan {path}"
+    return plan_from_json(read_json(path, where), world, where=where)
 
 
 def plan_from_json(raw: Any, world: int, where: str) -> list[Fault]:
@@ -118,17 +138,27 @@ def plan_from_json(raw: Any, world: int, where: str) -> list[Fault]:
         c = raw["chaos"]
         if not isinstance(c, dict):
             raise UserError(f"{where}: chaos must be an object")
-        try:
-            return chaos_plan(int(c.get("seed", 0)), world, int(c.get("count", 3)),
-                              int(c.get("max_step", 40)), tuple(c.get("kinds", CHAOS_KINDS)),
-                              int(c.get("min_step", 2)))
-        except (TypeError, ValueError):
-            raise UserError(f"{where}: chaos fields must be numbers") from None
+        unknown = set(c) - {"seed", "count", "max_step", "kinds", "min_step"}
+        if unknown:
+            raise UserError(f"{where}: chaos has unknown field(s) {', '.join(sorted(unknown))}")
+        kinds = c.get("kinds", list(CHAOS_KINDS))
+        if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
+            raise UserError(f"{where}: chaos kinds must be a non-empty list of fault kinds")
+        nums = {k: _field(k, int, c.get(k, d), f"{where}: chaos")
+                for k, d in (("seed", 0), ("count", 3), ("max_step", 40), ("min_step", 2))}
+        if not 0 <= nums["count"] <= MAX_FAULTS or not 0 <= nums["min_step"] <= MAX_STEP \
+                or not 0 <= nums["max_step"] <= MAX_STEP:
+            raise UserError(f"{where}: chaos count must be in 0..{MAX_FAULTS}, steps in "
+                            f"0..{MAX_STEP}")
+        return chaos_plan(nums["seed"], world, nums["count"], nums["max_step"], tuple(kinds),
+                          nums["min_step"])
     if isinstance(raw, dict):
         raw = raw.get("faults")
     if not isinstance(raw, list):
         raise UserError(f"{where}: expected a list of faults, {{\"faults\": [...]}} "
                         "or {\"chaos\": {...}}")
+    if len(raw) > MAX_FAULTS:
+        raise UserError(f"{where}: {len(raw)} faults, at most {MAX_FAULTS} allowed")
     return [make_fault(item, where=f"{where}: fault {i}") for i, item in enumerate(raw)]
 
 
@@ -136,7 +166,7 @@ def chaos_plan(seed: int, world: int, count: int, max_step: int,
                kinds: tuple[str, ...] = CHAOS_KINDS, min_step: int = 2) -> list[Fault]:
     """`count` seeded random faults; fatal ones hit distinct ranks and leave one rank alive."""
     bad = [k for k in kinds if k not in KINDS]
-    if bad or count < 0 or max_step <= min_step or world < 1:
+    if bad or not kinds or count < 0 or max_step <= min_step or world < 1:
         raise UserError(f"chaos plan: bad kinds {bad}, count {count} or steps "
                         f"{min_step}..{max_step}")
     rng = random.Random(seed)

@@ -389,7 +389,10 @@ class FaultTolerantTrainer(Trainer):
             writer.close()
         if recoveries:
             # After a failure MPI_Finalize can wait forever for the dead ranks; everything is
-            # written and flushed, so leave without it.
+            # written and flushed, so leave without it (telling the launcher the run finished).
+            from distnet.common.procgroup import mark
+
+            mark("done")
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)

@@ -22,7 +22,7 @@ import sys
 import time
 
 from distnet.common.errors import UserError
-from distnet.common.procgroup import mpirun_python, run_group
+from distnet.common.procgroup import mpirun_python, run_job
 from distnet.common.runner import EXIT_USER_ERROR
 from distnet.ft.resilient import ATTEMPT_ENV
 from distnet.training import checkpoint
@@ -34,8 +34,9 @@ def mpirun_cmd(n: int, args: list[str]) -> list[str]:
 
 
 def run_once(cmd: list[str], env: dict[str, str], timeout_s: float) -> int:
-    """Run one job in its own process group; a job over its time is killed (status -9)."""
-    done = run_group(cmd, timeout_s or None, env=env, capture=False)
+    """Run one job in its own process group; a job over its time is killed (status -9), a job
+    in which every rank died is status 3 even when mpirun says 0."""
+    done = run_job(cmd, timeout_s or None, env=env, capture=False)
     return -signal.SIGKILL if done.timed_out else done.returncode
 
 

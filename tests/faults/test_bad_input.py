@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.faults.harness import Run, train, write_plan
+from distnet.common.procgroup import run_job
+from tests.faults.harness import BASE_ARGS, Run, train, write_plan
+from tests.proc import PYTHON, ROOT, mpirun_cmd
+from tests.proc import run as run_cmd
 
 N = 2
 
@@ -32,6 +36,14 @@ PLANS: dict[str, tuple[str, str]] = {
     "bad_type": ('[{"kind": "hang", "rank": "one", "step": 2}]', "rank must be int"),
     "rank_outside_world": ('[{"kind": "crash", "rank": 7, "step": 2}]', "names rank 7"),
     "wrong_shape": ('{"chaos": 3}', "chaos must be an object"),
+    "huge_count": ('{"chaos": {"count": 1000000000000}}', "chaos count must be in 0..10000"),
+    "deep": ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    "huge_number": ('[{"kind": "slow", "rank": 1, "step": 2, "seconds": 1e400}]',
+                    "number 1e400 is out of range"),
+    "nan_literal": ('[{"kind": "slow", "rank": 1, "step": 2, "seconds": NaN}]',
+                    "NaN is not a number"),
+    "huge_int": ('[{"kind": "crash", "rank": 1, "step": ' + "9" * 5000 + "}]", "not valid JSON"),
+    "empty_kinds": ('{"chaos": {"kinds": []}}', "non-empty list"),
 }
 
 
@@ -51,6 +63,9 @@ def test_malformed_fault_plan(name: str, tmp_path: Path) -> None:
     ("crash:rank=1", "missing step="),
     ("crash:rank=1:step=2:when=now", "bad field"),
     ("slow:rank=1:step=2:at=checkpoint", "only for crash"),
+    ("slow:rank=1:step=2:seconds=nan", "seconds must be a finite number"),
+    ("slow:rank=1:step=2:seconds=1e300", "seconds must be <= 86400"),
+    ("crash:rank=true:step=2", "rank must be int"),
 ])
 def test_malformed_inject_spec(spec: str, message: str, tmp_path: Path) -> None:
     assert_clean_error(train(tmp_path, "--inject", spec, n=N, ft="none"), message)
@@ -187,3 +202,30 @@ def test_cut_last_line_then_profile_resume(tmp_path: Path) -> None:
 def test_metrics_on_a_full_disk(tmp_path: Path) -> None:
     run = train(tmp_path, "--metrics", "/dev/full", n=N, ft="none")
     assert_clean_error(run, "--metrics /dev/full: cannot write: No space left on device")
+
+
+# ---- a run that did not finish is never a success ------------------------------------------
+
+BOTH_CRASH = ["--inject", "crash:rank=0:step=2", "--inject", "crash:rank=1:step=2"]
+
+
+def test_every_rank_died_under_ulfm_is_not_success(tmp_path: Path) -> None:
+    # mpirun --with-ft ulfm itself exits 0 here; the launcher must not.
+    res = run_cmd(["bash", str(ROOT / "launch" / "ft.sh"), "-n", str(N), *BASE_ARGS,
+                   "--metrics", str(tmp_path / "m.jsonl"), *BOTH_CRASH], timeout_s=180,
+                  env={"PYTHON": PYTHON,
+                       "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert not res.timed_out
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert "no rank finished the run" in res.stderr
+    assert '"event": "done"' not in (tmp_path / "m.jsonl").read_text()
+
+
+def test_run_job_reports_an_unfinished_run(tmp_path: Path) -> None:
+    argv = ["-m", "distnet.train", *BASE_ARGS, "--ft", "ulfm", *BOTH_CRASH]
+    plain = run_cmd(mpirun_cmd(N, PYTHON, *argv, ft=True), timeout_s=180)
+    job = run_job(mpirun_cmd(N, PYTHON, *argv, ft=True), timeout_s=180)
+    assert plain.returncode in (0, 3) and job.returncode == 3, job.stderr[-2000:]
+    ok = run_job(mpirun_cmd(N, PYTHON, "-m", "distnet.train", *BASE_ARGS, "--max-steps", "2"),
+                 timeout_s=180)
+    assert ok.returncode == 0, ok.stderr[-2000:]

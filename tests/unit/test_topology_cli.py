@@ -102,7 +102,7 @@ def test_calibration_fit_recovers_alpha_beta_gamma_and_the_sim_agrees() -> None:
 
 
 @pytest.mark.parametrize("text, words", [
-    ("{", "not JSON"),
+    ("{", "not valid JSON"),
     ('{"records": 3}', "list of benchmark records"),
     ('[{"algorithm": "ring", "bytes": 8}]', "lacks"),
     ('[{"algorithm": "ring", "bytes": 8, "ranks": 2, "avg_s": -1}]', "bad time"),
