@@ -298,7 +298,7 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
 
     In-place fields are avg_s, median_s, …; with out_of_place the same with an oop_ prefix.
     """
-    from distnet.observe.progress import bar
+    from distnet.common.progress import bar
 
     algos = available_algorithms()
     p = comm.size

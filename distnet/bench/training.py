@@ -8,17 +8,24 @@ otherwise). Model 784-1024-1024-10 ReLU, batch 128 per rank, SGD lr 0.01, float3
 Each rank gets max(1, cores // W) BLAS threads so ranks x threads never exceed the cores.
 A worker times `--repeats` windows of `--steps` steps after a warm-up and reports the best
 window, which is the least disturbed by other load on the machine.
+
+`--overhead` measures what watching a run costs instead: the same distnet step with nothing
+watched, with straggler tracking and stall notes (the defaults of distnet.train), and with
+--trace on top (per-layer spans, every reduction, merged to rank 0 at the end), alternating the
+three launch by launch; it reports each one's samples/s and its ratio to the unwatched step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -31,6 +38,7 @@ N_IN, HIDDEN, N_OUT = 784, [1024, 1024], 10
 BATCH_PER_RANK = 128
 LR = 0.01
 N_BATCHES = 4  # cycled, so the step does not always see one cached batch
+OBSERVE_MODES = ("none", "straggler", "trace")
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -44,6 +52,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                     help="launches per framework and world, alternating; the best is kept")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    ap.add_argument("--overhead", action="store_true",
+                    help="measure the cost of straggler tracking and --trace instead")
+    ap.add_argument("--observe", choices=OBSERVE_MODES, default="none", help=argparse.SUPPRESS)
     ap.add_argument("--timeout-s", type=float, default=600, help="per mpirun launch")
     ap.add_argument("--worker", choices=["distnet", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -91,18 +102,33 @@ def _distnet_worker(args: argparse.Namespace) -> None:
     xs, ys = _data(comm.rank)
     global_batch = BATCH_PER_RANK * world
     allreduce_s = [0.0]  # summed over every step, warm-up included
+    obs = _observer(comm, args.observe)
+    if obs is not None and obs.traces_layers:
+        model.recorder = obs
+    span = obs.span if obs is not None else _no_span
 
     def step(i: int) -> None:
-        model.zero_grad()
-        logits = model.forward(xs[i % N_BATCHES], train=True)
-        # Global batch as denom: the SUM all-reduce then yields the mean gradient, no division.
-        _, dlogits = softmax_cross_entropy(logits, ys[i % N_BATCHES], denom=global_batch)
-        model.backward(dlogits)
-        if world > 1:
-            t0 = MPI.Wtime()
-            comm.Allreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
-            allreduce_s[0] += MPI.Wtime() - t0
-        opt.step()
+        if obs is not None:
+            obs.begin_step(i)
+        with span("step", "step"):
+            model.zero_grad()
+            with span("forward", "phase"):
+                logits = model.forward(xs[i % N_BATCHES], train=True)
+                # Global batch as denom: the SUM all-reduce yields the mean gradient.
+                _, dlogits = softmax_cross_entropy(logits, ys[i % N_BATCHES],
+                                                   denom=global_batch)
+            with span("backward", "phase"):
+                model.backward(dlogits)
+            if world > 1:
+                t0 = MPI.Wtime()
+                if obs is not None:
+                    obs.reduce_start(0)
+                comm.Allreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
+                if obs is not None:
+                    obs.reduce_done(0, "native")
+                allreduce_s[0] += MPI.Wtime() - t0
+            with span("optimizer", "optim"):
+                opt.step()
 
     for i in range(args.warmup):
         step(i)
@@ -114,11 +140,32 @@ def _distnet_worker(args: argparse.Namespace) -> None:
             step(i)
         comm.Barrier()
         windows_s.append(MPI.Wtime() - t0)
+    if obs is not None:
+        obs.finish()  # after the timed windows: the end-of-run gather is not per-step cost
+        if obs.trace_path and comm.rank == 0:
+            os.remove(obs.trace_path)
     if comm.rank == 0:
         report = _report(windows_s, world, args.steps, _threads())
         report["allreduce_ms_per_step"] = 1e3 * allreduce_s[0] / (
             args.warmup + args.repeats * args.steps)
+        report["observe"] = args.observe
         print(json.dumps(report), flush=True)
+
+
+def _no_span(name: str, cat: str) -> Any:
+    return contextlib.nullcontext()
+
+
+def _observer(comm: Any, mode: str) -> Any:
+    """The watching of distnet.train's defaults (straggler + 60 s stall notes), plus a trace."""
+    if mode == "none":
+        return None
+    from distnet.observe.observer import Observer
+
+    # Every rank must build the same pieces (their end is collective); rank 0 writes the file.
+    trace = os.path.join(tempfile.gettempdir(), f"dnbench-trace-{os.getpid()}.json")
+    return Observer(comm, stall_warn_s=60.0, straggler=True,
+                    trace_path=trace if mode == "trace" else None)
 
 
 def _torch_worker(args: argparse.Namespace) -> None:
@@ -184,13 +231,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _launch(framework: str, world: int, args: argparse.Namespace) -> dict[str, Any]:
+def _launch(framework: str, world: int, args: argparse.Namespace,
+            observe: str = "none") -> dict[str, Any]:
     threads = max(1, (os.cpu_count() or 1) // world)
     env = {name: str(threads) for name in
            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     cmd = mpirun_python(world, "-m", "distnet.bench.training", "--worker", framework,
                         "--steps", str(args.steps), "--warmup", str(args.warmup),
-                        "--repeats", str(args.repeats), "--port", str(_free_port()))
+                        "--repeats", str(args.repeats), "--port", str(_free_port()),
+                        "--observe", observe)
     done = run_group(cmd, args.timeout_s, env=env)
     if done.timed_out or done.returncode != 0:
         why = "timed out" if done.timed_out else f"exit status {done.returncode}"
@@ -244,6 +293,37 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per world: best samples/s with nothing watched, straggler+stall, and +trace; ratios."""
+    rows = []
+    for world in _world_sizes(args.world_sizes):
+        best: dict[str, dict[str, Any]] = {m: {} for m in OBSERVE_MODES}
+        medians: dict[str, list[float]] = {m: [] for m in OBSERVE_MODES}
+        for _ in range(args.rounds):
+            for mode in OBSERVE_MODES:  # alternate, so outside load hits all three alike
+                got = _launch("distnet", world, args, observe=mode)
+                best[mode] = _best(best[mode], got)
+                medians[mode].append(got["median_samples_per_s"])
+        base = best["none"]["best_samples_per_s"]
+        base_med = statistics.median(medians["none"])
+        rows.append({"world": world, **{
+            f"{m}_samples_per_s": best[m]["best_samples_per_s"] for m in OBSERVE_MODES}, **{
+            f"{m}_ratio_best": best[m]["best_samples_per_s"] / base for m in OBSERVE_MODES}, **{
+            f"{m}_ratio_median": statistics.median(medians[m]) / base_med
+            for m in OBSERVE_MODES}})
+    return rows
+
+
+def _overhead_table(rows: list[dict[str, Any]]) -> str:
+    out = [f"{'world':>5} {'mode':>10} {'samples/s':>10} {'x none (best)':>14} "
+           f"{'x none (median)':>16}"]
+    for r in rows:
+        for m in OBSERVE_MODES:
+            out.append(f"{r['world']:>5} {m:>10} {r[f'{m}_samples_per_s']:10.0f} "
+                       f"{r[f'{m}_ratio_best']:14.3f} {r[f'{m}_ratio_median']:16.3f}")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse_args(sys.argv[1:] if argv is None else argv)
@@ -252,6 +332,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.worker == "torch":
             _torch_worker(args)
+            return 0
+        if args.overhead:
+            rows = overhead(args)
+            print(f"cost of watching: best of {args.rounds} x {args.repeats} x {args.steps} "
+                  "steps; straggler = arrival log + stall notes (distnet.train's defaults), "
+                  "trace = straggler + --trace")
+            print(_overhead_table(rows))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"overhead": rows}, f, indent=2)
             return 0
         rows = run(args)
     except UserError as e:

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from distnet.common.progress import bar
 from tests.faults.harness import Run, supervise, train
 
 SCENARIOS: list[tuple[str, str, list[str]]] = [
@@ -60,14 +61,18 @@ def main(repeats: int = 3) -> None:
         print("| fault | recovery (ms) | waited before declaring (s) | redone steps | "
               "job wall (s) | val_loss diff vs fault-free |")
         print("|---|---|---|---|---|---|")
+        # On a terminal, a bar over every run (it clears itself; the table is on stdout).
+        progress = bar(len(SCENARIOS) * repeats, "fault scenarios", unit="run")
         for k, (label, mode, args) in enumerate(SCENARIOS):
             rec_ms, waited, redone, walls, diffs = [], [], [], [], []
             for i in range(repeats):
+                progress.set_postfix_str(label)
                 run, wall = one_run(tmp / f"s{k}-{i}", mode, args)
+                progress.update()
                 done = run.events("done")
                 ft = run.events("ft_done")
                 if not done or not ft:
-                    print(f"| {label} | FAILED run {i} | | | | |")
+                    progress.write(f"| {label} | FAILED run {i} | | | | |")
                     continue
                 recs = run.events("recovery")
                 rec_ms.append(1e3 * sum(e["recovery_s"] for e in recs))
@@ -80,9 +85,10 @@ def main(repeats: int = 3) -> None:
             if not walls:
                 continue
             rec = "-" if mode.startswith("restart") else f"{statistics.median(rec_ms):.1f}"
-            print(f"| {label} | {rec} | {statistics.median(waited):.2f} | "
+            progress.write(f"| {label} | {rec} | {statistics.median(waited):.2f} | "
                   f"{statistics.median(redone):g} | {statistics.median(walls):.2f} | "
-                  f"{max(diffs, key=abs):+.2e} |", flush=True)
+                  f"{max(diffs, key=abs):+.2e} |")
+        progress.close()
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def test_tracer_rejects_empty_ring() -> None:
 
 
 def test_progress_silent_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    from distnet.observe import progress
+    from distnet.common import progress
 
     b = progress.bar(10, "x")
     b.update(3)

@@ -13,6 +13,10 @@ ENV = "DISTNET_PROGRESS"
 
 
 class _Silent:
+    def write(self, line: str) -> None:
+        """A line to standard output (tqdm's own write also clears and redraws its bar)."""
+        print(line, flush=True)
+
     def update(self, n: int = 1) -> None:
         return None
 
