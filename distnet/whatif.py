@@ -5,6 +5,11 @@
         [--placement packed|scattered] [--routing ecmp|ideal] [--calibration bench.json]
         [--json OUT] [--compare-topologies]
 
+    python -m distnet.whatif --failures --metrics run.jsonl --topology fat-tree:k=48 \\
+        [--ranks 8,...,16384] [--costs docs/recovery-costs.json] [--node-mtbf-h H] ...
+
+`--failures` projects goodput (useful steps / wall time) under node failures for four recovery
+strategies instead (distnet.analysis.goodput, docs/whatif.md).
 `--topology local` models this machine: one switch with one host per rank whose links run at the
 calibrated bandwidth (`--calibration`, from `python -m distnet.bench --json`). The model and its
 assumptions are in `distnet.analysis.projection`'s docstring and docs/whatif.md.
@@ -20,6 +25,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from distnet.analysis.goodput_report import (
+    add_failure_flags,
+    check_cost,
+    cluster_for,
+    evaluate,
+    format_table,
+    overtake_text,
+    plot_goodput,
+    policy_from_args,
+)
 from distnet.analysis.projection import (
     MIB,
     NetModel,
@@ -37,6 +52,8 @@ from distnet.common.errors import UserError
 from distnet.common.plotting import pyplot, save_figure
 
 PROG = "python -m distnet.whatif"
+DEFAULT_RANKS = "8,64,512,4096"
+DEFAULT_ALGORITHMS = "ring,tree,hierarchical"
 
 
 # ---- this machine: calibration and a one-switch network ---------------------------------------
@@ -150,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--metrics", required=True, help="metrics JSONL of a `distnet.train --profile` run")
     a("--topology", required=True,
       help="network spec (fat-tree:k=16, leaf-spine:..., clos:...) or 'local' (this machine)")
-    a("--ranks", default="8,64,512,4096", help="comma-separated rank counts")
-    a("--algorithms", default="ring,tree,hierarchical", help="comma-separated all-reduce names")
+    a("--ranks", help=f"comma-separated rank counts (default {DEFAULT_RANKS}; with --failures "
+      f"8,16,...,16384)")
+    a("--algorithms", help="comma-separated all-reduce names (default ring,tree,hierarchical; "
+      "with --failures tree, and only the first is used)")
     a("--placement", default="packed", help="packed, scattered or random")
     a("--routing", default="ecmp", help="ecmp, ideal or dmodk")
     a("--calibration", help="distnet.bench --json file: fit alpha, beta, gamma of this machine")
@@ -169,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--compare-topologies", action="store_true",
       help="also print one table of several clusters at the largest rank count")
     a("--json", dest="json_out", help="write the projection rows to this JSON file")
-    a("--plot", help="write a scaling plot (PNG) here")
+    a("--plot", help="write a scaling plot (PNG) here (with --failures: goodput vs ranks)")
+    add_failure_flags(p)
     return p
 
 
@@ -233,8 +253,10 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    ranks = parse_ranks(args.ranks)
-    algorithms = parse_algorithms(args.algorithms)
+    if args.failures:
+        return run_failures(args)
+    ranks = parse_ranks(args.ranks or DEFAULT_RANKS)
+    algorithms = parse_algorithms(args.algorithms or DEFAULT_ALGORITHMS)
     profile = load_profile(args.metrics, args.percentile)
     calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
     net = build_network(args.topology, max(ranks), calib, args.link_gbps)
@@ -280,6 +302,43 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.plot:
         plot_scaling(args.plot, rows, algorithms, title=f"{net.name}, {args.routing}, "
                      f"{args.placement}; batch {batch}/rank")
+    return result
+
+
+def run_failures(args: argparse.Namespace) -> dict[str, Any]:
+    """Goodput of each recovery strategy at each rank count (distnet.analysis.goodput)."""
+    ranks = parse_ranks(args.ranks or ",".join(str(2 ** k) for k in range(3, 15)))
+    algorithm = parse_algorithms(args.algorithms or "tree")[0]
+    policy, costs = policy_from_args(args)
+    check_cost(ranks, policy, args.mc_runs)
+    profile = load_profile(args.metrics, args.percentile)
+    calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
+    net = build_network(args.topology, max(ranks), calib, args.link_gbps)
+    check_fits(net, max(ranks))
+    alpha_s = args.alpha_us * 1e-6 if args.alpha_us is not None else (
+        calib.alpha_s if calib else None)
+    model = NetModel(net, args.placement, args.routing, alpha_s,
+                     calib.gamma_s_per_byte if calib else None, args.seed)
+    steps = project(profile, ranks, [algorithm], simulator_comm(model, profile.itemsize),
+                    args.batch_per_rank)
+    clusters = [cluster_for(r, profile, args.batch_per_rank, costs, policy) for r in steps]
+    rows = evaluate(clusters, args.mc_runs, args.seed)
+    print(f"goodput under node failures: node MTBF {policy.node_mtbf_s / 3600:,.0f} h, "
+          f"{policy.ranks_per_node} rank(s)/node, job {policy.horizon_s / 86400:g} days, grow "
+          f"back every {policy.grow_every_s / 3600:g} h, your checkpoint interval "
+          f"{policy.checkpoint_every} steps, detection by {policy.detection}; costs from "
+          f"{costs.source}; steps: {algorithm} on {net.name}; Monte Carlo {args.mc_runs} runs, "
+          f"seed {args.seed}")
+    print(format_table(rows))
+    print("\n".join(overtake_text(rows)))
+    result = {"network": net.name, "algorithm": algorithm, "policy": vars(policy),
+              "costs": costs.source, "rows": rows}
+    if args.json_out:
+        _write_json(args.json_out, result)
+    if args.plot:
+        plot_goodput(args.plot, rows, f"{net.name}, {algorithm}; node MTBF "
+                     f"{policy.node_mtbf_s / 3600:,.0f} h, job {policy.horizon_s / 86400:g} d, "
+                     f"grow back every {policy.grow_every_s / 3600:g} h")
     return result
 
 

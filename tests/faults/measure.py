@@ -1,4 +1,6 @@
-"""Measure recovery per fault type for docs/faults.md: `python -m tests.faults.measure [REPEATS]`.
+"""Measure recovery per fault type for docs/faults.md: `python -m tests.faults.measure [REPEATS]`,
+or the recovery costs the goodput projection reads: `... measure [REPEATS] --costs OUT.json`
+(tests/faults/measure_costs.py; docs/recovery-costs.json is its output on this machine).
 
 Runs the suite's job (4 ranks, 2 epochs, seed 3) fault-free and once per fault type per repeat,
 and prints a Markdown table: in-run recovery time (revoke + shrink + rebuild, from the metrics),
@@ -91,5 +93,21 @@ def main(repeats: int = 3) -> None:
         progress.close()
 
 
+def cli(argv: list[str]) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tests.faults.measure")
+    p.add_argument("repeats", nargs="?", type=int, default=3, help="runs per measurement")
+    p.add_argument("--costs", metavar="OUT", help="measure the recovery costs into this JSON file")
+    args = p.parse_args(argv)
+    if args.costs:
+        from tests.faults.measure_costs import write_costs
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_costs(args.costs, Path(tmp), args.repeats)
+    else:
+        main(args.repeats)
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    cli(sys.argv[1:])
