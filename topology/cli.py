@@ -1,4 +1,4 @@
-"""`python -m topology {simulate,compare,info,scaling,calibrate,bench}`: the simulator's CLI.
+"""`python -m topology {simulate,compare,info,scaling,calibrate,bench,emulate}`: the CLI.
 
 Bad input of any kind is one line on stderr, `topology: error: ...`, and exit status 2.
 """
@@ -234,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "rendezvous (docs/topology-sim.md)")
     k.add_argument("--cores", type=int, default=None,
                    help="cores of the measured machine for --model machine (default: this one)")
+    sub.add_parser("emulate", help="the modelled cluster on Linux namespaces (emulate -h)",
+                   add_help=False)
     b = sub.add_parser("bench", help="simulator speed: ring on k=32 and k=48 fat-trees")
     b.add_argument("--k", default="32,48", help="comma-separated fat-tree radixes")
     return ap
@@ -253,6 +255,11 @@ def _split(text: str) -> list[str]:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulate"]:  # its own parser: `run` takes a command after --
+        from topology.emulate.cli import run as run_emulate
+
+        return run_emulate(argv[1:])
     a = build_parser().parse_args(argv)
     if a.cmd == "simulate":
         r = run_case(Case(a.topology, a.algorithm, parse_size(a.size), placement=a.placement,

@@ -1,0 +1,114 @@
+"""`python -m topology emulate {up,run,status,down,link,validate}`: the emulated cluster's CLI.
+
+Bad input is one line `topology: error: ...` and exit 2 (topology.cli.main prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from distnet.common.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
+
+
+def _prefix(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--prefix", default="dn-",
+                    help="name prefix of everything the cluster creates (default dn-)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="topology emulate", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    u = sub.add_parser("up", help="build the namespaces, cables, shapers and routes")
+    u.add_argument("--topology", default="leaf-spine:leaves=2,spines=2,hosts=2")
+    u.add_argument("--link-gbps", type=float, default=0.2,
+                   help="every tier's rate unless the spec says otherwise (default 0.2)")
+    u.add_argument("--host-gbps", type=float, default=None)
+    u.add_argument("--routing", default="ecmp", help="ecmp, dmodk or single")
+    u.add_argument("--slots", type=int, default=2, help="slots per host in the hostfile")
+    u.add_argument("--json", action="store_true")
+    _prefix(u)
+    r = sub.add_parser("run", help="mpirun CMD on the emulated hosts: run -n N -- CMD...")
+    r.add_argument("-n", "--np", type=int, required=True, dest="n")
+    r.add_argument("--placement", default="packed", help="packed, scattered or random")
+    r.add_argument("--ranks-per-host", type=int, default=1)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--timeout", type=float, default=None, help="kill the job after S seconds")
+    r.add_argument("--print-cmd", action="store_true", help="print the mpirun line, run nothing")
+    r.add_argument("command", nargs=argparse.REMAINDER)
+    _prefix(r)
+    s = sub.add_parser("status", help="hosts and links of the live cluster")
+    s.add_argument("--json", action="store_true")
+    _prefix(s)
+    d = sub.add_parser("down", help="remove everything the cluster created")
+    _prefix(d)
+    k = sub.add_parser("link", help="link down|up A B, or link rate A B GBPS, on the live run")
+    k.add_argument("action", choices=("down", "up", "rate"))
+    k.add_argument("a")
+    k.add_argument("b")
+    k.add_argument("gbps", nargs="?", type=float, default=None)
+    _prefix(k)
+    return ap
+
+
+def _status_text(st: dict) -> str:
+    lines = [f"{st['spec']}  routing {st['routing']}  prefix {st['prefix']}  "
+             f"{'up' if st['up'] else 'NOT fully up'}",
+             f"hostfile {st['hostfile']}  agent {st['agent']}"]
+    lines += [f"  {h['name']:<6} {h['namespace']:<12} mgmt {h['mgmt_ip']:<15} data "
+              f"{h['data_ip']}" for h in st["hosts"]]
+    lines += [f"  {c['a']:>8} -- {c['b']:<8} {c['gbps']:g} Gb/s"
+              f"{'' if c['up'] else '  DOWN'}" for c in st["links"]]
+    return "\n".join(lines)
+
+
+def run(argv: Sequence[str]) -> int:
+    from topology.emulate import cluster, launch, state
+
+    a = build_parser().parse_args(list(argv))
+    if a.cmd == "up":
+        plan = cluster.up(a.topology, a.link_gbps, a.routing, a.prefix, a.host_gbps, a.slots)
+        st = cluster.status(plan.prefix)
+        print(json.dumps(st, indent=1) if a.json else _status_text(st))
+    elif a.cmd == "status":
+        st = cluster.status(a.prefix)
+        print(json.dumps(st, indent=1) if a.json else _status_text(st))
+    elif a.cmd == "down":
+        gone = cluster.down(a.prefix)
+        print(f"removed {len(gone)} namespaces/links of {a.prefix!r}")
+    elif a.cmd == "link":
+        if a.action == "rate":
+            if a.gbps is None:
+                raise UserError("emulate link rate A B GBPS: give the rate")
+            print(json.dumps(cluster.set_rate(a.prefix, a.a, a.b, a.gbps)))
+        else:
+            print(json.dumps(cluster.link(a.prefix, a.a, a.b, a.action)))
+    else:
+        command = list(a.command)
+        if command and command[0] == "--":
+            command = command[1:]
+        plan, _ = state.load(a.prefix)
+        cmd = launch.mpirun_cmd(plan, a.n, command, a.placement, a.ranks_per_host, a.seed)
+        if a.print_cmd:
+            print(" ".join(cmd))
+            return 0
+        if a.timeout is not None and not 0 < a.timeout <= 7 * 86400:
+            raise UserError(f"--timeout must be within 0..604800 s, got {a.timeout}")
+        # SIGTERM (e.g. from `timeout`) must reach the finally that kills mpirun's group
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        res = launch.run(plan, a.n, command, timeout_s=a.timeout, capture=False,
+                         placement=a.placement, ranks_per_host=a.ranks_per_host, seed=a.seed)
+        if res.timed_out:
+            print(f"topology: error: emulate run: killed after {a.timeout} s", file=sys.stderr)
+            return 124
+        return res.returncode
+    return 0

@@ -1,0 +1,141 @@
+"""Start MPI ranks inside the emulated hosts: Open MPI's ssh stand-in, a hostfile, the flags.
+
+Open MPI's launcher runs `AGENT HOST CMD...` for every host; our agent maps the host's
+management address to its namespace and runs CMD there (`ip netns exec`), so the daemons and
+ranks live in the emulated hosts while mpirun stays in the root namespace on the management
+bridge. The flags (measured on Open MPI 5.0 here):
+- --prtemca plm_ssh_agent AGENT, --prtemca oob_tcp_if_include MGMT: launch and control traffic
+  on the unshaped management network;
+- --mca btl tcp,self --mca btl_tcp_if_include 198.18.0.0/16: MPI's bytes on the data network
+  (no shared memory between emulated hosts: they are separate machines);
+- --mca coll ^han: han hangs every collective across these hosts (point-to-point works);
+- --bind-to none: each daemon thinks it owns the whole machine and would pin rank 0 of every
+  host to core 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from distnet.common.errors import UserError
+from distnet.common.procgroup import Finished, run_group
+from topology.emulate import state
+from topology.emulate.plan import DATA_NET, Plan
+from topology.placement import place
+
+PLACEMENTS = ("packed", "scattered", "random")
+
+
+def agent_path(prefix: str) -> Path:
+    return state.work_dir(prefix) / "agent"
+
+
+def hostfile_path(prefix: str) -> Path:
+    return state.work_dir(prefix) / "hostfile"
+
+
+def agent_script(plan: Plan) -> str:
+    cases = "\n".join(f"  {h.mgmt_ip}|{h.name}|{h.namespace}) ns={h.namespace} "
+                      f"name={h.namespace} ;;" for h in plan.hosts)
+    return f"""#!/bin/sh
+# Open MPI ssh stand-in for the emulated cluster {plan.prefix!r}: AGENT [ssh options] HOST CMD...
+# runs CMD inside HOST's network namespace (written by `python -m topology emulate up`).
+while [ $# -gt 0 ]; do case "$1" in -*) shift ;; *) break ;; esac; done
+host="$1"; shift
+case "$host" in
+{cases}
+  *) echo "emulate agent: unknown host $host" >&2; exit 255 ;;
+esac
+# Its own UTS namespace too: Open MPI tells nodes apart by hostname (with one shared hostname,
+# MPI_COMM_TYPE_SHARED groups ranks of different emulated hosts together).
+exec ip netns exec "$ns" unshare --uts /bin/sh -c \
+  'hostname "$0" && exec /bin/sh -c "$1"' "$name" "$*"
+"""
+
+
+def hostfile_text(plan: Plan, slots: int) -> str:
+    lines = [f"# Emulated cluster {plan.prefix!r} ({plan.spec}): one line per host, its "
+             "management address.",
+             f"#   mpirun --hostfile {hostfile_path(plan.prefix)} "
+             f"--prtemca plm_ssh_agent {agent_path(plan.prefix)} ... (see emulate run)"]
+    lines += [f"{h.mgmt_ip} slots={slots}" for h in plan.hosts]
+    return "\n".join(lines) + "\n"
+
+
+def write_files(plan: Plan, slots: int) -> None:
+    d = state.work_dir(plan.prefix)
+    d.mkdir(parents=True, exist_ok=True)
+    agent = agent_path(plan.prefix)
+    agent.write_text(agent_script(plan))
+    agent.chmod(0o755)
+    hostfile_path(plan.prefix).write_text(hostfile_text(plan, slots))
+
+
+def base_flags(plan: Plan) -> list[str]:
+    """What every mpirun across the emulated hosts needs (module docstring says why)."""
+    flags = ["--prtemca", "plm_ssh_agent", str(agent_path(plan.prefix)),
+             "--prtemca", "oob_tcp_if_include", plan.mgmt_subnet,
+             "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", str(DATA_NET),
+             "--mca", "coll", "^han", "--bind-to", "none"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        flags.append("--allow-run-as-root")
+    return flags
+
+
+def rank_hosts(plan: Plan, n: int, placement: str = "packed", ranks_per_host: int = 1,
+               seed: int = 0) -> list[int]:
+    """Host number of every rank: ranks_per_host consecutive ranks per host, hosts chosen by
+    the simulator's placement rule (topology.placement) so both place ranks alike."""
+    from topology.emulate.cluster import network_of
+
+    if placement not in PLACEMENTS:
+        raise UserError(f"emulate run: unknown placement {placement!r} "
+                        f"(known: {', '.join(PLACEMENTS)})")
+    if not 1 <= ranks_per_host <= 64:
+        raise UserError(f"emulate run: --ranks-per-host must be 1..64, got {ranks_per_host}")
+    if not 1 <= n <= len(plan.hosts) * ranks_per_host:
+        raise UserError(f"emulate run: -n {n} ranks do not fit on {len(plan.hosts)} hosts x "
+                        f"{ranks_per_host} ranks per host")
+    _, extra = state.load(plan.prefix)
+    net = network_of(plan.spec, extra.get("link_gbps"), extra.get("host_gbps"))
+    hosts = place(net, math.ceil(n / ranks_per_host), mode=placement, seed=seed)
+    return [int(hosts[r // ranks_per_host]) for r in range(n)]
+
+
+def mpirun_cmd(plan: Plan, n: int, command: list[str], placement: str = "packed",
+               ranks_per_host: int = 1, seed: int = 0, extra_flags: str | None = None,
+               ft: bool = False) -> list[str]:
+    """The full mpirun command line; extra_flags defaults to $MPIRUN_FLAGS (as launch/local.sh)."""
+    if not command:
+        raise UserError("emulate run: give the command after --, e.g. -- python -m distnet.bench")
+    order = rank_hosts(plan, n, placement, ranks_per_host, seed)
+    # --host a:K,b:K in placement order with --map-by slot: rank r lands on order[r]
+    used: list[int] = []
+    for h in order:
+        if h not in used:
+            used.append(h)
+    counts = {h: order.count(h) for h in used}
+    hosts = ",".join(f"{plan.hosts[h].mgmt_ip}:{counts[h]}" for h in used)
+    here = str(Path(sys.executable).parent)
+    mpirun = shutil.which("mpirun", path=here) or shutil.which("mpirun") or "mpirun"
+    cores = os.cpu_count() or 1
+    threads = str(max(1, cores // n))
+    env = [f"{v}={os.environ.get(v, threads)}" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")]
+    extra = os.environ.get("MPIRUN_FLAGS", "") if extra_flags is None else extra_flags
+    ulfm = ["--with-ft", "ulfm"] if ft else []
+    return [mpirun, "-n", str(n), "--host", hosts, "--map-by", "slot", *base_flags(plan), *ulfm,
+            *shlex.split(extra), "-x", env[0], "-x", env[1], *command]
+
+
+def run(plan: Plan, n: int, command: list[str], timeout_s: float | None = None,
+        capture: bool = True, **kw: object) -> Finished:
+    """Run `command` on n ranks of the emulated cluster in its own process group."""
+    return run_group(mpirun_cmd(plan, n, command, **kw),  # type: ignore[arg-type]
+                     timeout_s, capture=capture)
+
+
