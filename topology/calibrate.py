@@ -1,9 +1,10 @@
 """Fit α, β, γ to measured all-reduce times (a `distnet.bench --json` file), then check the model.
 
-Every closed form is linear in (α, β, γ) once the latency term is folded into α, so the fit is a
-linear least-squares problem: row i holds the closed form of record i evaluated at the unit
-vectors. Rows are divided by the measured time, i.e. we minimise RELATIVE errors, because the
-sizes span six orders of magnitude and plain seconds would let the biggest buffer decide alone.
+Every algorithm's cost (`distnet.allreduce.cost`) is linear in (α, β, γ) once the latency term is
+folded into α, so the fit is a linear least-squares problem: row i holds the cost terms of
+record i (its steps, bytes and reduced bytes). Rows are divided by the measured time, i.e. we
+minimise RELATIVE errors, because the sizes span six orders of magnitude and plain seconds would
+let the biggest buffer decide alone.
 Coefficients are kept >= 0 by dropping a negative one and refitting the rest (a three-variable
 active set, enough here). `sim_vs_measured` replays the real schedules on a star network (one
 switch, one NIC of bandwidth 1/β per rank): the model of ranks sharing one machine.
@@ -30,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from distnet.allreduce import cost
 from distnet.common.errors import UserError
 from distnet.common.jsonfile import read_json
-from topology.closed_form import CLOSED_FORMS, closed_form_time
 from topology.network import Network, make_network
 
 # tree_pipelined's closed form is only an upper bound (pipeline fill and drain), so it would bias
@@ -105,8 +106,9 @@ def _usable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _unit_rows(r: dict[str, Any]) -> np.ndarray:
-    name, p, n = r["algorithm"], int(r["ranks"]), float(r["bytes"])
-    return np.array([closed_form_time(name, p, n, *unit) for unit in np.eye(3)])
+    """Record r's time as a row: time = row @ (α, β, γ)."""
+    t = cost.terms(r["algorithm"], int(r["ranks"]), float(r["bytes"]))
+    return np.array([t.steps, t.bytes, t.reduced_bytes])
 
 
 def _nnls_relative(a: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -167,8 +169,8 @@ def synthetic_records(alpha_s: float, beta_s_per_byte: float, gamma_s_per_byte: 
                       ) -> list[dict[str, Any]]:
     """Bench-shaped records made from the closed forms themselves (for tests and demos)."""
     return [{"algorithm": a, "bytes": s, "ranks": p, "dtype": "float32",
-             "avg_s": closed_form_time(a, p, s, alpha_s, beta_s_per_byte, gamma_s_per_byte)}
-            for a in FIT_ALGORITHMS if a in CLOSED_FORMS for p in ranks for s in sizes]
+             "avg_s": cost.cost_s(a, p, s, alpha_s, beta_s_per_byte, gamma_s_per_byte)}
+            for a in FIT_ALGORITHMS for p in ranks for s in sizes]
 
 
 def report(f: Fit, checked: list[dict[str, Any]] | None = None) -> str:

@@ -44,8 +44,8 @@ class Case:
 def run_case(c: Case) -> dict[str, Any]:
     """Build, place, simulate and compare with the closed form; plain data out."""
     from distnet.allreduce import get_schedule
+    from distnet.allreduce.cost import cost_s
     from topology import sim
-    from topology.closed_form import closed_form_time
     from topology.network import fail_random
     from topology.placement import place
     from topology.routing import MODES, route
@@ -83,8 +83,8 @@ def run_case(c: Case) -> dict[str, Any]:
     if c.algorithm == "hierarchical":
         cf_opts["ranks_per_node"] = max(1, p // max(1, len(set(opts["node_of"]))))
     try:
-        closed = closed_form_time(c.algorithm, p, n * itemsize, alpha_s, 8 / (nic_gbps * 1e9),
-                                  gamma, worst_lat, **cf_opts)
+        closed = cost_s(c.algorithm, p, n * itemsize, alpha_s, 8 / (nic_gbps * 1e9), gamma,
+                        worst_lat, **cf_opts)
     except UserError:
         closed = float("nan")
     return {

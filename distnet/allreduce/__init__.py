@@ -6,12 +6,12 @@ Importing this package never initialises MPI (the simulator imports the schedule
 """
 
 from distnet.allreduce.auto import auto_allreduce
-from distnet.allreduce.execute import register_start, start
 from distnet.allreduce.hierarchical import (
     hierarchical_allreduce,
     hierarchical_schedule,
     hierarchical_start,
 )
+from distnet.allreduce.mpi import start
 from distnet.allreduce.naive import naive_allreduce, naive_schedule
 from distnet.allreduce.native import native_allreduce, native_start
 from distnet.allreduce.ops import MAX, MIN, PROD, SUM
@@ -21,7 +21,12 @@ from distnet.allreduce.recursive_doubling import (
     recursive_doubling_schedule,
 )
 from distnet.allreduce.registry import ALGORITHMS, SCHEDULES, get, get_schedule, register
-from distnet.allreduce.ring import ring_allreduce, ring_pipelined_allreduce, ring_schedule
+from distnet.allreduce.ring import (
+    ring_allreduce,
+    ring_pipelined_allreduce,
+    ring_pipelined_schedule,
+    ring_schedule,
+)
 from distnet.allreduce.tree import (
     tree_allreduce,
     tree_pipelined_allreduce,
@@ -29,19 +34,16 @@ from distnet.allreduce.tree import (
     tree_schedule,
 )
 
-register("native", native_allreduce)
+register("native", native_allreduce, start=native_start)
 register("naive", naive_allreduce, naive_schedule)
 register("ring", ring_allreduce, ring_schedule)
-# Same schedule; the executor segments each transfer (replays as the plain ring).
-register("ring_pipelined", ring_pipelined_allreduce, ring_schedule)
+register("ring_pipelined", ring_pipelined_allreduce, ring_pipelined_schedule)
 register("tree", tree_allreduce, tree_schedule)
 register("tree_pipelined", tree_pipelined_allreduce, tree_pipelined_schedule)
 register("recursive_doubling", recursive_doubling_allreduce, recursive_doubling_schedule)
 register("rabenseifner", rabenseifner_allreduce, rabenseifner_schedule)
-register("hierarchical", hierarchical_allreduce, hierarchical_schedule)
+register("hierarchical", hierarchical_allreduce, hierarchical_schedule, start=hierarchical_start)
 register("auto", auto_allreduce)  # picks one of the above per size; no schedule of its own
-register_start("native", native_start)
-register_start("hierarchical", hierarchical_start)
 
 __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SCHEDULES", "SUM", "get", "get_schedule", "register",

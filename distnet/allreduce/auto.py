@@ -6,12 +6,12 @@ with ``n <= max_bytes`` and anything larger than the last entry uses the last on
 JSON, ``{"2": [[4096, "recursive_doubling"], [67108864, "ring"]], ...}``.
 
 Without a usable table (missing file, bad JSON, no row for this p, every entry stale) the choice
-comes from the α-β cost formulas in `builtin_choice`.
+comes from the α-β-γ cost model (`distnet.allreduce.cost`) in `builtin_choice`.
 
 Every rank must run the same algorithm or the job deadlocks, yet each rank reads its own file
 (node-local caches can differ). So the table is read on rank 0 only and broadcast once per
-communicator; the copy lives on the communicator as an MPI attribute, and since `Dup` does not
-copy attributes, a new communicator agrees afresh.
+communicator; the copy lives in the communicator's `CommState` (an MPI attribute), and since `Dup`
+does not copy attributes, a new communicator agrees afresh.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distnet.allreduce.bind import validate
+from distnet.allreduce import cost
+from distnet.allreduce.mpi import CommState, comm_state, validate
 from distnet.allreduce.native import native_allreduce
-from distnet.allreduce.registry import ALGORITHMS, AllreduceFn
+from distnet.allreduce.registry import ALGORITHMS
 
 TUNE_ENV = "DISTNET_TUNE_FILE"
 DEFAULT_TUNE_PATH = Path("~/.cache/distnet/allreduce_tune.json")
@@ -96,37 +98,17 @@ def save_table(table: TuneTable, path: Path | None = None) -> Path:
     return target
 
 
-def cost_s(name: str, p: int, nbytes: int) -> float:
-    """α-β-γ model time of one all-reduce of n = nbytes over p ranks (inf for unmodelled names).
-
-    With L = ⌈log2 p⌉, f = 2(p−1)/p, and e = 2 extra steps when p is not a power of two:
-    recursive doubling: (L + e)(α + nβ) + L·nγ — every rank reduces the whole buffer L times;
-    rabenseifner: (2L + e)α + f·nβ + (f/2)·nγ + e·n(β + γ) — reduce-scatter by halving, then
-    all-gather by doubling; ring: 2(p−1)α + f·nβ + (f/2)·nγ; tree: 2L(α + nβ) + L·nγ.
-    """
-    if p <= 1:
-        return 0.0
-    logp = math.ceil(math.log2(p))
-    extra = 0 if p & (p - 1) == 0 else 2
-    f = 2 * (p - 1) / p
-    a, b, g = ALPHA_S, nbytes * BETA_S_PER_BYTE, nbytes * GAMMA_S_PER_BYTE
-    if name == "recursive_doubling":
-        return (logp + extra) * (a + b) + logp * g
-    if name == "rabenseifner":
-        return (2 * logp + extra) * a + f * b + f / 2 * g + extra * (b + g)
-    if name == "ring":
-        return 2 * (p - 1) * a + f * b + f / 2 * g
-    if name == "tree":
-        return 2 * logp * (a + b) + logp * g
-    return math.inf
+MODELLED = ("recursive_doubling", "rabenseifner", "ring", "tree")  # tie -> earlier wins
+# Distinct message sizes whose choice a communicator remembers (a trainer uses a handful).
+CHOICES_PER_COMM = 256
 
 
 def builtin_choice(p: int, nbytes: int, known: set[str] | frozenset[str]) -> str:
     """The cheapest modelled algorithm among `known`; `native` when none of them is modelled."""
     best, best_s = "native", math.inf
-    for name in ("recursive_doubling", "rabenseifner", "ring", "tree"):  # tie -> earlier wins
+    for name in MODELLED:
         if name in known:
-            t = cost_s(name, p, nbytes)
+            t = cost.cost_s(name, p, nbytes, ALPHA_S, BETA_S_PER_BYTE, GAMMA_S_PER_BYTE)
             if t < best_s:
                 best, best_s = name, t
     return best
@@ -152,45 +134,12 @@ def candidates() -> frozenset[str]:
     return frozenset(ALGORITHMS) - {"auto"} | {"native"}
 
 
-class _Agreement:
-    """What one communicator agreed on: rank 0's table (cached on the comm as an attribute)."""
-
-    def __init__(self, handle: int, table: TuneTable) -> None:
-        self.handle = handle
-        self.table = table
-
-
-# Hot path: (communicator handle, nbytes) -> the chosen function. A handle can be reused once
-# its communicator is freed, so the attribute's delete callback drops that handle's entries.
-_CHOICES: dict[tuple[int, int], AllreduceFn] = {}
-_KEYVAL: int | None = None
-
-
-def _forget(comm: Any, keyval: int, agreement: _Agreement) -> None:
-    global _last
-    for key in [k for k in _CHOICES if k[0] == agreement.handle]:
-        del _CHOICES[key]
-    _last = (None, -1, native_allreduce)
-
-
-def _agreement(comm: Any) -> _Agreement:
-    """Rank 0's tune table, broadcast on first use per communicator and cached on it."""
-    global _KEYVAL
-    if _KEYVAL is None:
-        from mpi4py import MPI
-
-        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_forget)
-    agreement = comm.Get_attr(_KEYVAL)
-    if agreement is None:
-        table = comm.bcast(load_table() if comm.rank == 0 else None, root=0)
-        agreement = _Agreement(comm.handle, table)
-        comm.Set_attr(_KEYVAL, agreement)
-    return agreement
-
-
 def agreed_table(comm: Any) -> TuneTable:
     """The table every rank of comm uses: rank 0's (collective on first use per comm)."""
-    return _agreement(comm).table
+    state = comm_state(comm)
+    if state.auto_table is None:
+        state.auto_table = comm.bcast(load_table() if comm.rank == 0 else None, root=0)
+    return state.auto_table
 
 
 def resolve(comm: Any, nbytes: int) -> str:
@@ -198,29 +147,26 @@ def resolve(comm: Any, nbytes: int) -> str:
     return choose(agreed_table(comm), comm.size, nbytes, candidates())
 
 
-# The previous call's (comm object, nbytes, fn), the training-loop fast path. Holding the object
-# keeps it alive, so `is` cannot be fooled by a recycled id; _forget clears it on Free.
-_last: tuple[Any, int, AllreduceFn] = (None, -1, native_allreduce)
+def _choice(state: CommState, comm: Any, nbytes: int) -> Callable[..., None]:
+    found = state.auto_choices.get(nbytes)
+    if found is None:
+        if len(state.auto_choices) >= CHOICES_PER_COMM:
+            del state.auto_choices[next(iter(state.auto_choices))]  # the oldest size
+        # `native` is a candidate even when unregistered (auto works with an empty registry).
+        found = ALGORITHMS.get(resolve(comm, nbytes), native_allreduce)
+        state.auto_choices[nbytes] = found
+    return found
 
 
 def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
     """All-reduce buf in place with the algorithm the tune table picks for its size and p.
 
     Cost: that of the chosen algorithm, plus one broadcast of the table the first time a
-    communicator is used. The choice per (communicator, size) is made once and cached; a repeat
-    of the previous call's (comm, size) adds ~60 ns to the algorithm, another size ~140 ns.
+    communicator is used. The choice per (communicator, size) is made once and kept in the
+    communicator's CommState.
     """
-    global _last
-    last_comm, nbytes, fn = _last
-    if comm is not last_comm or getattr(buf, "nbytes", None) != nbytes:
-        nbytes = validate(buf).nbytes  # a bad buffer fails here, before any rank communicates
-        found = _CHOICES.get((comm.handle, nbytes))
-        if found is None:
-            name = resolve(comm, nbytes)
-            # `native` is a candidate even when unregistered (auto works with an empty registry).
-            found = _CHOICES[comm.handle, nbytes] = ALGORITHMS.get(name, native_allreduce)
-        fn = found
-        _last = (comm, nbytes, fn)
+    nbytes = validate(buf).nbytes  # a bad buffer fails here, before any rank communicates
+    fn = _choice(comm_state(comm), comm, nbytes)
     if op is None:
         fn(comm, buf)
     else:

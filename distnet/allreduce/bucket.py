@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from distnet.allreduce import auto
-from distnet.allreduce.execute import start
+from distnet.allreduce.mpi import AllreduceRequest, start
 from distnet.allreduce.registry import get
 from distnet.common.errors import UserError
 
@@ -41,14 +41,6 @@ class BucketObserver(Protocol):
 
     def reduce_done(self, bucket: int, algorithm: str = "",
                     steps: list[tuple[int, float, float]] | None = None) -> None: ...
-
-
-class Handle(Protocol):
-    """A reduction in flight: `test` advances it without blocking, `wait` completes it."""
-
-    def test(self) -> bool: ...
-
-    def wait(self) -> None: ...
 
 
 def plan_buckets(n: int, itemsize: int, bucket_bytes: int,
@@ -76,8 +68,8 @@ class _ProgressThread:
 
     Open MPI has no asynchronous progress for shared memory or TCP, so a reduction started in
     a hook otherwise advances only at the next hook, one layer later. NumPy's matmuls release
-    the GIL, so this thread's Test calls run while backward computes. All handle access happens
-    under the Bucketer's lock (the handles are not thread-safe); it needs MPI_THREAD_MULTIPLE.
+    the GIL, so this thread's Test calls run while backward computes. All request access happens
+    under the Bucketer's lock (the requests are not thread-safe); it needs MPI_THREAD_MULTIPLE.
     """
 
     def __init__(self, progress: Callable[[], bool], lock: threading.Lock,
@@ -161,7 +153,7 @@ class Bucketer:
         self._final = self._untracked.copy()
         self._missing = np.array(
             [int((~self._final[lo:hi]).sum()) for lo, hi in self.buckets], dtype=np.int64)
-        self._handles: list[Handle] = []
+        self._requests: list[AllreduceRequest] = []
         self._done: list[bool] = []
 
     def hook(self, start: int, end: int) -> None:
@@ -181,8 +173,8 @@ class Bucketer:
 
     def _launch(self, ready_only: bool) -> None:
         # Strict bucket order: every rank issues the same collectives in the same sequence.
-        while len(self._handles) < len(self.buckets):
-            i = len(self._handles)
+        while len(self._requests) < len(self.buckets):
+            i = len(self._requests)
             if ready_only and self._missing[i] > 0:
                 return
             lo, hi = self.buckets[i]
@@ -190,23 +182,23 @@ class Bucketer:
             if obs is not None:
                 obs.reduce_start(i)
             # Every algorithm has a non-blocking form: a schedule's steps, or native's Iallreduce.
-            handle = start(self._comms[i], self.grads[lo:hi], self.algorithms[i])
-            if obs is not None and obs.detail and hasattr(handle, "step_log"):
+            request = start(self._comms[i], self.grads[lo:hi], self.algorithms[i])
+            if obs is not None and obs.detail and hasattr(request, "step_log"):
                 # The first step was posted inside start; its time is start's return.
-                handle.step_log = []
-            self._handles.append(handle)
+                request.step_log = []
+            self._requests.append(request)
             self._done.append(False)
 
     def _mark_done(self, i: int) -> None:
         self._done[i] = True
         if self.observer is not None:
             self.observer.reduce_done(i, self.algorithms[i],
-                                      getattr(self._handles[i], "step_log", None))
+                                      getattr(self._requests[i], "step_log", None))
 
     def _progress(self) -> bool:
-        """Test every unfinished handle once; True when all started buckets are done."""
-        for i, handle in enumerate(self._handles):
-            if not self._done[i] and handle.test():
+        """Test every unfinished request once; True when all started buckets are done."""
+        for i, request in enumerate(self._requests):
+            if not self._done[i] and request.test():
                 self._mark_done(i)
         return all(self._done)
 
@@ -214,9 +206,9 @@ class Bucketer:
         """Start what has not started (even slices no hook reported), wait for all, reset."""
         with self._lock:
             self._launch(ready_only=False)
-            for i, handle in enumerate(self._handles):
+            for i, request in enumerate(self._requests):
                 if not self._done[i]:
-                    handle.wait()
+                    request.wait()
                     self._mark_done(i)
             self._reset()
 

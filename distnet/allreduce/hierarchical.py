@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.allreduce.execute import Handle, execute, start_schedule
+from distnet.allreduce.mpi import ScheduleRequest, comm_state, execute, start_schedule
 from distnet.allreduce.ops import SUM, ReduceOp
 from distnet.allreduce.ring import ring_step_fn
 from distnet.allreduce.schedule import Schedule, Step, make_step
@@ -60,9 +60,6 @@ def hierarchical_schedule(p: int, n: int, node_of: Sequence[int] | None = None,
                     {"nodes": int(leaders.shape[0]), "levels": levels})
 
 
-_node_keyval: int | None = None
-
-
 def _ranks_per_node_from_env() -> int | None:
     raw = os.environ.get(RANKS_PER_NODE_ENV, "")
     if not raw:
@@ -77,19 +74,14 @@ def _ranks_per_node_from_env() -> int | None:
 
 
 def node_map(comm: Any, ranks_per_node: int | None = None) -> tuple[int, ...]:
-    """Node id of every rank of comm (collective the first time per comm and setting)."""
-    global _node_keyval
+    """Node id of every rank of comm (collective the first time per comm and setting; kept in
+    the communicator's CommState)."""
     from mpi4py import MPI
 
     k = ranks_per_node if ranks_per_node is not None else _ranks_per_node_from_env()
     if k is not None and k < 1:
         raise UserError(f"ranks_per_node must be positive, got {k}")
-    if _node_keyval is None:
-        _node_keyval = MPI.Comm.Create_keyval()
-    cached = comm.Get_attr(_node_keyval)
-    if cached is None:
-        cached = {}
-        comm.Set_attr(_node_keyval, cached)
+    cached = comm_state(comm).node_maps  # few keys: one per setting a program uses
     if k not in cached:
         if k is not None:
             cached[k] = tuple(r // k for r in range(comm.Get_size()))
@@ -107,6 +99,6 @@ def hierarchical_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM,
     execute(comm, buf, hierarchical_schedule, op, node_of=node_map(comm, ranks_per_node))
 
 
-def hierarchical_start(comm: Any, buf: np.ndarray, op: ReduceOp) -> Handle:
-    """Non-blocking form of hierarchical_allreduce (for `execute.start`)."""
+def hierarchical_start(comm: Any, buf: np.ndarray, op: ReduceOp) -> ScheduleRequest:
+    """Non-blocking form of hierarchical_allreduce (for `mpi.start`)."""
     return start_schedule(comm, buf, hierarchical_schedule, op, node_of=node_map(comm))

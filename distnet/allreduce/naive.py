@@ -3,8 +3,10 @@
 Rank 0 adds the contributions in rank order 1, 2, …, p−1 (a fixed order), then copies the result
 to every rank, so all ranks end bitwise identical. The baseline the others must beat.
 
-Cost (α per message, β per byte, γ per reduced byte, n bytes, p ranks), root-bound:
-    2(p−1)α + 2(p−1)nβ + (p−1)nγ
+Cost (α per step, β per byte, γ per reduced byte, n bytes, p ranks), root-bound: rank 0's
+p−1 receives of a step overlap, but its port carries (p−1)n bytes each way and it reduces them
+one after another:
+    2α + 2(p−1)nβ + (p−1)nγ
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.allreduce.execute import execute
+from distnet.allreduce.mpi import execute
 from distnet.allreduce.ops import SUM
 from distnet.allreduce.schedule import EMPTY_STEP, Schedule, Step, make_step
 
@@ -33,5 +35,5 @@ def naive_schedule(p: int, n: int, **_: Any) -> Schedule:
 
 
 def naive_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM) -> None:
-    """Gather-reduce at rank 0 then send back: 2(p−1)α + 2(p−1)nβ + (p−1)nγ."""
+    """Gather-reduce at rank 0 then send back: 2α + 2(p−1)nβ + (p−1)nγ."""
     execute(comm, buf, naive_schedule, op)

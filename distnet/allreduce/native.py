@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.allreduce.bind import validate
+from distnet.allreduce.mpi import validate
 from distnet.allreduce.ops import SUM, ReduceOp, resolve_op
 
 
@@ -23,8 +23,8 @@ def native_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM) -> None:
     comm.Allreduce(MPI.IN_PLACE, buf, resolve_op(op).to_mpi())
 
 
-class RequestHandle:
-    """An MPI request (Iallreduce) behind the handle interface of `execute.start`."""
+class NativeRequest:
+    """An MPI request (Iallreduce) behind the `mpi.AllreduceRequest` interface."""
 
     def __init__(self, request: Any) -> None:
         self._request = request
@@ -36,8 +36,8 @@ class RequestHandle:
         self._request.Wait()
 
 
-def native_start(comm: Any, buf: np.ndarray, op: ReduceOp) -> RequestHandle:
+def native_start(comm: Any, buf: np.ndarray, op: ReduceOp) -> NativeRequest:
     """Non-blocking native all-reduce: comm.Iallreduce."""
     from mpi4py import MPI
 
-    return RequestHandle(comm.Iallreduce(MPI.IN_PLACE, buf, op.to_mpi()))
+    return NativeRequest(comm.Iallreduce(MPI.IN_PLACE, buf, op.to_mpi()))

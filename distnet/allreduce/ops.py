@@ -41,7 +41,6 @@ MIN = ReduceOp("min", np.minimum, "MIN")
 
 OPS: dict[str, ReduceOp] = {o.name: o for o in (SUM, PROD, MAX, MIN)}
 _BY_MPI_NAME = {o.mpi_name: o for o in (SUM, PROD, MAX, MIN)}
-_mpi_seen: dict[int, tuple[object, ReduceOp]] = {}  # few: MPI's predefined ops are singletons
 
 
 def resolve_op(op: object) -> ReduceOp:
@@ -53,13 +52,9 @@ def resolve_op(op: object) -> ReduceOp:
     if isinstance(op, str) and op.lower() in OPS:
         return OPS[op.lower()]
     if type(op).__name__ == "Op":  # an mpi4py op: compare against MPI's own predefined handles
-        hit = _mpi_seen.get(id(op))
-        if hit is not None and hit[0] is op:
-            return hit[1]
         from mpi4py import MPI
 
         for mpi_name, ours in _BY_MPI_NAME.items():
             if op == getattr(MPI, mpi_name):
-                _mpi_seen[id(op)] = (op, ours)  # holding op keeps its id from being reused
                 return ours
     raise UserError(f"unsupported reduction op {op!r} (supported: sum, prod, max, min)")

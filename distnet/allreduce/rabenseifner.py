@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.allreduce.execute import execute
+from distnet.allreduce.mpi import execute
 from distnet.allreduce.ops import SUM
 from distnet.allreduce.recursive_doubling import fold_layout
 from distnet.allreduce.schedule import Schedule, Step, chunk_bounds, make_step

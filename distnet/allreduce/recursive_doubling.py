@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.allreduce.execute import execute
+from distnet.allreduce.mpi import execute
 from distnet.allreduce.ops import SUM
 from distnet.allreduce.schedule import Schedule, Step, make_step
 

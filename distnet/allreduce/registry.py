@@ -11,18 +11,28 @@ from distnet.common.errors import UserError
 AllreduceFn = Callable[..., None]
 # builder(p, n, **options) -> Schedule; only algorithms defined by a schedule have one.
 ScheduleBuilder = Callable[..., Any]
+# start(comm, buf, op: ReduceOp) -> a request with test()/wait(): the non-blocking form of an
+# algorithm that is not a plain schedule run (native's Iallreduce, hierarchical's node map).
+Starter = Callable[..., Any]
 
+# Filled once, by distnet/allreduce/__init__.py, at import: the registry, not a cache.
 ALGORITHMS: dict[str, AllreduceFn] = {}
 SCHEDULES: dict[str, ScheduleBuilder] = {}
+STARTERS: dict[str, Starter] = {}
 
 
-def register(name: str, fn: AllreduceFn, schedule: ScheduleBuilder | None = None) -> AllreduceFn:
-    """Add an algorithm (and, if it has one, its schedule builder); duplicate names are refused."""
+def register(name: str, fn: AllreduceFn, schedule: ScheduleBuilder | None = None,
+             start: Starter | None = None) -> AllreduceFn:
+    """Add an algorithm, with its schedule builder and its own non-blocking start if it has
+    them (an algorithm with a schedule but no `start` runs non-blocking as that schedule);
+    duplicate names are refused."""
     if name in ALGORITHMS:
         raise ValueError(f"all-reduce algorithm {name!r} is already registered")
     ALGORITHMS[name] = fn
     if schedule is not None:
         SCHEDULES[name] = schedule
+    if start is not None:
+        STARTERS[name] = start
     return fn
 
 

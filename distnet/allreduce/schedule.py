@@ -2,7 +2,7 @@
 
 An all-reduce algorithm is written once as a `Schedule`: a sequence of steps, each a set of
 transfers (sender, receiver, chunk offset, chunk length, reduce-or-copy). The MPI executor
-(`distnet.allreduce.execute`) runs it on real buffers, `topology.sim` replays it on a modelled
+(`distnet.allreduce.mpi`) runs it on real buffers, `topology.sim` replays it on a modelled
 network, and the unit tests count it. This module is pure NumPy and never imports MPI, so the
 simulator can build schedules for 27,648 ranks without an MPI runtime.
 
@@ -135,3 +135,24 @@ def simulate_sum(schedule: Schedule, inputs: np.ndarray) -> np.ndarray:
             else:
                 bufs[st.dst[i], lo:hi] = chunk
     return bufs
+
+
+def lockstep_counts(schedule: Schedule, itemsize: int) -> tuple[int, int, int]:
+    """(steps, bytes, reduced bytes) of the schedule as the cost model counts them.
+
+    Steps that move anything; per step, the bytes through the busiest rank's port (the larger of
+    what it sends and what it receives) and the bytes the busiest rank reduces, summed over the
+    steps. It is the critical path if ranks move in lockstep (`distnet.allreduce.cost`).
+    """
+    steps = total = reduced = 0
+    for st in schedule.steps():
+        live = st.count > 0
+        if not live.any():
+            continue
+        nbytes = st.count * itemsize
+        port = max(np.bincount(st.src, nbytes, schedule.p).max(),
+                   np.bincount(st.dst, nbytes, schedule.p).max())
+        steps += 1
+        total += int(port)
+        reduced += int(np.bincount(st.dst, nbytes * st.reduce, schedule.p).max())
+    return steps, total, reduced

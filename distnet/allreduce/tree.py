@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from distnet.allreduce.execute import execute
+from distnet.allreduce.mpi import execute
 from distnet.allreduce.ops import SUM
 from distnet.allreduce.schedule import Schedule, Step, chunk_bounds, make_step
 
-DEFAULT_SEGMENT_ELEMS = 1 << 18  # 1 MiB of float32: fewer, larger steps (see execute.py)
+DEFAULT_SEGMENT_ELEMS = 1 << 18  # 1 MiB of float32: fewer, larger steps, fewer rendezvous
 
 
 def tree_schedule(p: int, n: int, **_: Any) -> Schedule:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distnet.allreduce import ALGORITHMS, MAX, start
-from distnet.allreduce.execute import set_length_check
+from distnet.allreduce.mpi import set_length_check
 from distnet.common.errors import UserError
 
 NAMES = sorted(ALGORITHMS)
@@ -114,7 +114,7 @@ def test_bad_buffers_raise_before_communicating(name: str) -> None:
 @pytest.mark.mpi(min_size=2)
 def test_length_mismatch_is_reported_not_hung() -> None:
     comm = _comm()
-    set_length_check(True)
+    set_length_check(comm, True)
     try:
         with pytest.raises(UserError, match="lengths differ"):
             ALGORITHMS["ring"](comm, np.zeros(10 + comm.rank))
@@ -122,7 +122,7 @@ def test_length_mismatch_is_reported_not_hung() -> None:
         ALGORITHMS["ring"](comm, buf)  # equal lengths pass the check
         assert np.all(buf == comm.size)
     finally:
-        set_length_check(False)
+        set_length_check(comm, False)
 
 
 @pytest.mark.mpi(min_size=1)
@@ -175,26 +175,49 @@ def test_hierarchical_emulated_nodes(k: int, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.mpi(min_size=1)
-@pytest.mark.parametrize("segment_bytes", [24, 800])
-def test_every_schedule_with_segmented_transfers(segment_bytes: int) -> None:
-    # Segmenting must cut each transfer identically on both ends, whatever the step's shape
-    # (Sendrecv pairs, lone Send/Recv, or several Irecv/Isend at once).
-    from distnet.allreduce import SCHEDULES
-    from distnet.allreduce.execute import execute
+@pytest.mark.parametrize("segment_elems", [3, 100])
+def test_ring_pipelined_with_small_segments(segment_elems: int) -> None:
+    # Segments are steps of their own: both ends cut them from the same schedule, blocking or not.
+    from distnet.allreduce.mpi import execute, start_schedule
+    from distnet.allreduce.ring import ring_pipelined_schedule
 
     comm = _comm()
     p, r = comm.size, comm.rank
-    for name, build in sorted(SCHEDULES.items()):
-        opts = {"node_of": tuple(q // 2 for q in range(p))} if name == "hierarchical" else {}
-        for n in (0, 1, p + 1, 150):
-            buf = np.arange(n, dtype=np.float64) + r
-            execute(comm, buf, build, segment_bytes=segment_bytes, **opts)
-            assert np.array_equal(buf, p * np.arange(n) + p * (p - 1) / 2), f"{name} n={n}"
+    for n in (0, 1, p + 1, 150, 1001):
+        want = p * np.arange(n) + p * (p - 1) / 2
+        buf = np.arange(n, dtype=np.float64) + r
+        execute(comm, buf, ring_pipelined_schedule, segment_elems=segment_elems)
+        assert np.array_equal(buf, want), f"n={n}"
+        buf = np.arange(n, dtype=np.float32) + r
+        start_schedule(comm, buf, ring_pipelined_schedule, segment_elems=segment_elems).wait()
+        assert np.array_equal(buf, want.astype(np.float32)), f"n={n} non-blocking"
+
+
+@pytest.mark.mpi(min_size=1)
+def test_fresh_views_of_one_buffer_share_a_compiled_run() -> None:
+    # The Bucketer slices its gradient buffer anew every step: the run is found by address.
+    from distnet.allreduce.mpi import comm_state
+
+    comm = _comm()
+    p = comm.size
+    fresh = comm.Dup()
+    try:
+        grads = np.zeros(1000)
+        for step in range(3):
+            view = grads[100:600]
+            view[:] = step + 1
+            ALGORITHMS["ring"](fresh, view)
+            assert np.all(view == p * (step + 1))
+        assert len(comm_state(fresh).runs) == 1
+        ALGORITHMS["ring"](fresh, grads[100:601])  # another length: another run
+        assert len(comm_state(fresh).runs) == 2
+    finally:
+        fresh.Free()
 
 
 @pytest.mark.mpi(min_size=1)
 def test_execute_runs_a_schedule_object() -> None:
-    from distnet.allreduce.execute import execute
+    from distnet.allreduce.mpi import execute
     from distnet.allreduce.schedule import from_steps, make_step
 
     comm = _comm()

@@ -66,16 +66,22 @@ def test_auto_agrees_despite_differing_tables(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.mpi(min_size=1)
-def test_auto_forgets_a_freed_communicator() -> None:
-    """Handles are reused after Free, so cached choices must go with the communicator."""
+def test_auto_choices_live_on_the_communicator() -> None:
+    """Choices are kept in the communicator's state: a new communicator starts empty."""
+    from distnet.allreduce.mpi import comm_state
+
     comm = _comm()
     fresh = comm.Dup()
     x = _data(10, comm.rank, seed=1)
     auto.auto_allreduce(fresh, x)
-    handle = fresh.handle
-    assert any(k[0] == handle for k in auto._CHOICES)
+    assert list(comm_state(fresh).auto_choices) == [x.nbytes]
     fresh.Free()
-    assert not any(k[0] == handle for k in auto._CHOICES)
+    again = comm.Dup()  # may get the freed handle back: it must not inherit the old choices
+    try:
+        assert comm_state(again).auto_choices == {}
+        assert comm_state(again).auto_table is None
+    finally:
+        again.Free()
 
 
 # Layers as (start, end) slices of the flat buffer, in forward order; 8-byte items.

@@ -162,12 +162,12 @@ def test_ring_never_gets_cheaper_with_more_ranks_on_a_fixed_network():
 
 
 def test_ring_on_one_switch_matches_the_closed_form():
-    from topology.closed_form import ring
+    from distnet.allreduce.cost import ring
 
     alpha, gbps, gamma, nbytes = 2e-6, 80.0, 1e-11, 4 * 1_000_000
     model = pj.NetModel(one_switch(8, gbps), alpha_s=alpha, gamma_s_per_byte=gamma)
     got = pj.simulated_allreduce_s(model, "ring", 8, nbytes, 4)
-    assert got == pytest.approx(ring(8, nbytes, alpha, 8 / (gbps * 1e9), gamma), rel=1e-6)
+    assert got == pytest.approx(ring(8, nbytes).seconds(alpha, 8 / (gbps * 1e9), gamma), rel=1e-6)
 
 
 def test_hierarchical_nodes_are_racks():

@@ -11,7 +11,8 @@ import pytest
 
 from distnet.allreduce import SCHEDULES
 from distnet.allreduce.hierarchical import hierarchical_schedule
-from distnet.allreduce.plan import rank_plan
+from distnet.allreduce.mpi import rank_transfers
+from distnet.allreduce.ring import ring_pipelined_schedule
 from distnet.allreduce.schedule import Schedule, per_rank_bytes_sent, simulate_sum
 from distnet.allreduce.tree import tree_pipelined_schedule
 from tests.proc import ROOT
@@ -26,6 +27,7 @@ def _lengths(p: int) -> list[int]:
 def _builders() -> dict[str, object]:
     b: dict[str, object] = dict(SCHEDULES)
     b["tree_pipelined/seg3"] = lambda p, n: tree_pipelined_schedule(p, n, segment_elems=3)
+    b["ring_pipelined/seg2"] = lambda p, n: ring_pipelined_schedule(p, n, segment_elems=2)
     for k in (2, 3):
         b[f"hierarchical/{k}"] = lambda p, n, k=k: hierarchical_schedule(
             p, n, node_of=[r // k for r in range(p)])
@@ -122,8 +124,9 @@ def test_reduce_order_is_fixed_per_chunk() -> None:
 
 
 @pytest.mark.parametrize("p,n", [(5, 13), (7, 100), (8, 64), (6, 5)])
-def test_ring_pattern_keys_consistent(p: int, n: int) -> None:
-    sched = SCHEDULES["ring"](p, n)
+@pytest.mark.parametrize("name", ["ring", "ring_pipelined/seg2"])
+def test_ring_pattern_keys_consistent(name: str, p: int, n: int) -> None:
+    sched = _builders()[name](p, n)  # type: ignore[operator]
     by_key: dict[object, list[tuple[int, int, int]]] = {}
     for s in range(sched.nsteps):
         st = sched.step(s)
@@ -144,13 +147,36 @@ def test_ring_builds_for_27648_ranks_quickly() -> None:
     assert time.perf_counter() - t0 < 30  # generous: only guards against O(p²) blow-ups
 
 
-def test_rank_plan_uses_scratch_only_where_needed() -> None:
-    plan = rank_plan(SCHEDULES["ring"](4, 100), rank=1)
-    assert len(plan.steps) == 6
-    reduce_steps, copy_steps = plan.steps[:3], plan.steps[3:]
+def test_rank_transfers_use_scratch_only_where_needed() -> None:
+    steps, scratch_elems = rank_transfers(SCHEDULES["ring"](4, 100), rank=1)
+    assert len(steps) == 6
+    reduce_steps, copy_steps = steps[:3], steps[3:]
     assert all(r.scratch_lo == 0 for st in reduce_steps for r in st.recvs)
     assert all(r.scratch_lo == -1 for st in copy_steps for r in st.recvs)  # straight into buf
-    assert plan.scratch_elems == 25
+    assert scratch_elems == 25
+    # recursive doubling sends and receives the whole buffer at once: the copy back from the
+    # folded rank lands directly, the exchanges (reductions) go through scratch
+    steps, scratch_elems = rank_transfers(SCHEDULES["recursive_doubling"](3, 10), rank=0)
+    assert [len(st.sends) for st in steps] == [0, 1, 1]
+    assert [r.scratch_lo for st in steps for r in st.recvs] == [0, 0]
+    assert scratch_elems == 10
+
+
+def test_ring_pipelined_is_the_ring_cut_into_segments() -> None:
+    # step sS + k moves segment k of what ring step s moves: same transfers, same reductions
+    p, n = 4, 1003
+    ring, piped = SCHEDULES["ring"](p, n), ring_pipelined_schedule(p, n, segment_elems=100)
+    nseg = piped.meta["segments"]
+    assert nseg == 3 and piped.nsteps == ring.nsteps * nseg
+    for s in range(ring.nsteps):
+        whole = ring.step(s)
+        parts = [piped.step(s * nseg + k) for k in range(nseg)]
+        assert all(np.array_equal(part.src, whole.src) and np.array_equal(part.dst, whole.dst)
+                   and np.array_equal(part.reduce, whole.reduce) for part in parts)
+        assert np.array_equal(parts[0].offset, whole.offset)
+        assert np.array_equal(sum(part.count for part in parts), whole.count)
+        for a, b in zip(parts, parts[1:], strict=False):
+            assert np.array_equal(a.offset + a.count, b.offset)  # contiguous, in order
 
 
 def test_importing_schedules_does_not_start_mpi() -> None:

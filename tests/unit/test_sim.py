@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from distnet.allreduce.cost import cost_s
 from distnet.allreduce.schedule import Schedule, chunk_bounds, from_steps, make_step
 from distnet.common.errors import UserError
 from topology.builders import fat_tree
-from topology.closed_form import closed_form_time
 from topology.network import Network, make_network
 from topology.routing import route
 from topology.sim import simulate
@@ -144,7 +144,7 @@ def test_ring_matches_its_closed_form_and_bandwidth_numbers() -> None:
     res = simulate(net, ring(p, n), np.arange(p), routing="ideal", alpha_s=2 * US,
                    gamma_s_per_byte=1e-11)
     worst = float(route(net, np.arange(p), (np.arange(p) + 1) % p, mode="ideal").latency_s.max())
-    want = closed_form_time("ring", p, 4 * n, 2 * US, 8 / 400e9, 1e-11, worst)
+    want = cost_s("ring", p, 4 * n, 2 * US, 8 / 400e9, 1e-11, worst)
     assert res.time_s == pytest.approx(want, rel=1e-9)
     assert res.algbw_gbps == pytest.approx(4 * n * 8 / res.time_s / 1e9)
     assert res.busbw_gbps == pytest.approx(res.algbw_gbps * 2 * (p - 1) / p)
@@ -195,7 +195,7 @@ def test_sim_within_one_percent_of_closed_form_on_a_nonblocking_fat_tree(
         net = fat_tree(8, link_latency_s=lat_s, switch_latency_s=lat_s)
         res = simulate(net, sched, placement, routing="ideal", alpha_s=alpha_s,
                        gamma_s_per_byte=gamma)
-        want = closed_form_time(algorithm, p, 4 * n, alpha_s, 8 / 400e9, gamma,
+        want = cost_s(algorithm, p, 4 * n, alpha_s, 8 / 400e9, gamma,
                                 _worst_latency(net, sched, placement))
         assert res.time_s == pytest.approx(want, rel=0.01)
         if lat_s == 0.0:
@@ -212,7 +212,7 @@ def test_ecmp_loses_to_ideal_spreading_for_a_scattered_ring_on_k8() -> None:
     sched = get_schedule("ring")(128, 128 * 65536)
     t = {r: simulate(net, sched, hosts, routing=r, seed=0).time_s for r in ("ecmp", "ideal")}
     worst = float(route(net, hosts, np.roll(hosts, -1), mode="ideal").latency_s.max())
-    want = closed_form_time("ring", 128, 4 * 128 * 65536, 1 * US, 8 / 400e9, 5e-12, worst)
+    want = cost_s("ring", 128, 4 * 128 * 65536, 1 * US, 8 / 400e9, 5e-12, worst)
     assert t["ideal"] == pytest.approx(want, rel=1e-9)
     assert t["ecmp"] > 1.5 * t["ideal"]
 

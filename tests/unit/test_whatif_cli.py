@@ -27,13 +27,13 @@ def write_metrics(path, n_steps: int = 4, nbytes: int = 2 * 1024 * 1024, **extra
 
 
 def bench_records(alpha: float, beta: float, gamma: float) -> list[dict]:
-    from topology.closed_form import CLOSED_FORMS
+    from distnet.allreduce.cost import cost_s
 
     out = []
     for alg in ("ring", "recursive_doubling", "tree"):
         for p in (2, 4):
             for n in (4096, 1 << 20, 16 << 20):
-                t = CLOSED_FORMS[alg](p, n, alpha, beta, gamma)
+                t = cost_s(alg, p, n, alpha, beta, gamma)
                 out.append({"algorithm": alg, "bytes": n, "ranks": p, "avg_s": t,
                             "min_s": t, "max_s": t, "algbw_gbps": n / t / 1e9})
     return out
@@ -85,11 +85,11 @@ def test_local_topology_uses_the_calibrated_bandwidth(tmp_path):
     metrics = write_metrics(tmp_path / "run.jsonl")
     result = whatif.run(["--metrics", metrics, "--topology", "local", "--calibration", str(bench),
                          "--ranks", "2,4", "--algorithms", "ring", "--cores", "4"])
-    from topology.closed_form import ring
+    from distnet.allreduce.cost import ring
 
     nbytes = 2 * 1024 * 1024
     for row in result["rows"]:
-        expected = ring(row["ranks"], nbytes, 3e-6, 1 / 5e9, 2e-10)
+        expected = ring(row["ranks"], nbytes).seconds(3e-6, 1 / 5e9, 2e-10)
         assert row["comm_s"] == pytest.approx(expected, rel=1e-6)
 
 
