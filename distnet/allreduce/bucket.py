@@ -183,7 +183,7 @@ class Bucketer:
                 obs.reduce_start(i)
             # Every algorithm has a non-blocking form: a schedule's steps, or native's Iallreduce.
             request = start(self._comms[i], self.grads[lo:hi], self.algorithms[i])
-            if obs is not None and obs.detail and hasattr(request, "step_log"):
+            if obs is not None and obs.detail:
                 # The first step was posted inside start; its time is start's return.
                 request.step_log = []
             self._requests.append(request)
@@ -193,7 +193,7 @@ class Bucketer:
         self._done[i] = True
         if self.observer is not None:
             self.observer.reduce_done(i, self.algorithms[i],
-                                      getattr(self._requests[i], "step_log", None))
+                                      self._requests[i].step_log)
 
     def _progress(self) -> bool:
         """Test every unfinished request once; True when all started buckets are done."""

@@ -392,8 +392,17 @@ def execute(comm: Any, buf: np.ndarray, schedule: ScheduleLike, op: Any = SUM,
         action()
 
 
+StepLog = list[tuple[int, float, float]]  # (step, posted, seen done) perf_counter times
+
+
 class AllreduceRequest(Protocol):
-    """A reduction in flight: `test` advances it without blocking, `wait` completes it."""
+    """A reduction in flight: `test` advances it without blocking, `wait` completes it.
+
+    Set `step_log` to a list to have a schedule's step times appended to it (tracing); a request
+    without schedule steps leaves it empty.
+    """
+
+    step_log: StepLog | None
 
     def test(self) -> bool: ...
 
@@ -411,8 +420,7 @@ class ScheduleRequest:
         self._next = 0  # the step posted (or to be posted) next
         self._reqs: list[Any] | None = None  # its MPI requests once posted
         self._posted_s = 0.0
-        # Set to a list to have (step, posted, seen done) perf_counter times appended (tracing).
-        self.step_log: list[tuple[int, float, float]] | None = None
+        self.step_log: StepLog | None = None  # see AllreduceRequest
 
     @property
     def done(self) -> bool:
@@ -455,6 +463,9 @@ class ScheduleRequest:
 
 class CompletedRequest:
     """A reduction that already ran to completion (algorithms without a non-blocking form)."""
+
+    def __init__(self) -> None:
+        self.step_log: StepLog | None = None
 
     def test(self) -> bool:
         return True

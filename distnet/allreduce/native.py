@@ -28,6 +28,7 @@ class NativeRequest:
 
     def __init__(self, request: Any) -> None:
         self._request = request
+        self.step_log: list[tuple[int, float, float]] | None = None  # one MPI call: no steps
 
     def test(self) -> bool:
         return bool(self._request.Test())

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from distnet.allreduce import get
-from distnet.allreduce.execute import start
+from distnet.allreduce.mpi import start
 from distnet.allreduce.registry import SCHEDULES
 
 MIB = 1 << 20
