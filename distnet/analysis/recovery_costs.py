@@ -14,7 +14,6 @@ The file is hostile input: every number must be finite, in range, and the lists 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.jsonfile import finite, read_json
 
 FORMAT = "distnet-recovery-costs-v1"
 MAX_SECONDS = 1e6  # no single recovery action measured on a laptop-sized job takes 11 days
@@ -81,12 +81,9 @@ def fit_line(x: list[float], y: list[float]) -> Line:
 
 
 def _number(value: Any, what: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{what}: expected a number, got {value!r:.40}")
-    v = float(value)
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise UserError(f"{what}: {v!r} is not in [{lo:g}, {hi:g}]")
-    return v
+    if isinstance(value, str):  # `finite` takes flag text; a measured file holds numbers
+        raise UserError(f"{what} must be a number, got {value!r:.40}")
+    return finite(value, what, lo, hi)
 
 
 def _series(doc: dict[str, Any], key: str, xkey: str, xlo: float, xhi: float,
@@ -135,19 +132,4 @@ def costs_from_doc(doc: Any, source: str = "costs") -> RecoveryCosts:
 
 def load_costs(path: str) -> RecoveryCosts:
     """Read and validate a recovery-cost file; every problem is one UserError line."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise UserError(f"cannot read recovery costs {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise UserError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-    try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise UserError(f"{path}: not a JSON recovery-cost file ({exc})") from None
-    return costs_from_doc(doc, source=path)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number")
+    return costs_from_doc(read_json(path, f"recovery costs {path}", MAX_FILE_BYTES), source=path)
