@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
+import ml_dtypes
 import numpy as np
 
 from distnet.allreduce.ops import SUM, ReduceOp, resolve_op
@@ -54,14 +55,18 @@ RUN_BYTES_PER_COMM = 1 << 30
 # "1" turns on a collective length check before every call (one tiny Allreduce); the same on
 # every rank, read when a communicator is first used.
 CHECK_ENV = "DISTNET_ALLREDUCE_CHECK"
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# float16 and bfloat16 are the wire types of gradient compression (distnet/compress): messages
+# carry their bits as 16-bit words, and a combine is NumPy's (or ml_dtypes') ufunc, which
+# computes each sum in float32 and rounds it once to the narrow type.
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16),
+           np.dtype(ml_dtypes.bfloat16))
 
 # A builder ``(p, n, **opts) -> Schedule`` or a Schedule built for exactly this p and n.
 ScheduleLike = Schedule | Callable[..., Schedule]
 
 
 def validate(buf: object) -> np.ndarray:
-    """buf itself if it is a 1-D contiguous writable float32/float64 ndarray, else UserError."""
+    """buf itself if it is a 1-D contiguous writable float ndarray (32, 64 or 16 bits)."""
     if not isinstance(buf, np.ndarray):
         raise UserError(f"all-reduce needs a NumPy array, got {type(buf).__name__}")
     if buf.ndim != 1:
@@ -69,7 +74,8 @@ def validate(buf: object) -> np.ndarray:
     if not buf.flags.c_contiguous:
         raise UserError("all-reduce needs a contiguous buffer (use np.ascontiguousarray)")
     if buf.dtype not in _DTYPES:
-        raise UserError(f"all-reduce supports float32 and float64, got {buf.dtype}")
+        raise UserError(f"all-reduce supports float32, float64, float16 and bfloat16, "
+                        f"got {buf.dtype}")
     if not buf.flags.writeable:
         raise UserError("all-reduce works in place and needs a writable buffer")
     return buf
@@ -223,10 +229,11 @@ def compile_run(comm: Any, schedule: Schedule, buf: np.ndarray, op: ReduceOp) ->
     """This rank's part of `schedule` as prebuilt messages on views of buf and of new scratch."""
     from mpi4py import MPI
 
-    datatype = MPI.FLOAT if buf.itemsize == 4 else MPI.DOUBLE
+    datatype = {2: MPI.UINT16_T, 4: MPI.FLOAT, 8: MPI.DOUBLE}[buf.itemsize]
 
     def message(view: np.ndarray, peer: int) -> Message:
-        return Message([MPI.buffer(view), view.shape[0], datatype], peer)
+        words = view.view(np.uint16) if view.itemsize == 2 else view  # a 16-bit float's bits
+        return Message([MPI.buffer(words), view.shape[0], datatype], peer)
 
     transfers, scratch_elems = rank_transfers(schedule, comm.Get_rank())
     scratch = np.empty(scratch_elems, dtype=buf.dtype)
