@@ -164,7 +164,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Project measured training onto a modelled cluster.")
     a = p.add_argument
-    a("--metrics", required=True, help="metrics JSONL of a `distnet.train --profile` run")
+    a("--metrics", required=True,
+      help="metrics JSONL of a `distnet.train --profile` run; several, comma-separated, are "
+      "projected side by side (e.g. the same model with and without --compress)")
     a("--topology", required=True,
       help="network spec (fat-tree:k=16, leaf-spine:..., clos:...) or 'local' (this machine)")
     a("--ranks", help=f"comma-separated rank counts (default {DEFAULT_RANKS}; with --failures "
@@ -257,7 +259,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_failures(args)
     ranks = parse_ranks(args.ranks or DEFAULT_RANKS)
     algorithms = parse_algorithms(args.algorithms or DEFAULT_ALGORITHMS)
-    profile = load_profile(args.metrics, args.percentile)
+    profiles = [load_profile(path.strip(), args.percentile)
+                for path in args.metrics.split(",") if path.strip()]
+    if not profiles:
+        raise UserError("--metrics: give at least one metrics file")
+    profile = profiles[0]
     calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
     net = build_network(args.topology, max(ranks), calib, args.link_gbps)
     check_fits(net, max(ranks))  # up front, before simulating the smaller counts
@@ -272,24 +278,32 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cores = None
     if args.topology == "local":
         cores = args.cores or os.cpu_count() or 1
-    rows = project(profile, ranks, algorithms, comm, args.batch_per_rank, *buckets,
-                   shared_cores=cores)
+    per_profile = [project(prof, ranks, algorithms, comm, args.batch_per_rank, *buckets,
+                           shared_cores=cores) for prof in profiles]
+    rows = [row for prof_rows in per_profile for row in prof_rows]
+    labels = [alg + prof.label for prof in profiles for alg in algorithms]
     batch = args.batch_per_rank or profile.batch_per_rank
-    header = (f"model: {profile.grad_bytes / 1e6:.3f} MB of gradients, batch {batch}/rank, "
-              f"compute {1e3 * rows[0].compute_s:.3f} ms/step (measured on "
-              f"{profile.world_size} rank(s): {1e3 * profile.measured_step_s:.3f} ms/step with "
-              f"{profile.algorithm})\nnetwork: {net.name} ({net.n_hosts} hosts), routing "
+    header = "\n".join(
+        f"model: {prof.grad_bytes / 1e6:.3f} MB of gradients"
+        + (f" ({sum(prof.wire_stages) / 1e6:.3f} MB on the wire with {prof.compressor}, "
+           f"{1e3 * prof.compress_s:.3f} ms/step to compress)" if prof.label else "")
+        + f", batch {batch}/rank, compute "
+        f"{1e3 * prof_rows[0].compute_s:.3f} ms/step (measured on "
+        f"{prof.world_size} rank(s): {1e3 * prof.measured_step_s:.3f} ms/step with "
+        f"{prof.algorithm})" for prof, prof_rows in zip(profiles, per_profile, strict=True))
+    header += (f"\nnetwork: {net.name} ({net.n_hosts} hosts), routing "
               f"{args.routing}, placement {args.placement}"
               + (f", {cores} shared cores" if cores else "")
               + (f", calibrated from {args.calibration}: {describe_calibration(calib)}"
                  if calib else ""))
     print(format_rows(profile, rows, header))
-    print("\n".join(crossover_text(rows, algorithms)))
+    print("\n".join(crossover_text(rows, labels)))
     result: dict[str, Any] = {"profile": vars(profile), "network": net.name,
+                              "profiles": [vars(prof) for prof in profiles],
                               "rows": [r.as_dict() for r in rows],
                               "crossover": {a: {"no_overlap": crossover(rows, a, False),
                                                 "overlap": crossover(rows, a, True)}
-                                            for a in algorithms}}
+                                            for a in labels}}
     if args.compare_topologies:
         variants: list[Variant] = default_variants(max(ranks), alpha_s, gamma, args.seed)
         table = compare_topologies(profile, max(ranks), algorithms[0], variants,
@@ -300,7 +314,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.json_out:
         _write_json(args.json_out, result)
     if args.plot:
-        plot_scaling(args.plot, rows, algorithms, title=f"{net.name}, {args.routing}, "
+        plot_scaling(args.plot, rows, labels, title=f"{net.name}, {args.routing}, "
                      f"{args.placement}; batch {batch}/rank")
     return result
 
@@ -311,7 +325,11 @@ def run_failures(args: argparse.Namespace) -> dict[str, Any]:
     algorithm = parse_algorithms(args.algorithms or "tree")[0]
     policy, costs = policy_from_args(args)
     check_cost(ranks, policy, args.mc_runs)
-    profile = load_profile(args.metrics, args.percentile)
+    profiles = [load_profile(path.strip(), args.percentile)
+                for path in args.metrics.split(",") if path.strip()]
+    if not profiles:
+        raise UserError("--metrics: give at least one metrics file")
+    profile = profiles[0]
     calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
     net = build_network(args.topology, max(ranks), calib, args.link_gbps)
     check_fits(net, max(ranks))

@@ -107,6 +107,10 @@ def _thread_multiple() -> bool:
     return bool(MPI.Query_thread() == MPI.THREAD_MULTIPLE)
 
 
+# start_range(bucket's comm, lo, hi, algorithm) -> request: begins reducing grads[lo:hi].
+RangeStarter = Callable[[Any, int, int, str], AllreduceRequest]
+
+
 class Bucketer:
     """Reduce `grads` bucket by bucket as backward finalises it; see the module docstring.
 
@@ -120,7 +124,8 @@ class Bucketer:
     def __init__(self, comm: Any, grads: np.ndarray, param_slices: list[tuple[int, int]],
                  algorithm: str, bucket_bytes: int = 25 * MIB,
                  first_bucket_bytes: int = 1 * MIB, overlap: bool = True,
-                 progress_thread: bool = False, poll_s: float = 50e-6) -> None:
+                 progress_thread: bool = False, poll_s: float = 50e-6,
+                 start_range: RangeStarter | None = None) -> None:
         if grads.ndim != 1 or not grads.flags.c_contiguous:
             raise UserError("gradients must be one flat contiguous buffer")
         n = grads.shape[0]
@@ -133,6 +138,7 @@ class Bucketer:
             covered[lo:hi] = True
         get(algorithm)  # an unknown name is a UserError listing the known ones
         self.grads = grads
+        self.algorithm = algorithm
         self.overlap = overlap
         self.buckets = plan_buckets(n, grads.itemsize, bucket_bytes, first_bucket_bytes)
         # auto is resolved here, once, so no agreement collective runs in the middle of backward.
@@ -141,6 +147,13 @@ class Bucketer:
             for lo, hi in self.buckets
         ]
         self._comms = [comm.Dup() for _ in self.buckets]
+        # A compressor (distnet.compress) reduces its own encoding of each bucket and picks
+        # `auto`'s choice per wire size: agree the tune table on every bucket's communicator now,
+        # so that no collective runs in the middle of backward.
+        self._start_range = start_range
+        if start_range is not None and algorithm == "auto":
+            for c in self._comms:
+                auto.agreed_table(c)
         self.observer: BucketObserver | None = None
         # Elements outside every parameter slice are never reported by a hook: final from the start.
         self._untracked = ~covered
@@ -182,7 +195,10 @@ class Bucketer:
             if obs is not None:
                 obs.reduce_start(i)
             # Every algorithm has a non-blocking form: a schedule's steps, or native's Iallreduce.
-            request = start(self._comms[i], self.grads[lo:hi], self.algorithms[i])
+            if self._start_range is not None:
+                request = self._start_range(self._comms[i], lo, hi, self.algorithm)
+            else:
+                request = start(self._comms[i], self.grads[lo:hi], self.algorithms[i])
             if obs is not None and obs.detail:
                 # The first step was posted inside start; its time is start's return.
                 request.step_log = []

@@ -17,6 +17,14 @@ but what is still in flight when backward ends hides behind compute — at least
     step = max(forward + backward, finish_last) + optimiser.
 Scaling efficiency is step(1 rank) / step(p) = compute / step(p), since one rank communicates
 nothing; communication "dominates" from the rank count where it takes at least as long as compute.
+
+Gradient compression (`--compress`, distnet.compress): a profile recorded with a compressor
+carries its wire bytes per step as stages — all-reduces that run one after another (fp16: a
+4-byte scale agreement, then the 16-bit payload; PowerSGD: P with the uncompressed tensors, then
+Q) — and the measured seconds of its encode/decode work, which joins compute (it is on the
+critical path). Without overlap the step pays each stage's all-reduce in turn; with overlap a
+bucket of b gradient bytes pays every stage at b × (stage bytes / gradient bytes), at least one
+element, so each stage keeps its latency per bucket.
 """
 
 from __future__ import annotations
@@ -60,6 +68,19 @@ class RunProfile:
     optim_s: float
     allreduce_s: float
     measured_step_s: float  # same percentile of the four phases' sum
+    compressor: str = "none"
+    # Bytes of each all-reduce stage of one step, summed over buckets (none: the gradient).
+    stages: tuple[int, ...] = ()
+    compress_s: float = 0.0  # encode/decode seconds per step (same percentile)
+
+    @property
+    def wire_stages(self) -> tuple[int, ...]:
+        return self.stages or (self.grad_bytes,)
+
+    @property
+    def label(self) -> str:
+        """How its rows are named: the algorithm, plus the compressor if there is one."""
+        return "" if self.compressor == "none" else f"+{self.compressor}"
 
     @property
     def compute_s(self) -> float:
@@ -123,6 +144,8 @@ def profile_from_records(records: list[dict[str, Any]], source: str = "metrics",
     def med(key: str) -> float:
         return float(np.percentile([float(r[key]) for r in full], percentile))
 
+    compressor, stages, compress_s = _compression(full, source, med)
+
     return RunProfile(
         source=source, world_size=int(full[-1]["world_size"]),
         algorithm=str(full[-1].get("algorithm", "?")), grad_bytes=grad_bytes,
@@ -130,7 +153,24 @@ def profile_from_records(records: list[dict[str, Any]], source: str = "metrics",
         backward_s=med("backward_s"), optim_s=med("optim_s"), allreduce_s=med("allreduce_s"),
         measured_step_s=float(np.percentile([sum(float(r[k]) for k in STEP_FIELDS[:4])
                                              for r in full], percentile)),
+        compressor=compressor, stages=stages, compress_s=compress_s,
     )
+
+
+def _compression(full: list[dict[str, Any]], source: str,
+                 med: Callable[[str], float]) -> tuple[str, tuple[int, ...], float]:
+    """(compressor, stage bytes, compress seconds) of the step records; none if absent."""
+    last = full[-1]
+    name = last.get("compress", "none")
+    if name == "none" or "wire_stages" not in last:
+        return "none", (), 0.0
+    stages = last["wire_stages"]
+    if (not isinstance(name, str) or not isinstance(stages, list) or not stages
+            or not all(isinstance(b, int) and 0 < b < 1 << 50 for b in stages)):
+        raise UserError(f"{source}: step record has a bad compress/wire_stages field")
+    if not all(isinstance(r.get("compress_s"), (int, float)) for r in full):
+        raise UserError(f"{source}: step records lack compress_s; rerun with --profile")
+    return name, tuple(stages), med("compress_s")
 
 
 @dataclass(frozen=True)
@@ -200,22 +240,30 @@ def project(profile: RunProfile, ranks: Sequence[int], algorithms: Sequence[str]
     if shared_cores is not None and shared_cores < 1:
         raise UserError(f"cores must be >= 1, got {shared_cores}")
     fwd, bwd, opt = compute_step_s(profile, batch_per_rank)
+    opt += profile.compress_s  # encode/decode: on the critical path, like the optimiser
     batch = profile.batch_per_rank if batch_per_rank is None else batch_per_rank
     compute = fwd + bwd + opt
     sizes = bucket_bytes_list(profile.grad_bytes, profile.itemsize, bucket_bytes,
                               first_bucket_bytes)
+    stages = profile.wire_stages
+    fractions = [b / profile.grad_bytes for b in stages]
+
+    def bucket_comm_s(alg: str, p: int, size: int) -> float:
+        return sum(comm(alg, p, max(profile.itemsize, round(f * size))) for f in fractions)
+
     rows = []
     for alg in algorithms:
         for p in sorted(set(ranks)):
-            comm_s = comm(alg, p, profile.grad_bytes) if p > 1 else 0.0
-            per_bucket = [comm(alg, p, b) if p > 1 else 0.0 for b in sizes]
+            comm_s = sum(comm(alg, p, b) for b in stages) if p > 1 else 0.0
+            per_bucket = [bucket_comm_s(alg, p, b) if p > 1 else 0.0 for b in sizes]
             step_ov = overlapped_step_s(fwd, bwd, opt, sizes, per_bucket)
             step = compute + comm_s
             if shared_cores is not None and p > shared_cores:
                 step = max(step, p / shared_cores * step)
                 step_ov = max(step_ov, p / shared_cores * (compute + sum(per_bucket)))
             rows.append(ProjectionRow(
-                algorithm=alg, ranks=p, compute_s=compute, comm_s=comm_s, step_s=step,
+                algorithm=alg + profile.label, ranks=p, compute_s=compute, comm_s=comm_s,
+                step_s=step,
                 exposed_comm_s=step_ov - compute, step_overlap_s=step_ov,
                 samples_per_s=p * batch / step, samples_per_s_overlap=p * batch / step_ov,
                 efficiency=compute / step, efficiency_overlap=compute / step_ov,

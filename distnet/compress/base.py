@@ -14,6 +14,7 @@ failed attempt started from on every surviving rank.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,15 +61,20 @@ class Chain:
     so peers can make progress at once.
     """
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage], owner: Compressor | None = None) -> None:
+        self._owner = owner  # its compute_s collects the stages' local work (for --profile)
         self._stages: Iterator[Stage] = iter(stages)
         self._handle: Any = None
         self.done = False
+        self.step_log: list[tuple[int, float, float]] | None = None  # the request protocol's
         self._advance()
 
     def _advance(self) -> None:
         for stage in self._stages:
+            t0 = time.perf_counter()
             self._handle = stage()
+            if self._owner is not None:
+                self._owner.compute_s += time.perf_counter() - t0
             if self._handle is not None:
                 return
         self._handle, self.done = None, True
@@ -99,18 +105,25 @@ class Compressor:
         self.ranges = [(int(lo), int(hi)) for lo, hi in ranges]
         # How a reduction begins: the real executor, or a test's in-process stand-in.
         self.reduce_start = starter
+        self.compute_s = 0.0  # encode/decode seconds since the trainer last read it
+
+    def take_compute_s(self) -> float:
+        """Encode/decode seconds since the last call (the step's compression compute)."""
+        spent, self.compute_s = self.compute_s, 0.0
+        return spent
 
     def start(self, comm: Any, lo: int, hi: int, algorithm: str) -> Any:
         """Begin summing grads[lo:hi] over comm in place; (lo, hi) is one of `ranges`."""
         return self.reduce_start(comm, self.grads[lo:hi], algorithm, None)
 
-    def wire_bytes(self, p: int) -> int:
-        """Bytes each rank hands the all-reduce per step (the payload, summed over ranges)."""
-        return sum(hi - lo for lo, hi in self.ranges) * self.grads.itemsize
+    def reductions(self) -> list[list[int]]:
+        """Per range, the bytes of each all-reduce one step runs on it, in order (each waits
+        for the one before): what the network carries, for --profile and distnet.whatif."""
+        return [[(hi - lo) * self.grads.itemsize] for lo, hi in self.ranges]
 
-    def extra_reductions(self) -> int:
-        """Latency-bound all-reduces per step besides the payload (e.g. a scale agreement)."""
-        return 0
+    def wire_bytes(self) -> int:
+        """Bytes each rank hands the all-reduce per step (the payload, summed over ranges)."""
+        return sum(sum(r) for r in self.reductions())
 
     # ---- transactions and checkpoints (stateless here) ----
     def commit(self) -> None:

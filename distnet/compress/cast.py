@@ -77,14 +77,11 @@ class CastCompressor(Compressor):
             self.last_scale = scale[0]
             np.multiply(wire, np.float32(1.0 / scale[0]), out=view)  # exact: a power of two
 
-        return Chain([agree_max, encode, decode] if self.scaled else [encode, decode])
+        return Chain([agree_max, encode, decode] if self.scaled else [encode, decode], self)
 
-    def wire_bytes(self, p: int) -> int:
-        payload = sum(hi - lo for lo, hi in self.ranges) * self.wire_dtype.itemsize
-        return payload + (4 * len(self.ranges) if self.scaled else 0)
-
-    def extra_reductions(self) -> int:
-        return len(self.ranges) if self.scaled else 0
+    def reductions(self) -> list[list[int]]:
+        size = self.wire_dtype.itemsize
+        return [([4] if self.scaled else []) + [(hi - lo) * size] for lo, hi in self.ranges]
 
 
 def fp16(grads: np.ndarray, tensors: Sequence[Tensor], ranges: Sequence[tuple[int, int]],

@@ -170,18 +170,14 @@ class PowerSGD(Compressor):
                 mat = g[pc.lo:pc.lo + pc.n * pc.m].reshape(pc.n, pc.m)
                 np.matmul(p_view(pc), q_view(pc).T, out=mat)  # the summed update P̂ Qᵀ
 
-        return Chain([project, back_project, decompress])
+        return Chain([project, back_project, decompress], self)
 
-    def wire_bytes(self, p: int) -> int:
+    def reductions(self) -> list[list[int]]:
         if not self.compressing:
-            return super().wire_bytes(p)
-        return sum(pl.pbuf.nbytes + pl.qbuf.nbytes for pl in self.plans.values())
-
-    def extra_reductions(self) -> int:
-        # The Q all-reduce of each range waits for its P: one more latency per range.
-        if not self.compressing:
-            return 0
-        return sum(1 for pl in self.plans.values() if pl.qbuf.size)
+            return super().reductions()
+        # The Q all-reduce of a range waits for its P (and the orthogonalisation between).
+        return [[pl.pbuf.nbytes] + ([pl.qbuf.nbytes] if pl.qbuf.size else [])
+                for pl in (self.plans[r] for r in self.ranges)]
 
     # ---- transactions ----
     def commit(self) -> None:

@@ -116,7 +116,7 @@ def test_cast_round_trip_within_precision(name: str, dtype: object, rel: float, 
     # One rounding of each input plus one per partial sum: at most p roundings of |x| <= bound.
     assert np.all(np.abs(grads[0] - exact) <= p * rel * bound + 1e-30)
     assert all(np.array_equal(grads[0], g) for g in grads[1:])
-    assert comps[0].wire_bytes(p) < grads[0].nbytes * 0.6
+    assert comps[0].wire_bytes() < grads[0].nbytes * 0.6
 
 
 def test_fp16_scale_prevents_overflow_and_lifts_subnormals() -> None:
@@ -169,7 +169,7 @@ def test_powersgd_of_a_rank_r_matrix_is_exact(p: int) -> None:
     assert np.array_equal(grads[0][64 * 48:], np.sum(bias, axis=0, dtype=np.float32)) or p > 1
     assert all(np.array_equal(grads[0], g) for g in grads[1:])
     # The wire carries P (64x4), Q (48x4) and the 48 uncompressed biases.
-    assert comps[0].wire_bytes(p) == 4 * (64 * 4 + 48 * 4 + 48)
+    assert comps[0].wire_bytes() == 4 * (64 * 4 + 48 * 4 + 48)
 
 
 def test_powersgd_of_a_full_rank_matrix_is_lossy_without_feedback_but_converges_with_it() -> None:
@@ -207,7 +207,7 @@ def test_powersgd_start_step_sends_plain_sums_first() -> None:
         parts = [rng.standard_normal(1024).astype(np.float32) for _ in range(2)]
         for g, part in zip(grads, parts, strict=True):
             g[...] = part
-        plain = comps[0].wire_bytes(2)
+        plain = comps[0].wire_bytes()
         run_step(comps, comms)
         exact = np.array_equal(grads[0], parts[0] + parts[1])
         assert exact == (step < 2)
