@@ -49,9 +49,14 @@ def plot_timeline(trace: dict[str, Any], path: str, steps: int = PLOT_STEPS) -> 
         y0 = (len(ranks) - 1 - ranks.index(e["pid"])) * band
         x0, width = (e["ts"] - lo) / 1e3, e["dur"] / 1e3
         cat = e.get("cat", "")
-        if e["tid"] == 0:
+        if e["tid"] == 0 and cat == "step":
+            # A step's start as a dark tick across the rank's lane; the span would hide phases.
+            ax.vlines(x0, y0 + 0.02, y0 + band - 0.12, color="#333333", linewidth=0.8,
+                      label="step start" if "step start" not in seen else None)
+            seen.add("step start")
+        elif e["tid"] == 0:
             if cat not in COLOURS:
-                continue  # the step span itself would hide its phases
+                continue
             label = cat if cat not in seen else None
             seen.add(cat)
             ax.broken_barh([(x0, width)], (y0 + 0.3 * nb + 0.1, 0.8), color=COLOURS[cat],
@@ -70,9 +75,9 @@ def plot_timeline(trace: dict[str, Any], path: str, steps: int = PLOT_STEPS) -> 
     ax.set_xlabel("time (ms, rank 0's clock)", fontsize=11)
     meta = trace.get("otherData", {})
     err = max((c["error_us"] for c in meta.get("clock_offsets", {}).values()), default=0.0)
-    ax.set_title(f"distnet timeline: last {steps} steps, {len(ranks)} ranks "
-                 f"(top row: compute per layer; rows below: each bucket's all-reduce; "
-                 f"clock error <= {err:.0f} us)", fontsize=11)
+    ax.set_title(f"distnet timeline: {len(ranks)} ranks, last {steps} steps; per rank: compute "
+                 f"by layer on top, one row per bucket's all-reduce below (clock error <= "
+                 f"{err:.0f} us)", fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
