@@ -116,12 +116,14 @@ class Observer:
             tr.complete(f"sched step {i}", "schedule", a, max(a, b), lane)
 
     # ---- end of run -------------------------------------------------------------------------
-    def finish(self) -> dict[str, Any] | None:
-        """Collective: close the stall notes, gather arrivals and trace to rank 0, judge, write.
+    def finish(self, comm: Any = None) -> dict[str, Any] | None:
+        """Collective over `comm` (default: the one it was built on; after a shrink, the
+        survivors'): close the stall notes, gather arrivals and trace to rank 0, judge, write.
 
         Returns the straggler record on rank 0 (None elsewhere, or with straggler tracking off).
         """
-        comm = self.comm
+        comm = self.comm if comm is None else comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
         if self.stall is not None:
             self.stall.close()
             self.stall = None

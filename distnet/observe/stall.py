@@ -124,8 +124,13 @@ class StallReporter:
         return closed
 
     def _watch(self) -> None:
+        from mpi4py import MPI
+
         while not self._stop.wait(self._poll_s):
-            self._drain()
+            try:
+                self._drain()
+            except MPI.Exception:
+                return  # the communicator broke (a peer died): reporting ends, training decides
             with self._lock:
                 line = self.table.check()
             if line:
