@@ -49,6 +49,8 @@ from distnet.analysis.projection import (
     simulator_comm,
 )
 from distnet.common.errors import UserError
+from distnet.common.jsonfile import finite
+from distnet.common.outputs import check_no_alias, write_text_atomic
 from distnet.common.plotting import pyplot, save_figure
 
 PROG = "python -m distnet.whatif"
@@ -253,8 +255,31 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Numbers from flags finite and in range (a NaN latency made the simulator spin forever),
+    and no output over an input."""
+    for flag, value, lo, hi in (("--bucket-mb", args.bucket_mb, 1e-6, 1e6),
+                                ("--first-bucket-mb", args.first_bucket_mb, 1e-6, 1e6),
+                                ("--alpha-us", args.alpha_us, 0.0, 1e6),
+                                ("--link-gbps", args.link_gbps, 1e-9, 1e9),
+                                ("--percentile", args.percentile, 0.0, 100.0)):
+        if value is not None:
+            finite(value, flag, lo, hi)
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be in 0..2^63-1, got {args.seed}")
+    if args.cores is not None and args.cores < 1:
+        raise UserError(f"--cores must be >= 1, got {args.cores}")
+    if args.batch_per_rank is not None and not 0 < args.batch_per_rank <= 2**40:
+        raise UserError(f"--batch-per-rank must be in 1..2^40, got {args.batch_per_rank}")
+    inputs = {f"--metrics {i + 1}": path.strip() for i, path in
+              enumerate((args.metrics or "").split(","))}
+    check_no_alias({"--json": args.json_out, "--plot": args.plot},
+                   {**inputs, "--calibration": args.calibration})
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    check_args(args)
     if args.failures:
         return run_failures(args)
     ranks = parse_ranks(args.ranks or DEFAULT_RANKS)
@@ -361,12 +386,7 @@ def run_failures(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write_json(path: str, result: dict[str, Any]) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
-    except OSError as exc:
-        raise UserError(f"cannot write --json {path}: {exc.strerror}") from None
+    write_text_atomic(path, json.dumps(result, indent=1) + "\n", "--json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 
 from distnet.common.errors import UserError
 from distnet.common.jsonfile import finite
+from distnet.common.memory import check_fits
 from topology.network import (
     DEFAULT_LINK_GBPS,
     DEFAULT_LINK_LATENCY_S,
@@ -51,6 +52,18 @@ def _positive_int(name: str, value: int, minimum: int = 1) -> int:
     if int(value) != value or value < minimum:
         raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+# Bytes per node (its Python name tuple, tier, routing tables) and per cable (two directed
+# links with endpoints, speed, latency, CSR entries and flow state): measured on fat-tree k=32
+# with a wide margin, enough to refuse a spec that cannot fit before its arrays are allocated.
+BYTES_PER_NODE = 400
+BYTES_PER_CABLE = 400
+
+
+def _check_size(name: str, n_nodes: int, n_cables: int) -> None:
+    check_fits(f"{name} ({n_nodes:,} nodes, {n_cables:,} cables)",
+               BYTES_PER_NODE * n_nodes + BYTES_PER_CABLE * n_cables)
 
 
 def _tiered_network(
@@ -91,6 +104,7 @@ def fat_tree(
     k = int(k)
     h = k // 2
     n_hosts, n_edge, n_core = k * h * h, k * h, h * h
+    _check_size(f"fat_tree k={k}", n_hosts + 2 * n_edge + n_core, n_hosts + 2 * n_edge * h)
     edge0, agg0 = n_hosts, n_hosts + n_edge
     core0 = agg0 + n_edge
     gbps, lat = _tiers(link_gbps, link_latency_s, host_gbps, 3)
@@ -121,7 +135,7 @@ def _uplink_gbps(down_gbps_total: float, n_up: int, oversub: float | None, fallb
     """Per-uplink speed giving downlink/uplink capacity = oversub (None keeps `fallback`)."""
     if oversub is None:
         return fallback
-    if oversub <= 0:
+    if not 0 < oversub < float("inf"):
         raise UserError(f"oversubscription must be > 0, got {oversub}")
     return down_gbps_total / (oversub * n_up)
 
@@ -146,9 +160,11 @@ def leaf_spine(
     leaves = _positive_int("leaf_spine: leaves", leaves)
     spines = _positive_int("leaf_spine: spines", spines)
     hpl = _positive_int("leaf_spine: hosts_per_leaf", hosts_per_leaf)
+    n_hosts = leaves * hpl
+    _check_size(f"leaf_spine {leaves}x{spines}x{hpl}", n_hosts + leaves + spines,
+                n_hosts + leaves * spines)
     gbps, lat = _tiers(link_gbps, link_latency_s, host_gbps, 2)
     gbps[1] = _uplink_gbps(hpl * gbps[0], spines, oversub, gbps[1])
-    n_hosts = leaves * hpl
     leaf0, spine0 = n_hosts, n_hosts + leaves
     hidx = np.arange(n_hosts, dtype=np.int64)
     l_all = np.repeat(np.arange(leaves, dtype=np.int64), spines)
@@ -195,6 +211,9 @@ def clos(
     if cores % app:
         raise UserError(f"clos: cores ({cores}) must be a multiple of aggs_per_pod ({app})")
     cpa = cores // app  # core uplinks per agg
+    n_tors = pods * tpp
+    _check_size(f"clos {pods}x{tpp}x{hpt}", n_tors * hpt + n_tors + pods * app + cores,
+                n_tors * hpt + n_tors * app + pods * app * cpa)
     gbps, lat = _tiers(link_gbps, link_latency_s, host_gbps, 3)
     gbps[1] = _uplink_gbps(hpt * gbps[0], app, tor_oversub, gbps[1])
     gbps[2] = _uplink_gbps(tpp * gbps[1], cpa, agg_oversub, gbps[2])

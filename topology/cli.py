@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.jsonfile import finite
 from distnet.common.plotting import pyplot, save_figure
 from distnet.common.units import human_bytes, parse_size
 
@@ -41,6 +42,21 @@ class Case:
     engine: str = "auto"
 
 
+def check_case(c: Case) -> None:
+    """Every number of a case finite and in range before it reaches the simulator (a NaN
+    latency once made its event loop spin forever)."""
+    for flag, value, lo, hi in (("--link-gbps", c.link_gbps, 1e-9, 1e9),
+                                ("--link-latency-us", c.link_latency_us, 0.0, 1e6),
+                                ("--alpha-us", c.alpha_us, 0.0, 1e6),
+                                ("--gamma-ns-per-byte", c.gamma_ns_per_byte, 0.0, 1e6)):
+        if value is not None:
+            finite(value, flag, lo, hi)
+    if not 0 <= c.seed < 2**63:
+        raise UserError(f"--seed must be in 0..2^63-1, got {c.seed}")
+    if c.fail_links < 0:
+        raise UserError(f"--fail-links must be >= 0, got {c.fail_links}")
+
+
 def run_case(c: Case) -> dict[str, Any]:
     """Build, place, simulate and compare with the closed form; plain data out."""
     from distnet.allreduce import get_schedule
@@ -53,6 +69,7 @@ def run_case(c: Case) -> dict[str, Any]:
 
     if c.routing not in MODES:
         raise UserError(f"unknown routing {c.routing!r} (known: {', '.join(MODES)})")
+    check_case(c)
     net = parse_network(
         c.topology, link_gbps=c.link_gbps,
         link_latency_s=None if c.link_latency_us is None else c.link_latency_us * 1e-6)

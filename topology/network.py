@@ -133,10 +133,12 @@ def make_network(
         raise UserError("network: a cable names a node that does not exist")
     if np.any(cu == cv):
         raise UserError("network: a cable connects a node to itself")
-    if np.any(gbps <= 0) or np.any(lat < 0):
-        raise UserError("network: link bandwidth must be > 0 and latency >= 0")
-    if switch_latency_s < 0:
-        raise UserError("network: switch latency must be >= 0")
+    # Written as "not ok" so that NaN, which fails every comparison, is refused too.
+    if not (np.all(gbps > 0) and np.all(np.isfinite(gbps)) and np.all(lat >= 0)
+            and np.all(np.isfinite(lat))):
+        raise UserError("network: link bandwidth must be finite and > 0, latency finite and >= 0")
+    if not 0 <= switch_latency_s < float("inf"):
+        raise UserError("network: switch latency must be finite and >= 0")
     link_u = np.empty(2 * m, dtype=np.int64)
     link_v = np.empty(2 * m, dtype=np.int64)
     link_u[0::2], link_u[1::2] = cu, cv

@@ -12,6 +12,7 @@ given to parse_network win over the string. Errors name the offending part.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from distnet.common.errors import UserError
@@ -53,11 +54,13 @@ KINDS = (*_KINDS, "custom")
 def _number(kind: str, key: str, text: str, typ: type) -> int | float | None:
     if typ is float and key.endswith("oversub") and text.lower() == "none":
         return None  # keep the per-tier link speed for the uplinks
+    what = "an integer" if typ is int else "a finite number"
     try:
         value = typ(text)
     except ValueError:
-        what = "an integer" if typ is int else "a number"
         raise UserError(f"network spec {kind}: {key}={text!r} is not {what}") from None
+    if typ is float and not math.isfinite(value):
+        raise UserError(f"network spec {kind}: {key}={text!r} is not {what}")
     return value
 
 

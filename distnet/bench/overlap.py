@@ -26,6 +26,8 @@ import numpy as np
 
 from distnet.bench.sweep import RankParser
 from distnet.common.errors import UserError
+from distnet.common.jsonfile import finite
+from distnet.common.memory import check_fits
 
 MIB = 1 << 20
 
@@ -58,14 +60,28 @@ def _timed(comm: Any, fn: Callable[[], None]) -> float:
     return float(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
 
 
+MAX_STEPS = 1_000_000
+
+
 def run(comm: Any, args: argparse.Namespace) -> dict[str, Any]:
     from distnet.allreduce.bucket import Bucketer
     from distnet.nn.model import build_mlp, parse_hidden
 
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         raise UserError("--steps and --batch must be >= 1, --warmup >= 0")
-    if args.bucket_mb <= 0 or args.first_bucket_mb <= 0:
-        raise UserError("--bucket-mb and --first-bucket-mb must be positive")
+    if max(args.steps, args.warmup) > MAX_STEPS:
+        raise UserError(f"--steps and --warmup must be at most {MAX_STEPS:,}")
+    for flag, value in (("--bucket-mb", args.bucket_mb),
+                        ("--first-bucket-mb", args.first_bucket_mb)):
+        finite(value, flag, 1e-6, 1e6)
+    sizes = [args.n_in, *parse_hidden(args.hidden), args.n_out]
+    if min(sizes) < 1:
+        raise UserError(f"layer sizes must be positive, got {args.n_in}, {args.hidden}, "
+                        f"{args.n_out}")
+    n_params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+    itemsize = np.dtype(args.dtype).itemsize
+    check_fits(f"a model of {n_params:,} parameters with batch {args.batch}",
+               (6 * n_params + 4 * args.batch * max(sizes)) * itemsize)
     model = build_mlp(args.n_in, parse_hidden(args.hidden), args.n_out, dtype=args.dtype,
                       seed=args.seed)
     rng = np.random.default_rng([args.seed, comm.rank])

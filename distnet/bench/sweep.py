@@ -44,11 +44,13 @@ from typing import Any, NoReturn
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.memory import check_fits
 from distnet.common.plotting import pyplot
 from distnet.common.units import human_bytes, parse_size
 
 MIB = 1 << 20
 MAX_SIZES = 200  # a step factor of 1.0001 must not plan a million sizes
+MAX_ITERS = 1_000_000  # timed iterations per size: more is a typo, not a measurement
 PATTERN_PERIOD = 1021  # prime, so a misplaced chunk changes the values at almost every index
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -187,6 +189,11 @@ def parse_args(argv: list[str], rank: int = 0) -> argparse.Namespace:
         raise UserError("--iters must be at least 1")
     if args.warmup is not None and args.warmup < 0:
         raise UserError("--warmup must be at least 0")
+    for flag, count in (("--iters", args.iters), ("--warmup", args.warmup)):
+        if count is not None and count > MAX_ITERS:
+            raise UserError(f"{flag} must be at most {MAX_ITERS:,}, got {count:,}")
+    # send buffer, its reference copy, the algorithm's scratch and the closed-form check
+    check_fits(f"a {max(args.sizes):,}-byte all-reduce", 4 * max(args.sizes))
     if args.min_busbw is not None and not (math.isfinite(args.min_busbw)
                                            and args.min_busbw >= 0):
         raise UserError(f"--min-busbw must be a finite number >= 0, got {args.min_busbw}")

@@ -34,3 +34,22 @@ def check_no_alias(outputs: dict[str, str | None], inputs: dict[str, str | None]
         for other_flag, other in named_out[:i]:
             if same_file(path, other):
                 raise UserError(f"{flag} {path} and {other_flag} {other} are the same file")
+
+
+def write_text_atomic(path: str, text: str, flag: str) -> None:
+    """The rule's second half for files written in one go: a complete new file replaces the
+    old one (write aside in the same folder, then rename), or the old one stays as it was."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UserError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None

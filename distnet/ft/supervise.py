@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if ns.ranks < 1 or ns.retries < 0 or ns.min_ranks < 1:
         print("supervise: error: need -n >= 1, --retries >= 0, --min-ranks >= 1", file=sys.stderr)
         return EXIT_USER_ERROR
+    if not 0 <= ns.timeout_s < float("inf") or ns.grow_to < 0 or ns.retries > 1000:
+        print(f"supervise: error: need a finite --timeout-s >= 0 (got {ns.timeout_s}), "
+              f"--grow-to >= 0, --retries <= 1000", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         return supervise(ns.ranks, args, ns.retries, ns.shrink, ns.min_ranks, ns.grow_to,
                          ns.timeout_s)

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.proc import mpi_python
 
 
@@ -76,3 +78,28 @@ def test_nccl_flags_csv_trace_and_busbw_gate(tmp_path: Path) -> None:
     res = mpi_python(2, "-m", "distnet.bench", "--sizes", "64", "--algorithms", "native",
                      "--iters", "2", "--min-busbw", "0", timeout_s=120)
     assert res.returncode == 0 and "PASS min-busbw: native" in res.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--sizes", "1000000GiB"], "would need about"),
+    (["--sizes", "9" * 400], "larger than"),
+    (["--sizes", "8", "--iters", "1000000000000"], "--iters must be at most"),
+    (["overlap", "--hidden", "100000,100000"], "would need about"),
+    (["overlap", "--bucket-mb", "nan"], "--bucket-mb must be a finite number"),
+    (["overlap", "--steps", "1000000000000"], "--steps and --warmup must be at most"),
+])
+def test_impossible_sizes_and_counts_exit_2(args: list[str], words: str) -> None:
+    res = mpi_python(2, "-m", "distnet.bench", *args, timeout_s=120)
+    assert not res.timed_out and res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_supervisor_refuses_a_negative_timeout() -> None:
+    from tests.proc import PYTHON, run
+
+    for value in ("-5", "nan"):
+        res = run([PYTHON, "-m", "distnet.ft.supervise", "--timeout-s", value, "--",
+                   "--checkpoint-dir", "x"], timeout_s=60)
+        assert res.returncode == 2 and "--timeout-s >= 0" in res.stderr, res.stderr

@@ -214,7 +214,7 @@ def test_parse_network_kinds_and_overrides():
         ("fat-tree:k=4,k=6", "k given twice"),
         ("fat-tree:k", "'k' is not key=value"),
         ("clos:pods=2,tors=2,hosts=2", "missing aggs, cores"),
-        ("leaf-spine:leaves=2,spines=2,hosts=2,oversub=lots", "oversub='lots' is not a number"),
+        ("leaf-spine:leaves=2,spines=2,hosts=2,oversub=lots", "oversub='lots' is not a finite"),
         ("custom:", "give a JSON path"),
     ],
 )

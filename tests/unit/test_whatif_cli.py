@@ -4,6 +4,7 @@ calibration fit, and every kind of bad input as one line with exit status 2."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,32 @@ def test_too_many_ranks_for_the_topology(tmp_path):
     with pytest.raises(UserError, match="do not fit"):
         whatif.run(["--metrics", metrics, "--topology", "fat-tree:k=4", "--ranks", "32",
                     "--algorithms", "ring"])
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--bucket-mb", "nan"], "--bucket-mb must be a finite number"),
+    (["--first-bucket-mb", "inf"], "--first-bucket-mb must be a finite number"),
+    (["--bucket-mb", "1e300"], "--bucket-mb must be in"),
+    (["--alpha-us", "nan"], "--alpha-us must be a finite number"),
+    (["--link-gbps", "nan"], "--link-gbps must be a finite number"),
+    (["--percentile", "nan"], "--percentile must be a finite number"),
+    (["--cores", "0"], "--cores must be >= 1"),
+    (["--seed", "-1", "--placement", "random"], "--seed must be in"),
+    (["--batch-per-rank", "-5"], "--batch-per-rank must be in"),
+])
+def test_hostile_numbers_are_one_line_and_exit_2(tmp_path, capsys, extra, words):
+    metrics = write_metrics(tmp_path / "run.jsonl")
+    args = ["--metrics", metrics, "--topology", "fat-tree:k=4", "--ranks", "4", *extra]
+    assert whatif.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m distnet.whatif: error: ")
+    assert words in err[0]
+
+
+def test_outputs_never_overwrite_the_metrics_input(tmp_path, capsys):
+    metrics = write_metrics(tmp_path / "run.jsonl")
+    before = Path(metrics).read_bytes()
+    args = ["--metrics", metrics, "--topology", "fat-tree:k=4", "--ranks", "4", "--json", metrics]
+    assert whatif.main(args) == 2
+    assert "is the same file as the input --metrics 1" in capsys.readouterr().err
+    assert Path(metrics).read_bytes() == before
