@@ -9,6 +9,10 @@ Each rank gets max(1, cores // W) BLAS threads so ranks x threads never exceed t
 A worker times `--repeats` windows of `--steps` steps after a warm-up and reports the best
 window, which is the least disturbed by other load on the machine.
 
+`--compress none,fp16,bf16,powersgd` compares gradient compressors instead (each reducing through
+`--allreduce`, launches alternating): samples/s, wire bytes and the ratio to the first one.
+`--worker distnet --compressor NAME` is one such rank, runnable under any mpirun (the emulator's).
+
 `--overhead` measures what watching a run costs instead: the same distnet step with nothing
 watched, with straggler tracking and stall notes (the defaults of distnet.train), and with
 --trace on top (per-layer spans, every reduction, merged to rank 0 at the end), alternating the
@@ -54,6 +58,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     ap.add_argument("--overhead", action="store_true",
                     help="measure the cost of straggler tracking and --trace instead")
+    ap.add_argument("--compress", default=None,
+                    help="compare gradient compressors instead (comma-separated, e.g. "
+                    "none,fp16,bf16,powersgd): samples/s and ratio to the first")
+    ap.add_argument("--allreduce", default="ring",
+                    help="all-reduce the compressors' payload goes through (with --compress)")
+    ap.add_argument("--powersgd-rank", type=int, default=4, help="with --compress powersgd")
+    ap.add_argument("--compressor", default=None,
+                    help="worker: reduce through this compressor (as --compress does)")
     ap.add_argument("--observe", choices=OBSERVE_MODES, default="none", help=argparse.SUPPRESS)
     ap.add_argument("--timeout-s", type=float, default=600, help="per mpirun launch")
     ap.add_argument("--worker", choices=["distnet", "torch"], help=argparse.SUPPRESS)
@@ -106,6 +118,13 @@ def _distnet_worker(args: argparse.Namespace) -> None:
     if obs is not None and obs.traces_layers:
         model.recorder = obs
     span = obs.span if obs is not None else _no_span
+    comp = None
+    if args.compressor is not None:
+        from distnet.compress import get, tensors_of
+
+        n = model.grads.shape[0]
+        comp = get(args.compressor)(model.grads, tensors_of(model), [(0, n)],
+                                    rank=args.powersgd_rank, seed=0)
 
     def step(i: int) -> None:
         if obs is not None:
@@ -119,7 +138,12 @@ def _distnet_worker(args: argparse.Namespace) -> None:
                                                    denom=global_batch)
             with span("backward", "phase"):
                 model.backward(dlogits)
-            if world > 1:
+            if comp is not None:  # every compressor, `none` too, on the same path
+                t0 = MPI.Wtime()
+                comp.start(comm, 0, model.grads.shape[0], args.allreduce).wait()
+                comp.commit()
+                allreduce_s[0] += MPI.Wtime() - t0
+            elif world > 1:
                 t0 = MPI.Wtime()
                 if obs is not None:
                     obs.reduce_start(0)
@@ -149,6 +173,9 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         report["allreduce_ms_per_step"] = 1e3 * allreduce_s[0] / (
             args.warmup + args.repeats * args.steps)
         report["observe"] = args.observe
+        if comp is not None:
+            report.update(compressor=args.compressor, allreduce=args.allreduce,
+                          wire_bytes=comp.wire_bytes(), grad_bytes=int(model.grads.nbytes))
         print(json.dumps(report), flush=True)
 
 
@@ -232,7 +259,7 @@ def _free_port() -> int:
 
 
 def _launch(framework: str, world: int, args: argparse.Namespace,
-            observe: str = "none") -> dict[str, Any]:
+            observe: str = "none", compressor: str | None = None) -> dict[str, Any]:
     threads = max(1, (os.cpu_count() or 1) // world)
     env = {name: str(threads) for name in
            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -240,6 +267,9 @@ def _launch(framework: str, world: int, args: argparse.Namespace,
                         "--steps", str(args.steps), "--warmup", str(args.warmup),
                         "--repeats", str(args.repeats), "--port", str(_free_port()),
                         "--observe", observe)
+    if compressor is not None:
+        cmd += ["--compressor", compressor, "--allreduce", args.allreduce,
+                "--powersgd-rank", str(args.powersgd_rank)]
     done = run_group(cmd, args.timeout_s, env=env)
     if done.timed_out or done.returncode != 0:
         why = "timed out" if done.timed_out else f"exit status {done.returncode}"
@@ -314,6 +344,48 @@ def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def compression(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per world and compressor: best and median samples/s, bytes, ratio to the first one.
+
+    Launches alternate compressor by compressor, round by round, so outside load hits all alike.
+    """
+    from distnet.compress import get
+
+    names = [x.strip() for x in args.compress.split(",") if x.strip()]
+    for name in names:
+        get(name)  # an unknown name: one line listing the known ones
+    rows = []
+    for world in _world_sizes(args.world_sizes):
+        best: dict[str, dict[str, Any]] = {m: {} for m in names}
+        medians: dict[str, list[float]] = {m: [] for m in names}
+        for _ in range(args.rounds):
+            for name in names:
+                got = _launch("distnet", world, args, compressor=name)
+                best[name] = _best(best[name], got)
+                medians[name].append(got["median_samples_per_s"])
+        base, base_med = best[names[0]]["best_samples_per_s"], statistics.median(medians[names[0]])
+        for name in names:
+            rows.append({
+                "world": world, "compressor": name, "allreduce": args.allreduce,
+                "wire_bytes": best[name]["wire_bytes"], "grad_bytes": best[name]["grad_bytes"],
+                "samples_per_s": best[name]["best_samples_per_s"],
+                "median_samples_per_s": statistics.median(medians[name]),
+                "allreduce_ms_per_step": best[name]["allreduce_ms_per_step"],
+                "ratio_best": best[name]["best_samples_per_s"] / base,
+                "ratio_median": statistics.median(medians[name]) / base_med})
+    return rows
+
+
+def _compression_table(rows: list[dict[str, Any]]) -> str:
+    out = [f"{'world':>5} {'compress':>9} {'wire MB':>8} {'samples/s':>10} {'reduce ms':>10} "
+           f"{'x first (best)':>15} {'x first (median)':>17}"]
+    for r in rows:
+        out.append(f"{r['world']:>5} {r['compressor']:>9} {r['wire_bytes'] / 1e6:8.3f} "
+                   f"{r['samples_per_s']:10.0f} {r['allreduce_ms_per_step']:10.2f} "
+                   f"{r['ratio_best']:15.3f} {r['ratio_median']:17.3f}")
+    return "\n".join(out)
+
+
 def _overhead_table(rows: list[dict[str, Any]]) -> str:
     out = [f"{'world':>5} {'mode':>10} {'samples/s':>10} {'x none (best)':>14} "
            f"{'x none (median)':>16}"]
@@ -342,6 +414,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump({"overhead": rows}, f, indent=2)
+            return 0
+        if args.compress:
+            rows = compression(args)
+            print(f"gradient compression over {args.allreduce}: MLP {N_IN}-"
+                  f"{'-'.join(map(str, HIDDEN))}-{N_OUT}, batch {BATCH_PER_RANK}/rank, best of "
+                  f"{args.rounds} x {args.repeats} x {args.steps} steps")
+            print(_compression_table(rows))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"compression": rows}, f, indent=2)
             return 0
         rows = run(args)
     except UserError as e:

@@ -7,7 +7,7 @@ over the ranks in place with any registered all-reduce and returns a test/wait h
 Adding one is a file plus a ``register`` line below. Importing this never initialises MPI.
 """
 
-from distnet.compress.base import Chain, Compressor, Tensor
+from distnet.compress.base import Chain, Compressor, Tensor, tensors_of
 from distnet.compress.cast import bf16, fp16
 from distnet.compress.powersgd import powersgd
 from distnet.compress.registry import COMPRESSORS, get, register
@@ -17,4 +17,4 @@ register("fp16", fp16)
 register("bf16", bf16)
 register("powersgd", powersgd)
 
-__all__ = ["COMPRESSORS", "Chain", "Compressor", "Tensor", "get", "register"]
+__all__ = ["COMPRESSORS", "Chain", "Compressor", "Tensor", "get", "register", "tensors_of"]

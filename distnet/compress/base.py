@@ -41,6 +41,11 @@ class Tensor:
         return self.lo + self.size
 
 
+def tensors_of(model: Any) -> list[Tensor]:
+    """The parameter tensors of a distnet.nn Sequential, as compressors see them."""
+    return [Tensor(lo, tuple(shape)) for lo, shape in model.param_tensors()]
+
+
 def reduce_start(comm: Any, buf: np.ndarray, algorithm: str, op: Any) -> Any:
     """allreduce.start, with `auto` resolved for this buffer's size (cached by auto)."""
     name = auto.resolve(comm, buf.nbytes) if algorithm == "auto" else algorithm

@@ -54,6 +54,18 @@ class Sequential:
     def n_params(self) -> int:
         return int(self.params.size)
 
+    def param_tensors(self) -> list[tuple[int, tuple[int, ...]]]:
+        """(offset in `params`, shape) of every parameter tensor, in buffer order: a Dense
+        layer's W (n_in, n_out) then b (n_out,). Gradient compression needs the matrices."""
+        out: list[tuple[int, tuple[int, ...]]] = []
+        for i, (start, end) in self._slice_of_layer.items():
+            layer = self.layers[i]
+            if isinstance(layer, Dense):
+                out += [(start, layer.W.shape), (start + layer.W.size, layer.b.shape)]
+            else:
+                out.append((start, (end - start,)))
+        return out
+
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """(B, n_in) -> (B, n_out); the result is the caller's own copy.
 

@@ -265,3 +265,16 @@ def test_powersgd_rejects_bad_options() -> None:
         make("powersgd", 1, MLP, rank=0)
     with pytest.raises(UserError, match="--powersgd-start-step"):
         make("powersgd", 1, MLP, start_step=-1)
+
+
+def test_tensors_of_an_mlp_tile_its_buffer() -> None:
+    from distnet.compress import tensors_of
+    from distnet.nn.model import build_mlp
+
+    model = build_mlp(7, [5, 4], 3, dropout=0.1)
+    tensors = tensors_of(model)
+    assert [t.shape for t in tensors] == [(7, 5), (5,), (5, 4), (4,), (4, 3), (3,)]
+    assert tensors[0].lo == 0 and tensors[-1].hi == model.n_params
+    assert all(a.hi == b.lo for a, b in zip(tensors, tensors[1:], strict=False))
+    dense = model.layers[0]
+    assert np.shares_memory(model.grads[tensors[0].lo:tensors[0].hi], dense.dW)  # type: ignore[attr-defined]
