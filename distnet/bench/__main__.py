@@ -3,6 +3,7 @@
     mpirun -n 2 python -m distnet.bench --sizes 4KiB,1MiB   # all-reduce (bench/report.py, sweep.py)
     mpirun -n 2 python -m distnet.bench overlap --steps 20  # bucketing overlap on vs off
     mpirun -n 2 python -m distnet.bench train ...           # training throughput (training.py)
+    topology emulate run -n 4 -- python -m distnet.bench emulated --out t.json  # (emulated.py)
 """
 
 import os
@@ -20,6 +21,10 @@ def main(argv: list[str]) -> int:
         from distnet.bench.overlap import main as overlap_main
 
         return overlap_main(argv[1:])
+    if argv and argv[0] == "emulated":
+        from distnet.bench.emulated import main as emulated_main
+
+        return emulated_main(argv[1:])
     from distnet.bench.report import main as allreduce_main
 
     return allreduce_main(argv)

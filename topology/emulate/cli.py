@@ -57,7 +57,78 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("b")
     k.add_argument("gbps", nargs="?", type=float, default=None)
     _prefix(k)
+    v = sub.add_parser("validate", help="simulator vs measured on emulated networks")
+    v.add_argument("--link-gbps", type=float, default=0.2)
+    v.add_argument("--sizes", default="256KiB,1MiB,4MiB,16MiB")
+    v.add_argument("--iters", type=int, default=3)
+    v.add_argument("--quick", action="store_true", help="one rank per host only")
+    v.add_argument("--networks", default="all",
+                   help="comma-separated indices into the matrix (0-3), 'all', or add 'fat-tree'")
+    v.add_argument("--json", default=None, metavar="PATH")
+    v.add_argument("--plot", default=None, metavar="PATH.png")
+    v.add_argument("--prefix", default="dv-")
+    v.add_argument("--calibration", default=None, metavar="PATH",
+                   help="reuse this calibration (JSON); written here when it does not exist")
     return ap
+
+
+def _networks(text: str) -> tuple:
+    from topology.emulate.validate import FAT_TREE, NETWORKS
+
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "all":
+            out += list(NETWORKS)
+        elif part == "fat-tree":
+            out.append(FAT_TREE)
+        elif part.isdigit() and int(part) < len(NETWORKS):
+            out.append(NETWORKS[int(part)])
+        else:
+            raise UserError(f"--networks: {part!r} is not all, fat-tree or 0..{len(NETWORKS) - 1}")
+    if not out:
+        raise UserError("--networks: empty")
+    return tuple(out)
+
+
+def _validate(a: argparse.Namespace) -> int:
+    from distnet.common.units import parse_size
+    from topology.emulate import validate as val
+
+    if not 0.001 <= a.link_gbps <= 10 or not 1 <= a.iters <= 100:
+        raise UserError("--link-gbps must be 0.001..10 and --iters 1..100")
+    sizes = [parse_size(s) for s in a.sizes.split(",") if s.strip()]
+    if not sizes or any(not 1024 <= s <= 256 << 20 for s in sizes):
+        raise UserError("--sizes: each within 1 KiB..256 MiB")
+    import os
+
+    cal = None
+    if a.calibration and os.path.exists(a.calibration):
+        cal = val.load_calibration(a.calibration)
+    out = val.validate(a.link_gbps, sizes, a.iters, _networks(a.networks), a.prefix, a.quick,
+                       cal)
+    if a.calibration and cal is None:
+        with open(a.calibration, "w", encoding="utf-8") as fh:
+            json.dump(out["calibration"], fh, indent=1)
+    print(val.table_text(out["rows"]))
+    cal = out["calibration"]
+    print(f"calibration: alpha {cal['alpha_s'] * 1e3:.2f} ms, link efficiency "
+          f"{cal['efficiency']:.3f}, wire bytes / payload {cal['wire_overhead']:.3f}")
+    s = out["summary"]
+    print(f"points >= 1 MiB: {s['points_ge_1MiB']}, median |error| "
+          f"{s['median_abs_error'] * 100:.1f} %, max {s['max_abs_error'] * 100:.1f} %, "
+          f"{s['within_25pct']} within 25 %")
+    print(f"per-link bytes: {s['links_checked']} links, median |error| "
+          f"{s['link_median_abs_error'] * 100:.1f} %, max {s['link_max_abs_error'] * 100:.1f} %,"
+          f" {s['links_within_5pct']} within 5 %")
+    for r in out["ratios"]:
+        print(f"{r['what']}: measured x{r['measured_ratio']:.2f}, simulated "
+              f"x{r['simulated_ratio']:.2f} ({r['error'] * 100:+.1f} %)")
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=1)
+    if a.plot and out["rows"]:
+        val.plot(a.plot, out["rows"])
+    return 0
 
 
 def _status_text(st: dict) -> str:
@@ -85,6 +156,8 @@ def run(argv: Sequence[str]) -> int:
     elif a.cmd == "down":
         gone = cluster.down(a.prefix)
         print(f"removed {len(gone)} namespaces/links of {a.prefix!r}")
+    elif a.cmd == "validate":
+        return _validate(a)
     elif a.cmd == "link":
         if a.action == "rate":
             if a.gbps is None:

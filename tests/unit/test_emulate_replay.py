@@ -1,0 +1,67 @@
+"""Replaying the simulator on measured paths (no root needed): a table holding the simulator's
+own D-mod-k paths must give exactly the simulator's D-mod-k time; a table that piles two flows
+onto one spine must be slower; calibration files are hostile input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from distnet.allreduce import get_schedule
+from distnet.common.errors import UserError
+from topology import sim
+from topology.emulate import paths, validate
+from topology.routing import route
+from topology.spec import parse_network
+
+SPEC = "leaf-spine:leaves=2,spines=2,hosts=2"
+
+
+def _table(net, mode: str) -> dict[tuple[int, int], list[int]]:
+    n = net.n_hosts
+    pairs = [(s, d) for s in range(n) for d in range(n) if s != d]
+    r = route(net, np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]), mode=mode)
+    return {p: r.links_of(f).tolist() for f, p in enumerate(pairs)}
+
+
+def test_replay_of_the_simulators_own_paths_is_exact() -> None:
+    net = parse_network(SPEC, link_gbps=0.2)
+    sched = get_schedule("ring")(4, 1 << 20)
+    hosts = np.array([0, 2, 1, 3])
+    want = sim.simulate(net, sched, hosts, routing="dmodk", memoise=False).time_s
+    with paths.replay_on(net, _table(net, "dmodk")):
+        got = sim.simulate(net, sched, hosts, memoise=False).time_s
+    assert got == pytest.approx(want, rel=1e-12)
+    assert sim.route is route  # restored
+
+
+def test_replay_sees_a_collision_the_table_forces() -> None:
+    net = parse_network(SPEC, link_gbps=0.2)
+    hosts = np.array([0, 2, 1, 3])  # h0->h2 and h1->h3 both leave leaf0
+    table = _table(net, "dmodk")
+    via_spine0 = {}
+    for (s, d), links in table.items():
+        if s // 2 != d // 2:  # crosses the spines
+            leaf, spine = 4 + s // 2, 6  # nodes: 4 hosts, 2 leaves, 2 spines
+            up = 2 * net.cable(leaf, spine)
+            down = 2 * net.cable(4 + d // 2, spine) + 1
+            via_spine0[(s, d)] = [links[0], up, down, links[-1]]
+    spread = validate.simulate_point(SPEC, validate.Calibration(0.0, 1.0, 1.0, 0.2), "ring",
+                                     1 << 20, hosts.tolist(), table)[0]
+    piled = validate.simulate_point(SPEC, validate.Calibration(0.0, 1.0, 1.0, 0.2), "ring",
+                                    1 << 20, hosts.tolist(), {**table, **via_spine0})[0]
+    assert piled > 1.5 * spread
+
+
+@pytest.mark.parametrize("content", ["{}", "[1]", "not json",
+                                     json.dumps({"alpha_s": -1, "efficiency": 0.9,
+                                                 "wire_overhead": 1.0, "rate_gbps": 0.2}),
+                                     json.dumps({"alpha_s": 0.001, "efficiency": float("nan"),
+                                                 "wire_overhead": 1.0, "rate_gbps": 0.2})])
+def test_bad_calibration_file_is_refused(content: str, tmp_path) -> None:
+    p = tmp_path / "cal.json"
+    p.write_text(content)
+    with pytest.raises(UserError):
+        validate.load_calibration(str(p))
