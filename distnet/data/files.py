@@ -20,7 +20,8 @@ from distnet.common.memory import check_fits
 # idx type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # Everything zip, gzip and NumPy raise on a damaged file (checkpoint.py reads .npz too).
-READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError)
+READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError,
+               NotImplementedError)  # zipfile: "zip file version 7.8" of a damaged header
 
 
 def is_idx_images(path: str) -> bool:
