@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.progress import bar
 from distnet.common.units import human_bytes
 from topology.emulate import cluster, launch, paths, state
 from topology.emulate.plan import Plan
@@ -121,7 +122,7 @@ def _runs(quick: bool) -> list[tuple[str, int, int]]:
 
 
 def measure_network(nw: Net, rate_gbps: float, cal: Calibration | None, sizes: list[int],
-                    iters: int, prefix: str, quick: bool = False,
+                    iters: int, prefix: str, quick: bool = False, progress: Any = None,
                     ) -> tuple[Calibration, list[dict[str, Any]], list[dict[str, Any]]]:
     """Points and per-link byte checks of one network (calibrating first when cal is None)."""
     cluster.up(nw.spec, rate_gbps, nw.routing, prefix)
@@ -135,6 +136,8 @@ def measure_network(nw: Net, rate_gbps: float, cal: Calibration | None, sizes: l
             cluster.link(prefix, nw.fail[0], nw.fail[1], "down")
             plan, _ = state.load(prefix)
         for placement, n, rph in _runs(quick):
+            if progress is not None:
+                progress.set_postfix_str(f"{nw.label} {placement} n={n}")
             algs = ["hierarchical"] if rph > 1 else list(ALGORITHMS)
             args = ["--algorithms", ",".join(a for a in algs if a != "native"), "--sizes",
                     ",".join(map(str, sizes)), "--iters", str(iters)]
@@ -161,6 +164,8 @@ def measure_network(nw: Net, rate_gbps: float, cal: Calibration | None, sizes: l
                              "measured_s": r["median_s"], "simulated_s": t_sim,
                              "error": t_sim / r["median_s"] - 1.0})
             links += _link_check(nw.label, placement, plan, wire, sim_bytes, cal)
+            if progress is not None:
+                progress.update()
     finally:
         cluster.down(prefix)
     return cal, rows, links
@@ -283,10 +288,13 @@ def validate(rate_gbps: float = 0.2, sizes: list[int] | None = None, iters: int 
         raise UserError(f"the calibration was made at {cal.rate_gbps} Gb/s, not {rate_gbps}")
     rows: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []
+    # On a terminal, a bar over the matrix (networks x runs); silent in logs and pipes.
+    progress = bar(len(networks) * len(_runs(quick)), "emulate validate", unit="run")
     for nw in networks:
-        cal, r, lk = measure_network(nw, rate_gbps, cal, sizes, iters, prefix, quick)
+        cal, r, lk = measure_network(nw, rate_gbps, cal, sizes, iters, prefix, quick, progress)
         rows += r
         links += lk
+    progress.close()
     assert cal is not None
     return {"calibration": asdict(cal), "rows": rows, "links": links,
             "summary": summary(rows, links), "ratios": ratios(rows, max(sizes))}
