@@ -1,0 +1,382 @@
+"""The exact engine's driver: streams a schedule's steps into the event loop of `topology.kernel`.
+
+Steps are materialised in order as ranks reach them and dropped once every rank has moved past
+them, so memory follows the steps in flight (a few for a ring), not the 134 M transfers of an
+8,192-rank ring. Each distinct (src, dst) pair is routed once (ECMP, D-mod-k and ideal routes
+depend only on the pair) and each step pattern's bookkeeping (groups of a rank's transfers in a
+step, their members) is computed once per `schedule.pattern(s)` and reused.
+
+A group is (rank, step): rank r may start its transfers of a step once all its transfers of its
+previous step (in its own list of steps) are done, exactly as in the MPI executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+from distnet.allreduce.schedule import Schedule
+from distnet.common.errors import UserError
+from topology import kernel as K
+from topology.network import Network
+from topology.routing import route
+
+# transfers materialised per refill (amortises the Python side; ~100 bytes each)
+BATCH_TRANSFERS = 1 << 18
+DRAIN_REL = 1e-9  # as topology.reference: a flow this close to empty has drained
+TIE_REL = 1e-9  # as topology.maxmin
+
+
+@dataclass
+class _Pattern:
+    src: np.ndarray
+    dst: np.ndarray
+    pair: np.ndarray  # pair id of each transfer
+    ranks: np.ndarray  # ranks in the step, sorted: local group g is rank ranks[g]
+    gs: np.ndarray  # local group of each transfer's sender / receiver
+    gd: np.ndarray
+    members: np.ndarray  # local transfer indices, grouped by local group
+    mcount: np.ndarray  # members per local group
+
+
+class _Pairs:
+    """Routes of every distinct (src rank, dst rank) pair seen so far, as one growing CSR."""
+
+    def __init__(self, net: Network, placement: np.ndarray, routing: str, seed: int) -> None:
+        self.net, self.placement, self.routing, self.seed = net, placement, routing, seed
+        self.p = int(placement.shape[0])
+        self.keys = np.zeros(0, np.int64)  # sorted
+        self.ids = np.zeros(0, np.int64)  # pair id of keys[j]
+        self.ptr = np.zeros(1, np.int64)
+        self.link = np.zeros(0, np.int64)
+        self.frac = np.zeros(0)
+        self.lat = np.zeros(0)
+        self.bytes = np.zeros(0)  # bytes carried by the pair over the run
+
+    @property
+    def n(self) -> int:
+        return int(self.lat.shape[0])
+
+    @property
+    def stride(self) -> int:
+        return int(np.diff(self.ptr).max(initial=1))
+
+    def lookup(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        key = src * self.p + dst
+        pos = np.searchsorted(self.keys, key)
+        pos_c = np.minimum(pos, max(self.keys.size - 1, 0))
+        known = (self.keys.size > 0) & (self.keys[pos_c] == key) if self.keys.size else \
+            np.zeros(key.shape, bool)
+        if not known.all():
+            new = np.unique(key[~known])
+            r = route(self.net, self.placement[new // self.p], self.placement[new % self.p],
+                      mode=self.routing, seed=self.seed)
+            keep = r.frac > 0
+            rows = np.repeat(np.arange(new.size), np.diff(r.flow_ptr))
+            counts = np.bincount(rows[keep], minlength=new.size)
+            first = self.n
+            self.ptr = np.concatenate([self.ptr, self.ptr[-1] + np.cumsum(counts)])
+            self.link = np.concatenate([self.link, r.link[keep]])
+            self.frac = np.concatenate([self.frac, r.frac[keep]])
+            if not np.all(np.isfinite(r.latency_s)):
+                raise UserError("a route has a non-finite latency (check the link latencies)")
+            self.lat = np.concatenate([self.lat, r.latency_s])
+            self.bytes = np.concatenate([self.bytes, np.zeros(new.size)])
+            keys = np.concatenate([self.keys, new])
+            ids = np.concatenate([self.ids, first + np.arange(new.size)])
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.ids = keys[order], ids[order]
+            pos = np.searchsorted(self.keys, key)
+        return self.ids[pos]
+
+    def link_bytes(self, n_links: int) -> np.ndarray:
+        per_entry = np.repeat(self.bytes, np.diff(self.ptr)) * self.frac
+        return np.bincount(self.link, weights=per_entry, minlength=n_links)
+
+
+def _pattern(pairs: _Pairs, src: np.ndarray, dst: np.ndarray) -> _Pattern:
+    ranks = np.unique(np.concatenate([src, dst]))
+    gs = np.searchsorted(ranks, src)
+    gd = np.searchsorted(ranks, dst)
+    m = src.shape[0]
+    other = np.flatnonzero(src != dst)  # a transfer to oneself belongs to one group
+    owner = np.concatenate([gs, gd[other]])
+    tid = np.concatenate([np.arange(m), other])
+    order = np.argsort(owner, kind="stable")
+    return _Pattern(src, dst, pairs.lookup(src, dst), ranks, gs, gd, tid[order],
+                    np.bincount(owner, minlength=ranks.size))
+
+
+class _Grow:
+    """An array with spare capacity at the end, cut from the front when old entries die."""
+
+    def __init__(self, dtype, fill=0) -> None:
+        self.a = np.zeros(1024, dtype=dtype)
+        self.a[:] = fill
+        self.n = 0
+        self.fill = fill
+
+    def append(self, x: np.ndarray) -> None:
+        need = self.n + x.shape[0]
+        if need > self.a.shape[0]:
+            bigger = np.full(max(need, 2 * self.a.shape[0]), self.fill, dtype=self.a.dtype)
+            bigger[:self.n] = self.a[:self.n]
+            self.a = bigger
+        self.a[self.n:need] = x
+        self.n = need
+
+    def cut(self, k: int) -> None:
+        if k > 0:
+            self.a[:self.n - k] = self.a[k:self.n].copy()
+            self.a[self.n - k:self.n] = self.fill
+            self.n -= k
+
+
+@dataclass
+class ExactRun:
+    time_s: float
+    step_start_s: np.ndarray
+    step_end_s: np.ndarray
+    link_bytes: np.ndarray
+    transfers: int
+    events: int
+    solves: int
+    log: list[tuple[float, str, int, int, int]] | None
+
+
+_KINDS = ("start", "drain", "done")
+
+
+def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: str, seed: int,
+              itemsize: int, alpha_s: float, gamma: float, cap: np.ndarray, want_log: bool,
+              log_capacity: int = 0) -> ExactRun:
+    p = schedule.p
+    pairs = _Pairs(net, placement, routing, seed)
+    n_links = int(cap.shape[0])
+    I = np.zeros(K.I_N, np.int64)
+    F = np.zeros(K.F_N)
+    F[K.F_ALPHA], F[K.F_GAMMA], F[K.F_DRAIN_REL], F[K.F_TIE_REL] = alpha_s, gamma, DRAIN_REL, \
+        TIE_REL
+    I[K.I_LOG] = int(want_log)
+    # transfers (global id - tbase), groups (global id - gbase), members (global - mbase)
+    T = {k: _Grow(dt, fill) for k, dt, fill in (
+        ("src", np.int64, 0), ("dst", np.int64, 0), ("bytes", np.float64, 0.0),
+        ("red", np.bool_, False), ("step", np.int64, 0), ("pair", np.int64, 0),
+        ("gs", np.int64, 0), ("gd", np.int64, 0), ("state", np.int8, 0), ("slot", np.int64, -1))}
+    G = {k: _Grow(np.int64, fill) for k, fill in (
+        ("rank", 0), ("left", 0), ("next", -1), ("mptr", 0), ("mlen", 0), ("step", 0))}
+    M = _Grow(np.int64)
+    r_cur = np.full(p, -3, np.int64)  # -3: no group seen yet
+    r_last = np.full(p, -1, np.int64)
+    r_wait = np.zeros(p, np.int64)
+    pend = np.zeros(p, np.int64)
+    compute_free = np.zeros(p)
+    s_start = np.full(schedule.nsteps, np.inf)
+    s_end = np.zeros(schedule.nsteps)
+    memo: dict[Hashable, _Pattern] = {}
+    state = {"hi": 0, "tid": 0, "gid": 0, "mid": 0}
+    n_transfers = 0
+
+    def load(min_transfers: int) -> None:
+        nonlocal n_transfers
+        got = 0
+        while state["hi"] < schedule.nsteps and got < min_transfers:
+            s = state["hi"]
+            st = schedule.step(s)
+            state["hi"] += 1
+            m = len(st)
+            if m == 0:
+                continue
+            if np.any(st.count < 0):
+                raise UserError(f"{schedule.name}: step {s} has a negative element count")
+            key = schedule.pattern(s)
+            pat = memo.get(key)
+            if pat is None or not (np.array_equal(pat.src, st.src)
+                                   and np.array_equal(pat.dst, st.dst)):
+                pat = _pattern(pairs, st.src.astype(np.int64), st.dst.astype(np.int64))
+                memo[key] = pat
+            nbytes = st.count.astype(np.float64) * itemsize
+            np.add.at(pairs.bytes, pat.pair, nbytes)
+            t0, g0, m0 = state["tid"], state["gid"], state["mid"]
+            T["src"].append(pat.src)
+            T["dst"].append(pat.dst)
+            T["bytes"].append(nbytes)
+            T["red"].append(st.reduce)
+            T["step"].append(np.full(m, s, np.int64))
+            T["pair"].append(pat.pair)
+            T["gs"].append(g0 + pat.gs)
+            T["gd"].append(g0 + pat.gd)
+            T["state"].append(np.zeros(m, np.int8))
+            T["slot"].append(np.full(m, -1, np.int64))
+            ng = pat.ranks.shape[0]
+            gids = g0 + np.arange(ng)
+            G["rank"].append(pat.ranks)
+            G["left"].append(pat.mcount)
+            G["next"].append(np.full(ng, -1, np.int64))
+            G["mptr"].append(m0 + np.cumsum(pat.mcount) - pat.mcount)
+            G["mlen"].append(pat.mcount)
+            G["step"].append(np.full(ng, s, np.int64))
+            M.append(t0 + pat.members)
+            prev = r_last[pat.ranks]
+            linked = prev >= 0
+            G["next"].a[prev[linked] - I[K.I_GBASE]] = gids[linked]
+            r_last[pat.ranks] = gids
+            fresh = r_cur[pat.ranks] == -3
+            r_cur[pat.ranks[fresh]] = gids[fresh]
+            state["tid"] += m
+            state["gid"] += ng
+            state["mid"] += pat.members.shape[0]
+            got += m
+            n_transfers += m
+        I[K.I_ALL_LOADED] = int(state["hi"] >= schedule.nsteps)
+
+    def compact() -> None:
+        if want_log:
+            return  # the log names transfers by id: keep them all (small runs only)
+        live = r_cur >= 0
+        steps = []
+        if live.any():
+            steps.append(G["step"].a[r_cur[live] - I[K.I_GBASE]].min())
+        waiting = r_cur == K.WAITING_RANK
+        if waiting.any():
+            steps.append(G["step"].a[r_wait[waiting] - I[K.I_GBASE]].min())
+        lo = min(steps) if steps else state["hi"]
+        kt = int(np.searchsorted(T["step"].a[:T["step"].n], lo))
+        kg = int(np.searchsorted(G["step"].a[:G["step"].n], lo))
+        km = int(G["mptr"].a[kg] - I[K.I_MBASE]) if kg < G["step"].n else M.n
+        for arr in T.values():
+            arr.cut(kt)
+        for arr in G.values():
+            arr.cut(kg)
+        M.cut(km)
+        I[K.I_TBASE] += kt
+        I[K.I_GBASE] += kg
+        I[K.I_MBASE] += km
+
+    load(BATCH_TRANSFERS)
+    while (r_cur == -3).any() and not I[K.I_ALL_LOADED]:
+        load(BATCH_TRANSFERS)
+    r_cur[r_cur == -3] = K.FINISHED_RANK
+    starters = np.flatnonzero(r_cur >= 0)
+    pend[:starters.size] = starters
+    I[K.I_PEND_N] = starters.size
+    F[K.F_PEND_T] = 0.0
+
+    # active flows, grown on demand
+    slots = 0
+    S = pairs.stride
+    A: dict[str, np.ndarray] = {}
+    E: dict[str, np.ndarray] = {}
+
+    def grow_slots(new: int) -> None:
+        nonlocal slots
+        old = slots
+        for k, dt, fill in (("tid", np.int64, 0), ("rem", np.float64, 0.0),
+                            ("rate", np.float64, 0.0), ("last", np.float64, 0.0),
+                            ("end", np.float64, 0.0), ("pos", np.int64, -1),
+                            ("n", np.int64, 0), ("mark", np.int64, 0), ("free", np.int64, 0),
+                            ("dheap", np.int64, 0), ("comp", np.int64, 0)):
+            a = np.full(new, fill, dtype=dt)
+            if old:
+                a[:old] = A[k][:old]
+            A[k] = a
+        for k, dt, fill in (("link", np.int64, 0), ("frac", np.float64, 0.0),
+                            ("next", np.int64, -1), ("prev", np.int64, -1),
+                            ("seeds", np.int64, 0)):
+            a = np.full(new * S, fill, dtype=dt)
+            if old:
+                a[:old * S] = E[k][:old * S]
+            E[k] = a
+        # the new slots go on the free stack (the lowest on top, for a deterministic order)
+        nf = int(I[K.I_NFREE])
+        A["free"][nf:nf + new - old] = np.arange(new - 1, old - 1, -1)
+        I[K.I_NFREE] = nf + new - old
+        slots = new
+
+    def restride(new_s: int) -> None:
+        nonlocal S
+        for k in ("link", "frac", "next", "prev", "seeds"):
+            a = np.full(slots * new_s, 0 if k in ("link", "frac", "seeds") else -1,
+                        dtype=E[k].dtype)
+            a.reshape(slots, new_s)[:, :S] = E[k].reshape(slots, S)
+            E[k] = a
+        for k in ("next", "prev"):
+            x = E[k]
+            on = x >= 0
+            x[on] = (x[on] // S) * new_s + x[on] % S
+        on = l_head >= 0
+        l_head[on] = (l_head[on] // S) * new_s + l_head[on] % S
+        S = new_s
+
+    l_head = np.full(n_links, -1, np.int64)
+    l_mark = np.zeros(n_links, np.int64)
+    l_res = np.zeros(n_links)
+    l_w = np.zeros(n_links)
+    l_cnt = np.zeros(n_links, np.int64)
+    comp_links = np.zeros(n_links, np.int64)
+    grow_slots(min(4096, max(16, n_transfers)))
+    heap_cap = 0
+    H: dict[str, np.ndarray] = {}
+
+    def fit_heap() -> None:
+        nonlocal heap_cap
+        need = T["src"].a.shape[0]
+        if need > heap_cap:
+            n = int(I[K.I_HN])
+            for k, dt in (("t", np.float64), ("q", np.int64), ("k", np.int8), ("i", np.int64)):
+                a = np.zeros(need, dtype=dt)
+                if n:
+                    a[:n] = H[k][:n]
+                H[k] = a
+            heap_cap = need
+
+    cand = np.zeros(1, np.int64)
+    lg_n = max(1, log_capacity) if want_log else 1
+    lg_t, lg_k, lg_i = np.zeros(lg_n), np.zeros(lg_n, np.int8), np.zeros(lg_n, np.int64)
+    I[K.I_STRIDE] = S
+    while True:
+        fit_heap()
+        if S < pairs.stride:
+            restride(pairs.stride)
+            I[K.I_STRIDE] = S
+        need_cand = max(T["src"].a.shape[0], slots)
+        if cand.shape[0] < need_cand:
+            cand = np.zeros(need_cand, np.int64)
+        status = K.run(
+            I, F, T["src"].a, T["dst"].a, T["bytes"].a, T["red"].a, T["step"].a, T["pair"].a,
+            T["gs"].a, T["gd"].a, T["state"].a, T["slot"].a, G["rank"].a, G["left"].a,
+            G["next"].a, G["mptr"].a, G["mlen"].a, M.a, r_cur, r_wait, pend, cand,
+            compute_free, pairs.ptr, pairs.link, pairs.frac, pairs.lat, H["t"], H["q"], H["k"],
+            H["i"], A["dheap"], A["tid"], A["rem"], A["rate"], A["last"], A["end"], A["pos"],
+            A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"], l_head,
+            cap, l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], s_start, s_end,
+            lg_t, lg_k, lg_i)
+        if status == K.FINISHED:
+            break
+        if status == K.NEED_SLOTS:
+            grow_slots(2 * slots)
+            continue
+        compact()
+        waiting = pend[:int(I[K.I_PEND_N])]
+        waiting = waiting[r_cur[waiting] == K.WAITING_RANK]
+        load(BATCH_TRANSFERS)
+        while not I[K.I_ALL_LOADED] and np.any(
+                G["next"].a[r_wait[waiting] - I[K.I_GBASE]] < 0):
+            load(BATCH_TRANSFERS)
+    if np.any(T["state"].a[:T["state"].n] != K.COMPLETE):
+        raise RuntimeError("exact engine: the schedule did not run to completion")
+    if not np.all(np.isfinite(s_end)):
+        raise UserError("the simulation produced a non-finite time (check rates and sizes)")
+    s_start[~np.isfinite(s_start)] = 0.0
+    time_s = float(s_end.max()) if schedule.nsteps else 0.0
+    log = None
+    if want_log:
+        n = int(I[K.I_LOG_N])
+        tid = lg_i[:n]
+        log = [(float(t), _KINDS[int(k)], int(s), int(a), int(b)) for t, k, s, a, b in zip(
+            lg_t[:n], lg_k[:n], T["step"].a[tid], T["src"].a[tid], T["dst"].a[tid],
+            strict=True)]
+    return ExactRun(time_s, s_start, s_end, pairs.link_bytes(n_links), n_transfers,
+                    int(I[K.I_EVENTS]), int(I[K.I_SOLVES]), log)

@@ -1,0 +1,482 @@
+"""The exact engine's event loop: one global clock, max-min rates re-solved per connected component.
+
+Same model as `topology.reference` (the oracle the tests compare against), organised for scale:
+- flows live in arrays (structure of arrays), each active flow in a slot with its route entries
+  threaded onto per-link lists, so the flows sharing a link are found without scanning;
+- a flow entering or leaving re-solves max-min only on the connected component of links and
+  flows it touches (max-min fairness separates over link-disjoint groups), and not at all when it
+  is alone on its links (then its rate is its narrowest link's);
+- drains sit in an indexed heap keyed by each flow's projected drain time, so a rate change moves
+  one entry instead of scanning every active flow; starts, arrivals and completions are a second
+  heap ordered by (time, sequence number), as in the reference.
+The loop is resumable: it returns to its Python driver (`topology.exact`) when a rank needs steps
+that are not loaded yet or when a table is full, and carries on where it stopped. With Numba it
+is compiled; without, the very same functions run as plain Python (slow, but the same answers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # the accelerator is optional: the same code runs uncompiled without it
+    from numba import njit
+
+    COMPILED = True
+except ImportError:  # pragma: no cover - exercised where numba is absent
+    COMPILED = False
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        def wrap(fn):
+            return fn
+
+        return wrap(args[0]) if args and callable(args[0]) else wrap
+
+
+# return codes of run()
+FINISHED, NEED_STEPS, NEED_SLOTS = 0, 1, 2
+# event kinds; the log writes them as "start", "drain", "done"
+INJECT, ARRIVE, DONE = 0, 1, 2
+LOG_START, LOG_DRAIN, LOG_DONE = 0, 1, 2
+# transfer states
+WAITING, STARTED, ACTIVE, DRAINED, ARRIVED, COMPLETE = 0, 1, 2, 3, 4, 5
+# rank states in r_cur besides a group id
+FINISHED_RANK, WAITING_RANK = -1, -2
+
+# indices into the integer scalar array `I`
+(I_TBASE, I_GBASE, I_MBASE, I_SEQ, I_HN, I_DN, I_NFREE, I_STRIDE, I_ALL_LOADED, I_PEND_N,
+ I_STALLS, I_EPOCH, I_LOG, I_LOG_N, I_SOLVES, I_EVENTS, I_N) = range(17)
+# indices into the float scalar array `F`
+F_ALPHA, F_GAMMA, F_DRAIN_REL, F_TIE_REL, F_PEND_T, F_NOW, F_N = range(7)
+
+
+# ---- event heap: (time, seq) min-heap of (kind, transfer id) -----------------------------------
+@njit(cache=True)
+def _less(h_t, h_q, a, b):
+    return h_t[a] < h_t[b] or (h_t[a] == h_t[b] and h_q[a] < h_q[b])
+
+
+@njit(cache=True)
+def _swap(h_t, h_q, h_k, h_i, a, b):
+    h_t[a], h_t[b] = h_t[b], h_t[a]
+    h_q[a], h_q[b] = h_q[b], h_q[a]
+    h_k[a], h_k[b] = h_k[b], h_k[a]
+    h_i[a], h_i[b] = h_i[b], h_i[a]
+
+
+@njit(cache=True)
+def _push(I, h_t, h_q, h_k, h_i, t, kind, tid):
+    n = I[I_HN]
+    h_t[n], h_q[n], h_k[n], h_i[n] = t, I[I_SEQ], kind, tid
+    I[I_SEQ] += 1
+    I[I_HN] = n + 1
+    while n > 0:
+        parent = (n - 1) >> 1
+        if _less(h_t, h_q, n, parent):
+            _swap(h_t, h_q, h_k, h_i, n, parent)
+            n = parent
+        else:
+            break
+
+
+@njit(cache=True)
+def _pop(I, h_t, h_q, h_k, h_i):
+    n = I[I_HN] - 1
+    I[I_HN] = n
+    _swap(h_t, h_q, h_k, h_i, 0, n)
+    i = 0
+    while True:
+        a, b, m = 2 * i + 1, 2 * i + 2, i
+        if a < n and _less(h_t, h_q, a, m):
+            m = a
+        if b < n and _less(h_t, h_q, b, m):
+            m = b
+        if m == i:
+            break
+        _swap(h_t, h_q, h_k, h_i, i, m)
+        i = m
+
+
+# ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
+@njit(cache=True)
+def _dless(a_end, a_tid, x, y):
+    return a_end[x] < a_end[y] or (a_end[x] == a_end[y] and a_tid[x] < a_tid[y])
+
+
+@njit(cache=True)
+def _dmove(d_heap, a_pos, a_end, a_tid, i, n):
+    """Restore the heap property around position i (up, then down)."""
+    while i > 0:
+        parent = (i - 1) >> 1
+        if _dless(a_end, a_tid, d_heap[i], d_heap[parent]):
+            x, y = d_heap[i], d_heap[parent]
+            d_heap[i], d_heap[parent] = y, x
+            a_pos[y], a_pos[x] = i, parent
+            i = parent
+        else:
+            break
+    while True:
+        a, b, m = 2 * i + 1, 2 * i + 2, i
+        if a < n and _dless(a_end, a_tid, d_heap[a], d_heap[m]):
+            m = a
+        if b < n and _dless(a_end, a_tid, d_heap[b], d_heap[m]):
+            m = b
+        if m == i:
+            break
+        x, y = d_heap[i], d_heap[m]
+        d_heap[i], d_heap[m] = y, x
+        a_pos[y], a_pos[x] = i, m
+        i = m
+
+
+@njit(cache=True)
+def _dinsert(I, d_heap, a_pos, a_end, a_tid, slot):
+    n = I[I_DN]
+    d_heap[n] = slot
+    a_pos[slot] = n
+    I[I_DN] = n + 1
+    _dmove(d_heap, a_pos, a_end, a_tid, n, n + 1)
+
+
+@njit(cache=True)
+def _dremove(I, d_heap, a_pos, a_end, a_tid, slot):
+    i = a_pos[slot]
+    n = I[I_DN] - 1
+    I[I_DN] = n
+    if i != n:
+        last = d_heap[n]
+        d_heap[i] = last
+        a_pos[last] = i
+        _dmove(d_heap, a_pos, a_end, a_tid, i, n)
+    a_pos[slot] = -1
+
+
+# ---- max-min on one connected component -------------------------------------------------------
+@njit(cache=True)
+def _solve_component(I, F, now, seeds, n_seeds, S, a_tid, a_rem, a_rate, a_last, a_end, a_pos,
+                     a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap, l_mark, l_res, l_w,
+                     l_cnt, comp, comp_links, d_heap):
+    """Progressive filling (as `topology.maxmin`, same tie rule) on the flows reachable from the
+    seed slots through shared links; flows whose rate changes get a new projected drain time."""
+    I[I_EPOCH] += 1
+    I[I_SOLVES] += 1
+    ep = I[I_EPOCH]
+    nc, nl = 0, 0
+    for j in range(n_seeds):
+        s = seeds[j]
+        if a_mark[s] != ep:
+            a_mark[s] = ep
+            comp[nc] = s
+            nc += 1
+    k = 0
+    while k < nc:
+        s = comp[k]
+        k += 1
+        for j in range(a_n[s]):
+            lk = e_link[s * S + j]
+            if l_mark[lk] != ep:
+                l_mark[lk] = ep
+                comp_links[nl] = lk
+                nl += 1
+                l_res[lk] = l_cap[lk]
+                l_w[lk] = 0.0
+                l_cnt[lk] = 0
+                e = l_head[lk]
+                while e >= 0:
+                    s2 = e // S
+                    if a_mark[s2] != ep:
+                        a_mark[s2] = ep
+                        comp[nc] = s2
+                        nc += 1
+                    e = e_next[e]
+    for k in range(nc):
+        s = comp[k]
+        for j in range(a_n[s]):
+            lk = e_link[s * S + j]
+            l_w[lk] += e_frac[s * S + j]
+            l_cnt[lk] += 1
+    # a_mark == ep: still rising; -ep: frozen in this solve
+    level = 0.0
+    left = nc
+    tie = F[F_TIE_REL]
+    while left > 0:
+        step = np.inf
+        for q in range(nl):
+            lk = comp_links[q]
+            if l_cnt[lk] > 0:
+                share = l_res[lk] / l_w[lk]
+                if share < step:
+                    step = share
+        level += step
+        limit = step * (1.0 + tie)
+        for q in range(nl):
+            lk = comp_links[q]
+            if l_cnt[lk] > 0:
+                share = l_res[lk] / l_w[lk]
+                l_res[lk] -= l_w[lk] * step
+                if share <= limit:
+                    l_res[lk] = 0.0
+                    l_cnt[lk] = -l_cnt[lk]  # saturated: freeze its flows after this sweep
+        for q in range(nl):
+            lk = comp_links[q]
+            if l_cnt[lk] < 0:
+                l_cnt[lk] = 0
+                e = l_head[lk]
+                while e >= 0:
+                    s = e // S
+                    if a_mark[s] == ep:
+                        a_mark[s] = -ep
+                        left -= 1
+                        _set_rate(I, now, s, level, a_tid, a_rem, a_rate, a_last, a_end, a_pos,
+                                  d_heap)
+                        for j in range(a_n[s]):
+                            lk2 = e_link[s * S + j]
+                            if l_cnt[lk2] > 0:
+                                l_w[lk2] -= e_frac[s * S + j]
+                                l_cnt[lk2] -= 1
+                    e = e_next[e]
+
+
+@njit(cache=True)
+def _set_rate(I, now, s, rate, a_tid, a_rem, a_rate, a_last, a_end, a_pos, d_heap):
+    if rate == a_rate[s]:
+        return
+    a_rem[s] -= a_rate[s] * (now - a_last[s])
+    a_last[s] = now
+    a_rate[s] = rate
+    a_end[s] = now + max(a_rem[s], 0.0) / rate
+    if a_pos[s] >= 0:
+        _dmove(d_heap, a_pos, a_end, a_tid, a_pos[s], I[I_DN])
+    else:
+        _dinsert(I, d_heap, a_pos, a_end, a_tid, s)
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+@njit(cache=True)
+def _log(I, lg_t, lg_k, lg_i, t, kind, tid):
+    if I[I_LOG]:
+        n = I[I_LOG_N]
+        lg_t[n], lg_k[n], lg_i[n] = t, kind, tid
+        I[I_LOG_N] = n + 1
+
+
+@njit(cache=True)
+def _start_ready(I, F, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, t_src, t_dst,
+                 t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i, lg_t, lg_k, lg_i):
+    """Start every transfer of the ranks' current groups whose other end is there too, in
+    transfer order (the reference's sorted candidate set)."""
+    tb, gb, mb = I[I_TBASE], I[I_GBASE], I[I_MBASE]
+    nc = 0
+    for j in range(n_ranks):
+        r = ranks[j]
+        g = r_cur[r]
+        if g < 0:
+            continue
+        lo = g_mptr[g - gb] - mb
+        for q in range(lo, lo + g_mlen[g - gb]):
+            tid = m_tid[q]
+            k = tid - tb
+            if t_state[k] != WAITING:
+                continue
+            if t_src[k] == r:
+                ok = r_cur[t_dst[k]] == t_gd[k]
+            else:
+                ok = r_cur[t_src[k]] == t_gs[k]
+            if ok:
+                t_state[k] = STARTED  # also dedupes a transfer both ends bring in
+                cand[nc] = tid
+                nc += 1
+    if nc == 0:
+        return
+    sel = np.sort(cand[:nc])
+    alpha = F[F_ALPHA]
+    for j in range(nc):
+        tid = sel[j]
+        k = tid - tb
+        _log(I, lg_t, lg_k, lg_i, now, LOG_START, tid)
+        s = t_step[k]
+        if now < s_start[s]:
+            s_start[s] = now
+        _push(I, h_t, h_q, h_k, h_i, now + alpha, INJECT, tid)
+
+
+@njit(cache=True)
+def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state, t_slot,
+        g_rank, g_left, g_next, g_mptr, g_mlen, m_tid, r_cur, r_wait, pend, cand, compute_free,
+        p_ptr, p_link, p_frac, p_lat, h_t, h_q, h_k, h_i, d_heap, a_tid, a_rem, a_rate, a_last,
+        a_end, a_pos, a_n, a_mark, a_free, e_link, e_frac, e_next, e_prev, l_head, l_cap,
+        l_mark, l_res, l_w, l_cnt, comp, comp_links, seeds, s_start, s_end, lg_t, lg_k,
+        lg_i):
+    S = I[I_STRIDE]
+    drain_rel, gamma = F[F_DRAIN_REL], F[F_GAMMA]
+    # ranks that moved on before we stopped for more steps: resolve and start them first
+    if I[I_PEND_N] > 0:
+        gb = I[I_GBASE]
+        for j in range(I[I_PEND_N]):
+            r = pend[j]
+            if r_cur[r] == WAITING_RANK:
+                nxt = g_next[r_wait[r] - gb]
+                if nxt >= 0:
+                    r_cur[r] = nxt
+                elif I[I_ALL_LOADED]:
+                    r_cur[r] = FINISHED_RANK
+                else:
+                    return NEED_STEPS
+        n = I[I_PEND_N]
+        I[I_PEND_N] = 0
+        _start_ready(I, F, F[F_PEND_T], np.sort(pend[:n]), n, cand, r_cur, g_mptr, g_mlen,
+                     m_tid, t_src, t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k,
+                     h_i, lg_t, lg_k, lg_i)
+    moved = np.empty(2, dtype=np.int64)
+    while True:
+        t_ev = h_t[0] if I[I_HN] > 0 else np.inf
+        t_dr = a_end[d_heap[0]] if I[I_DN] > 0 else np.inf
+        if t_ev == np.inf and t_dr == np.inf:
+            return FINISHED
+        I[I_EVENTS] += 1
+        if t_dr <= t_ev:
+            # every flow (in transfer order) that has drained by now leaves together
+            now = t_dr
+            nd = 0
+            while I[I_DN] > 0:
+                s = d_heap[0]
+                if nd > 0 and a_end[s] > now:
+                    left = a_rem[s] - a_rate[s] * (now - a_last[s])
+                    if left > drain_rel * t_bytes[a_tid[s] - I[I_TBASE]]:
+                        break
+                _dremove(I, d_heap, a_pos, a_end, a_tid, s)
+                cand[nd] = a_tid[s]
+                nd += 1
+            sel = np.sort(cand[:nd])
+            ns = 0
+            for j in range(nd):
+                tid = sel[j]
+                k = tid - I[I_TBASE]
+                s = t_slot[k]
+                _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
+                t_state[k] = DRAINED
+                _push(I, h_t, h_q, h_k, h_i, now + p_lat[t_pair[k]], ARRIVE, tid)
+                # unlink; its neighbours on shared links are the seeds of the re-solve
+                for q in range(a_n[s]):
+                    e = s * S + q
+                    lk = e_link[e]
+                    if e_prev[e] >= 0:
+                        e_next[e_prev[e]] = e_next[e]
+                    else:
+                        l_head[lk] = e_next[e]
+                    if e_next[e] >= 0:
+                        e_prev[e_next[e]] = e_prev[e]
+                for q in range(a_n[s]):
+                    x = l_head[e_link[s * S + q]]
+                    if x >= 0:
+                        seeds[ns] = x // S
+                        ns += 1
+                t_slot[k] = -1
+                a_free[I[I_NFREE]] = s
+                I[I_NFREE] += 1
+            if ns > 0:
+                # a seed may have drained later in this batch (its slot is free again)
+                m = 0
+                for j in range(ns):
+                    s = seeds[j]
+                    if t_slot[a_tid[s] - I[I_TBASE]] == s:
+                        seeds[m] = s
+                        m += 1
+                if m > 0:
+                    _solve_component(I, F, now, seeds, m, S, a_tid, a_rem, a_rate, a_last,
+                                     a_end, a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head,
+                                     l_cap, l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap)
+            continue
+        kind, tid = h_k[0], h_i[0]
+        if kind == INJECT and I[I_NFREE] == 0:
+            return NEED_SLOTS
+        now = t_ev
+        _pop(I, h_t, h_q, h_k, h_i)
+        k = tid - I[I_TBASE]
+        pr = t_pair[k]
+        if kind == INJECT:
+            n_e = p_ptr[pr + 1] - p_ptr[pr]
+            if t_bytes[k] == 0.0 or n_e == 0:
+                _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
+                t_state[k] = DRAINED
+                _push(I, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid)
+                continue
+            I[I_NFREE] -= 1
+            s = a_free[I[I_NFREE]]
+            t_slot[k] = s
+            t_state[k] = ACTIVE
+            a_tid[s] = tid
+            a_rem[s] = t_bytes[k]
+            a_rate[s] = 0.0
+            a_last[s] = now
+            a_n[s] = n_e
+            a_pos[s] = -1
+            alone = True
+            rate = np.inf
+            for q in range(n_e):
+                lk = p_link[p_ptr[pr] + q]
+                fr = p_frac[p_ptr[pr] + q]
+                e = s * S + q
+                e_link[e] = lk
+                e_frac[e] = fr
+                if l_head[lk] >= 0:
+                    alone = False
+                    e_prev[l_head[lk]] = e
+                e_next[e] = l_head[lk]
+                e_prev[e] = -1
+                l_head[lk] = e
+                if l_cap[lk] / fr < rate:
+                    rate = l_cap[lk] / fr
+            if alone:  # its own component: the narrowest link is its bottleneck
+                _set_rate(I, now, s, rate, a_tid, a_rem, a_rate, a_last, a_end, a_pos, d_heap)
+            else:
+                seeds[0] = s
+                _solve_component(I, F, now, seeds, 1, S, a_tid, a_rem, a_rate, a_last, a_end,
+                                 a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap,
+                                 l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap)
+        elif kind == ARRIVE:
+            done_t = now
+            if t_red[k]:
+                d = t_dst[k]
+                done_t = max(now, compute_free[d]) + gamma * t_bytes[k]
+                compute_free[d] = done_t
+            t_state[k] = ARRIVED
+            _push(I, h_t, h_q, h_k, h_i, done_t, DONE, tid)
+        else:
+            _log(I, lg_t, lg_k, lg_i, now, LOG_DONE, tid)
+            t_state[k] = COMPLETE
+            st = t_step[k]
+            if now > s_end[st]:
+                s_end[st] = now
+            a, b = t_src[k], t_dst[k]
+            ga, gbb = t_gs[k], t_gd[k]
+            if a > b:  # ranks in order, as the reference's sorted({src, dst})
+                a, b, ga, gbb = b, a, gbb, ga
+            nm = 0
+            stalled = False
+            for side in range(2 if a != b else 1):
+                r, g = (a, ga) if side == 0 else (b, gbb)
+                gl = g - I[I_GBASE]
+                g_left[gl] -= 1
+                if g_left[gl] == 0:
+                    nxt = g_next[gl]
+                    if nxt >= 0:
+                        r_cur[r] = nxt
+                    elif I[I_ALL_LOADED]:
+                        r_cur[r] = FINISHED_RANK
+                    else:
+                        r_cur[r] = WAITING_RANK
+                        r_wait[r] = g
+                        stalled = True
+                    moved[nm] = r
+                    nm += 1
+            if stalled:
+                for j in range(nm):
+                    pend[j] = moved[j]
+                I[I_PEND_N] = nm
+                I[I_STALLS] += 1
+                F[F_PEND_T] = now
+                return NEED_STEPS
+            if nm > 0:
+                _start_ready(I, F, now, moved, nm, cand, r_cur, g_mptr, g_mlen, m_tid, t_src,
+                             t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i,
+                             lg_t, lg_k, lg_i)
