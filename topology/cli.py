@@ -18,6 +18,7 @@ from distnet.common.errors import UserError
 from distnet.common.jsonfile import finite
 from distnet.common.plotting import pyplot, save_figure
 from distnet.common.units import human_bytes, parse_size
+from topology import sim
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,12 +60,10 @@ def check_case(c: Case) -> None:
 
 def run_case(c: Case) -> dict[str, Any]:
     """Build, place, simulate and compare with the closed form; plain data out."""
-    from distnet.allreduce import get_schedule
     from distnet.allreduce.cost import cost_s
-    from topology import sim
     from topology.network import fail_random
-    from topology.placement import place
     from topology.routing import MODES, route
+    from topology.sim import simulate_allreduce
     from topology.spec import parse_network
 
     if c.routing not in MODES:
@@ -78,47 +77,37 @@ def run_case(c: Case) -> dict[str, Any]:
     p = net.n_hosts if c.hosts is None else c.hosts
     if p < 1:
         raise UserError(f"--hosts must be >= 1, got {p}")
-    if p > net.n_hosts:
-        raise UserError(f"{p} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
-    hosts = place(net, p, mode=c.placement, seed=c.seed)
     itemsize = 4
-    n = max(1, c.size_bytes // itemsize)
-    builder = get_schedule(c.algorithm)
-    opts: dict[str, Any] = {}
-    if c.algorithm == "hierarchical":
-        opts["node_of"] = _edge_of_hosts(net, hosts)
-    sched = builder(p, n, **opts)
-    alpha_s = sim.ALPHA_S if c.alpha_us is None else c.alpha_us * 1e-6
-    gamma = sim.GAMMA_S_PER_BYTE if c.gamma_ns_per_byte is None else c.gamma_ns_per_byte * 1e-9
-    res = sim.simulate(net, sched, hosts, routing=c.routing, seed=c.seed, itemsize=itemsize,
-                       alpha_s=alpha_s, gamma_s_per_byte=gamma, engine=c.engine)
+    run = simulate_allreduce(
+        net, c.algorithm, p, c.size_bytes, itemsize, placement=c.placement, routing=c.routing,
+        seed=c.seed, alpha_s=None if c.alpha_us is None else c.alpha_us * 1e-6,
+        gamma_s_per_byte=None if c.gamma_ns_per_byte is None else c.gamma_ns_per_byte * 1e-9,
+        engine=c.engine)
+    res, sched, hosts = run.result, run.schedule, run.hosts
     src, dst = _sample_pairs(sched)
     worst_lat = float(route(net, hosts[src], hosts[dst], mode=c.routing,
                             seed=c.seed).latency_s.max()) if src.size else 0.0
     nic_gbps = float(net.link_gbps[net.tier[net.link_u] == 0].min())
     cf_opts: dict[str, float] = {}
-    if c.algorithm == "hierarchical":
-        cf_opts["ranks_per_node"] = max(1, p // max(1, len(set(opts["node_of"]))))
+    if run.node_of is not None:
+        cf_opts["ranks_per_node"] = max(1, p // max(1, len(set(run.node_of))))
+    alpha_s = sim.ALPHA_S if c.alpha_us is None else c.alpha_us * 1e-6
+    gamma = sim.GAMMA_S_PER_BYTE if c.gamma_ns_per_byte is None else c.gamma_ns_per_byte * 1e-9
     try:
-        closed = cost_s(c.algorithm, p, n * itemsize, alpha_s, 8 / (nic_gbps * 1e9), gamma,
+        closed = cost_s(c.algorithm, p, run.nbytes, alpha_s, 8 / (nic_gbps * 1e9), gamma,
                         worst_lat, **cf_opts)
     except UserError:
         closed = float("nan")
     return {
         "topology": c.topology, "network": net.name, "hosts": p, "algorithm": c.algorithm,
-        "bytes": n * itemsize, "placement": c.placement, "routing": c.routing, "seed": c.seed,
-        "failed_links": c.fail_links, "engine": res.engine, "steps": sched.nsteps,
+        "bytes": run.nbytes, "placement": c.placement, "routing": c.routing, "seed": c.seed,
+        "failed_links": c.fail_links, "engine": res.engine, "engine_note": res.engine_note,
+        "steps": sched.nsteps,
         "time_s": res.time_s, "algbw_gbps": res.algbw_gbps, "busbw_gbps": res.busbw_gbps,
         "closed_form_s": closed, "worst_path_latency_s": worst_lat,
         "max_link_util": res.max_link_util, "busiest_links": res.busiest,
         "step_end_s": res.step_end_s.tolist(),
     }
-
-
-def _edge_of_hosts(net: Any, hosts: np.ndarray) -> list[int]:
-    """node_of for hierarchical: the switch each rank's host hangs off."""
-    ptr, order = net.out_csr
-    return [int(v) for v in net.link_v[order[ptr[net.hosts[hosts]]]]]
 
 
 def _sample_pairs(sched: Any, limit: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +130,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"{r['algorithm']} all-reduce of {human_bytes(r['bytes'])} on {r['hosts']} hosts of "
         f"{r['network']} ({r['placement']} placement, {r['routing']} routing, seed {r['seed']}, "
         f"{r['steps']} steps, {r['engine']} engine)",
+        f"engine         {r['engine_note']}",
         f"time           {r['time_s'] * 1e3:.4f} ms",
         f"algbw / busbw  {r['algbw_gbps']:.1f} / {r['busbw_gbps']:.1f} Gb/s",
         f"closed form    {r['closed_form_s'] * 1e3:.4f} ms (worst path latency "
@@ -218,7 +208,9 @@ def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--fail-links", type=int, default=0, help="fail N random switch cables")
     sp.add_argument("--alpha-us", type=float, default=None, help="per-message overhead")
     sp.add_argument("--gamma-ns-per-byte", type=float, default=None, help="reduction cost")
-    sp.add_argument("--engine", choices=["auto", "exact", "fast"], default="auto")
+    sp.add_argument("--engine", choices=list(sim.ENGINES), default="auto",
+                    help="auto (default): fast where proved exact, else exact; exact: one "
+                         "event loop; fast: step by step; reference: the original exact loop")
     sp.add_argument("--json", action="store_true", help="print JSON instead of text")
     sp.add_argument("--plot", default=None, metavar="PATH.png")
 

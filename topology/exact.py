@@ -143,7 +143,9 @@ class ExactRun:
     transfers: int
     events: int
     solves: int
+    work: int  # links visited by the max-min rounds: the solver's share of the cost
     log: list[tuple[float, str, int, int, int]] | None
+    links: int = 0  # component links summed over solves
 
 
 _KINDS = ("start", "drain", "done")
@@ -273,7 +275,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     def grow_slots(new: int) -> None:
         nonlocal slots
         old = slots
-        for k, dt, fill in (("tid", np.int64, 0), ("rem", np.float64, 0.0),
+        for k, dt, fill in (("tid", np.int64, 0), ("inj", np.int64, 0), ("rem", np.float64, 0.0),
                             ("rate", np.float64, 0.0), ("last", np.float64, 0.0),
                             ("end", np.float64, 0.0), ("pos", np.int64, -1),
                             ("n", np.int64, 0), ("mark", np.int64, 0), ("free", np.int64, 0),
@@ -349,10 +351,10 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             T["gs"].a, T["gd"].a, T["state"].a, T["slot"].a, G["rank"].a, G["left"].a,
             G["next"].a, G["mptr"].a, G["mlen"].a, M.a, r_cur, r_wait, pend, cand,
             compute_free, pairs.ptr, pairs.link, pairs.frac, pairs.lat, H["t"], H["q"], H["k"],
-            H["i"], A["dheap"], A["tid"], A["rem"], A["rate"], A["last"], A["end"], A["pos"],
-            A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"], l_head,
-            cap, l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], s_start, s_end,
-            lg_t, lg_k, lg_i)
+            H["i"], A["dheap"], A["tid"], A["inj"], A["rem"], A["rate"], A["last"], A["end"],
+            A["pos"], A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"],
+            l_head, cap, l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], s_start,
+            s_end, lg_t, lg_k, lg_i)
         if status == K.FINISHED:
             break
         if status == K.NEED_SLOTS:
@@ -366,7 +368,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
                 G["next"].a[r_wait[waiting] - I[K.I_GBASE]] < 0):
             load(BATCH_TRANSFERS)
     if np.any(T["state"].a[:T["state"].n] != K.COMPLETE):
-        raise RuntimeError("exact engine: the schedule did not run to completion")
+        raise UserError(f"{schedule.name}: the schedule deadlocks (a transfer's two ranks never "
+                        "reach its step together)")
     if not np.all(np.isfinite(s_end)):
         raise UserError("the simulation produced a non-finite time (check rates and sizes)")
     s_start[~np.isfinite(s_start)] = 0.0
@@ -379,4 +382,5 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             lg_t[:n], lg_k[:n], T["step"].a[tid], T["src"].a[tid], T["dst"].a[tid],
             strict=True)]
     return ExactRun(time_s, s_start, s_end, pairs.link_bytes(n_links), n_transfers,
-                    int(I[K.I_EVENTS]), int(I[K.I_SOLVES]), log)
+                    int(I[K.I_EVENTS]), int(I[K.I_SOLVES]), int(I[K.I_WORK]), log,
+                    int(I[K.I_LINKS]))

@@ -234,6 +234,8 @@ def never_overlap(net: Network, schedule: Schedule, placement: np.ndarray, routi
         row = np.repeat(np.arange(pair.size), np.diff(r.flow_ptr))
         keep = r.frac > 0
         lk, row = r.link[keep], row[keep]
+        if lk.size == 0:  # every pair on one host: nothing on the network
+            continue
         order = np.lexsort((row, lk))
         lk, row = lk[order], row[order]
         clash = np.flatnonzero((lk[1:] == lk[:-1]) & (row[1:] != row[:-1]))

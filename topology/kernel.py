@@ -16,13 +16,17 @@ is compiled; without, the very same functions run as plain Python (slow, but the
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 try:  # the accelerator is optional: the same code runs uncompiled without it
+    if os.environ.get("DISTNET_NO_NUMBA"):
+        raise ImportError("DISTNET_NO_NUMBA is set")
     from numba import njit
 
     COMPILED = True
-except ImportError:  # pragma: no cover - exercised where numba is absent
+except ImportError:  # tests run the same functions uncompiled this way, as the reference
     COMPILED = False
 
     def njit(*args, **kwargs):  # type: ignore[no-redef]
@@ -44,7 +48,7 @@ FINISHED_RANK, WAITING_RANK = -1, -2
 
 # indices into the integer scalar array `I`
 (I_TBASE, I_GBASE, I_MBASE, I_SEQ, I_HN, I_DN, I_NFREE, I_STRIDE, I_ALL_LOADED, I_PEND_N,
- I_STALLS, I_EPOCH, I_LOG, I_LOG_N, I_SOLVES, I_EVENTS, I_N) = range(17)
+ I_STALLS, I_EPOCH, I_LOG, I_LOG_N, I_SOLVES, I_EVENTS, I_WORK, I_LINKS, I_INJ, I_N) = range(20)
 # indices into the float scalar array `F`
 F_ALPHA, F_GAMMA, F_DRAIN_REL, F_TIE_REL, F_PEND_T, F_NOW, F_N = range(7)
 
@@ -98,16 +102,17 @@ def _pop(I, h_t, h_q, h_k, h_i):
 
 # ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
 @njit(cache=True)
-def _dless(a_end, a_tid, x, y):
-    return a_end[x] < a_end[y] or (a_end[x] == a_end[y] and a_tid[x] < a_tid[y])
+def _dless(a_end, a_key, x, y):
+    """Earlier projected drain first; ties in injection order (a_key)."""
+    return a_end[x] < a_end[y] or (a_end[x] == a_end[y] and a_key[x] < a_key[y])
 
 
 @njit(cache=True)
-def _dmove(d_heap, a_pos, a_end, a_tid, i, n):
+def _dmove(d_heap, a_pos, a_end, a_key, i, n):
     """Restore the heap property around position i (up, then down)."""
     while i > 0:
         parent = (i - 1) >> 1
-        if _dless(a_end, a_tid, d_heap[i], d_heap[parent]):
+        if _dless(a_end, a_key, d_heap[i], d_heap[parent]):
             x, y = d_heap[i], d_heap[parent]
             d_heap[i], d_heap[parent] = y, x
             a_pos[y], a_pos[x] = i, parent
@@ -116,9 +121,9 @@ def _dmove(d_heap, a_pos, a_end, a_tid, i, n):
             break
     while True:
         a, b, m = 2 * i + 1, 2 * i + 2, i
-        if a < n and _dless(a_end, a_tid, d_heap[a], d_heap[m]):
+        if a < n and _dless(a_end, a_key, d_heap[a], d_heap[m]):
             m = a
-        if b < n and _dless(a_end, a_tid, d_heap[b], d_heap[m]):
+        if b < n and _dless(a_end, a_key, d_heap[b], d_heap[m]):
             m = b
         if m == i:
             break
@@ -129,16 +134,16 @@ def _dmove(d_heap, a_pos, a_end, a_tid, i, n):
 
 
 @njit(cache=True)
-def _dinsert(I, d_heap, a_pos, a_end, a_tid, slot):
+def _dinsert(I, d_heap, a_pos, a_end, a_key, slot):
     n = I[I_DN]
     d_heap[n] = slot
     a_pos[slot] = n
     I[I_DN] = n + 1
-    _dmove(d_heap, a_pos, a_end, a_tid, n, n + 1)
+    _dmove(d_heap, a_pos, a_end, a_key, n, n + 1)
 
 
 @njit(cache=True)
-def _dremove(I, d_heap, a_pos, a_end, a_tid, slot):
+def _dremove(I, d_heap, a_pos, a_end, a_key, slot):
     i = a_pos[slot]
     n = I[I_DN] - 1
     I[I_DN] = n
@@ -146,13 +151,13 @@ def _dremove(I, d_heap, a_pos, a_end, a_tid, slot):
         last = d_heap[n]
         d_heap[i] = last
         a_pos[last] = i
-        _dmove(d_heap, a_pos, a_end, a_tid, i, n)
+        _dmove(d_heap, a_pos, a_end, a_key, i, n)
     a_pos[slot] = -1
 
 
 # ---- max-min on one connected component -------------------------------------------------------
-@njit(cache=True)
-def _solve_component(I, F, now, seeds, n_seeds, S, a_tid, a_rem, a_rate, a_last, a_end, a_pos,
+@njit(cache=True, inline="always")
+def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last, a_end, a_pos,
                      a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap, l_mark, l_res, l_w,
                      l_cnt, comp, comp_links, d_heap):
     """Progressive filling (as `topology.maxmin`, same tie rule) on the flows reachable from the
@@ -188,6 +193,7 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_tid, a_rem, a_rate, a_last,
                         comp[nc] = s2
                         nc += 1
                     e = e_next[e]
+    I[I_LINKS] += nl
     for k in range(nc):
         s = comp[k]
         for j in range(a_n[s]):
@@ -207,6 +213,7 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_tid, a_rem, a_rate, a_last,
                 if share < step:
                     step = share
         level += step
+        I[I_WORK] += nl
         limit = step * (1.0 + tie)
         for q in range(nl):
             lk = comp_links[q]
@@ -226,7 +233,7 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_tid, a_rem, a_rate, a_last,
                     if a_mark[s] == ep:
                         a_mark[s] = -ep
                         left -= 1
-                        _set_rate(I, now, s, level, a_tid, a_rem, a_rate, a_last, a_end, a_pos,
+                        _set_rate(I, now, s, level, a_key, a_rem, a_rate, a_last, a_end, a_pos,
                                   d_heap)
                         for j in range(a_n[s]):
                             lk2 = e_link[s * S + j]
@@ -237,7 +244,7 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_tid, a_rem, a_rate, a_last,
 
 
 @njit(cache=True)
-def _set_rate(I, now, s, rate, a_tid, a_rem, a_rate, a_last, a_end, a_pos, d_heap):
+def _set_rate(I, now, s, rate, a_key, a_rem, a_rate, a_last, a_end, a_pos, d_heap):
     if rate == a_rate[s]:
         return
     a_rem[s] -= a_rate[s] * (now - a_last[s])
@@ -245,12 +252,27 @@ def _set_rate(I, now, s, rate, a_tid, a_rem, a_rate, a_last, a_end, a_pos, d_hea
     a_rate[s] = rate
     a_end[s] = now + max(a_rem[s], 0.0) / rate
     if a_pos[s] >= 0:
-        _dmove(d_heap, a_pos, a_end, a_tid, a_pos[s], I[I_DN])
+        _dmove(d_heap, a_pos, a_end, a_key, a_pos[s], I[I_DN])
     else:
-        _dinsert(I, d_heap, a_pos, a_end, a_tid, s)
+        _dinsert(I, d_heap, a_pos, a_end, a_key, s)
 
 
 # ---- the loop ---------------------------------------------------------------------------------
+@njit(cache=True)
+def _sort_prefix(a, n):
+    """Sort a[:n] in place: insertion sort, as n is a handful (no allocation per event)."""
+    if n > 32:
+        a[:n] = np.sort(a[:n])
+        return
+    for i in range(1, n):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
 @njit(cache=True)
 def _log(I, lg_t, lg_k, lg_i, t, kind, tid):
     if I[I_LOG]:
@@ -259,7 +281,7 @@ def _log(I, lg_t, lg_k, lg_i, t, kind, tid):
         I[I_LOG_N] = n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _start_ready(I, F, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, t_src, t_dst,
                  t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i, lg_t, lg_k, lg_i):
     """Start every transfer of the ranks' current groups whose other end is there too, in
@@ -287,10 +309,10 @@ def _start_ready(I, F, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, 
                 nc += 1
     if nc == 0:
         return
-    sel = np.sort(cand[:nc])
+    _sort_prefix(cand, nc)
     alpha = F[F_ALPHA]
     for j in range(nc):
-        tid = sel[j]
+        tid = cand[j]
         k = tid - tb
         _log(I, lg_t, lg_k, lg_i, now, LOG_START, tid)
         s = t_step[k]
@@ -302,11 +324,12 @@ def _start_ready(I, F, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, 
 @njit(cache=True)
 def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state, t_slot,
         g_rank, g_left, g_next, g_mptr, g_mlen, m_tid, r_cur, r_wait, pend, cand, compute_free,
-        p_ptr, p_link, p_frac, p_lat, h_t, h_q, h_k, h_i, d_heap, a_tid, a_rem, a_rate, a_last,
-        a_end, a_pos, a_n, a_mark, a_free, e_link, e_frac, e_next, e_prev, l_head, l_cap,
+        p_ptr, p_link, p_frac, p_lat, h_t, h_q, h_k, h_i, d_heap, a_tid, a_inj, a_rem, a_rate,
+        a_last, a_end, a_pos, a_n, a_mark, a_free, e_link, e_frac, e_next, e_prev, l_head, l_cap,
         l_mark, l_res, l_w, l_cnt, comp, comp_links, seeds, s_start, s_end, lg_t, lg_k,
         lg_i):
     S = I[I_STRIDE]
+    slots = a_tid.shape[0]
     drain_rel, gamma = F[F_DRAIN_REL], F[F_GAMMA]
     # ranks that moved on before we stopped for more steps: resolve and start them first
     if I[I_PEND_N] > 0:
@@ -343,15 +366,15 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                     left = a_rem[s] - a_rate[s] * (now - a_last[s])
                     if left > drain_rel * t_bytes[a_tid[s] - I[I_TBASE]]:
                         break
-                _dremove(I, d_heap, a_pos, a_end, a_tid, s)
-                cand[nd] = a_tid[s]
+                _dremove(I, d_heap, a_pos, a_end, a_inj, s)
+                cand[nd] = a_inj[s] * slots + s  # injection order, as the reference's list
                 nd += 1
-            sel = np.sort(cand[:nd])
+            _sort_prefix(cand, nd)
             ns = 0
             for j in range(nd):
-                tid = sel[j]
+                s = cand[j] % slots
+                tid = a_tid[s]
                 k = tid - I[I_TBASE]
-                s = t_slot[k]
                 _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
                 t_state[k] = DRAINED
                 _push(I, h_t, h_q, h_k, h_i, now + p_lat[t_pair[k]], ARRIVE, tid)
@@ -382,7 +405,7 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                         seeds[m] = s
                         m += 1
                 if m > 0:
-                    _solve_component(I, F, now, seeds, m, S, a_tid, a_rem, a_rate, a_last,
+                    _solve_component(I, F, now, seeds, m, S, a_inj, a_rem, a_rate, a_last,
                                      a_end, a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head,
                                      l_cap, l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap)
             continue
@@ -394,43 +417,60 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
         k = tid - I[I_TBASE]
         pr = t_pair[k]
         if kind == INJECT:
-            n_e = p_ptr[pr + 1] - p_ptr[pr]
-            if t_bytes[k] == 0.0 or n_e == 0:
-                _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
-                t_state[k] = DRAINED
-                _push(I, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid)
-                continue
-            I[I_NFREE] -= 1
-            s = a_free[I[I_NFREE]]
-            t_slot[k] = s
-            t_state[k] = ACTIVE
-            a_tid[s] = tid
-            a_rem[s] = t_bytes[k]
-            a_rate[s] = 0.0
-            a_last[s] = now
-            a_n[s] = n_e
-            a_pos[s] = -1
-            alone = True
-            rate = np.inf
-            for q in range(n_e):
-                lk = p_link[p_ptr[pr] + q]
-                fr = p_frac[p_ptr[pr] + q]
-                e = s * S + q
-                e_link[e] = lk
-                e_frac[e] = fr
-                if l_head[lk] >= 0:
-                    alone = False
-                    e_prev[l_head[lk]] = e
-                e_next[e] = l_head[lk]
-                e_prev[e] = -1
-                l_head[lk] = e
-                if l_cap[lk] / fr < rate:
-                    rate = l_cap[lk] / fr
-            if alone:  # its own component: the narrowest link is its bottleneck
-                _set_rate(I, now, s, rate, a_tid, a_rem, a_rate, a_last, a_end, a_pos, d_heap)
-            else:
-                seeds[0] = s
-                _solve_component(I, F, now, seeds, 1, S, a_tid, a_rem, a_rate, a_last, a_end,
+            # every injection due now enters before rates are re-solved once (as the
+            # reference does with all heap events of one instant): a synchronous step of p
+            # flows costs one solve, not p
+            ns = 0
+            while True:
+                n_e = p_ptr[pr + 1] - p_ptr[pr]
+                if t_bytes[k] == 0.0 or n_e == 0:
+                    _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
+                    t_state[k] = DRAINED
+                    _push(I, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid)
+                else:
+                    I[I_NFREE] -= 1
+                    s = a_free[I[I_NFREE]]
+                    t_slot[k] = s
+                    t_state[k] = ACTIVE
+                    a_tid[s] = tid
+                    a_inj[s] = I[I_INJ]  # drains of one instant go in injection order
+                    I[I_INJ] += 1
+                    a_rem[s] = t_bytes[k]
+                    a_rate[s] = 0.0
+                    a_last[s] = now
+                    a_n[s] = n_e
+                    a_pos[s] = -1
+                    alone = True
+                    rate = np.inf
+                    for q in range(n_e):
+                        lk = p_link[p_ptr[pr] + q]
+                        fr = p_frac[p_ptr[pr] + q]
+                        e = s * S + q
+                        e_link[e] = lk
+                        e_frac[e] = fr
+                        if l_head[lk] >= 0:
+                            alone = False
+                            e_prev[l_head[lk]] = e
+                        e_next[e] = l_head[lk]
+                        e_prev[e] = -1
+                        l_head[lk] = e
+                        if l_cap[lk] / fr < rate:
+                            rate = l_cap[lk] / fr
+                    if alone:  # its own component: the narrowest link is its bottleneck
+                        _set_rate(I, now, s, rate, a_inj, a_rem, a_rate, a_last, a_end, a_pos,
+                                  d_heap)
+                    else:
+                        seeds[ns] = s
+                        ns += 1
+                if (I[I_HN] == 0 or h_k[0] != INJECT or h_t[0] != now
+                        or I[I_NFREE] == 0):
+                    break
+                tid = h_i[0]
+                _pop(I, h_t, h_q, h_k, h_i)
+                k = tid - I[I_TBASE]
+                pr = t_pair[k]
+            if ns > 0:
+                _solve_component(I, F, now, seeds, ns, S, a_inj, a_rem, a_rate, a_last, a_end,
                                  a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap,
                                  l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap)
         elif kind == ARRIVE:

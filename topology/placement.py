@@ -69,3 +69,20 @@ def place(
             raise UserError("placement: a host is listed twice (one rank per host)")
         return out
     raise UserError(f"unknown placement {mode!r} (known: {', '.join(PLACEMENTS)})")
+
+
+def check_fits(net: Network, ranks: int) -> None:
+    """One rank per host: refuse more ranks than `net` has hosts."""
+    if ranks > net.n_hosts:
+        raise UserError(f"{ranks} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
+
+
+def node_of_ranks(net: Network, hosts: np.ndarray) -> np.ndarray:
+    """The tier-1 switch (ToR/leaf/edge) of each rank's host: `hierarchical`'s notion of a node.
+
+    One rank per host in these models, so the cheap level of the hierarchy is the rack.
+    """
+    ptr, order = net.out_csr
+    host_nodes = net.hosts[np.asarray(hosts, dtype=np.int64)]
+    return np.asarray(net.link_v[order[ptr[host_nodes]]], dtype=np.int64)
+

@@ -137,6 +137,42 @@ def simulate(
                      solved, reused, events, note)
 
 
+@dataclass(frozen=True)
+class AllreduceRun:
+    """One simulated all-reduce and what it was made of."""
+
+    result: SimResult
+    schedule: Schedule
+    hosts: np.ndarray  # rank -> host number
+    node_of: list[int] | None  # hierarchical's node of each rank (its edge switch), else None
+    nbytes: int  # bytes reduced: whole elements of itemsize
+
+
+def simulate_allreduce(net: Network, algorithm: str, ranks: int, nbytes: int, itemsize: int = 4,
+                       placement: str = "packed", routing: str = "ecmp", seed: int = 0,
+                       alpha_s: float | None = None, gamma_s_per_byte: float | None = None,
+                       engine: str = "auto") -> AllreduceRun:
+    """Place `ranks` ranks on `net`, build `algorithm`'s schedule for nbytes and simulate it:
+    the one way the topology CLI and distnet's what-if analysis time an all-reduce.
+    None for alpha_s / gamma_s_per_byte means the simulator's defaults."""
+    from distnet.allreduce.registry import get_schedule
+    from topology.placement import check_fits, node_of_ranks, place
+
+    if int(ranks) != ranks or ranks < 1:
+        raise UserError(f"ranks must be a whole number >= 1, got {ranks!r}")
+    check_fits(net, int(ranks))
+    builder = get_schedule(algorithm)
+    hosts = place(net, int(ranks), mode=placement, seed=seed)
+    n = max(1, int(nbytes) // itemsize)
+    node_of = node_of_ranks(net, hosts).tolist() if algorithm == "hierarchical" else None
+    sched = builder(int(ranks), n, **({"node_of": node_of} if node_of is not None else {}))
+    res = simulate(net, sched, hosts, routing=routing, seed=seed, itemsize=itemsize,
+                   alpha_s=ALPHA_S if alpha_s is None else alpha_s,
+                   gamma_s_per_byte=GAMMA_S_PER_BYTE if gamma_s_per_byte is None
+                   else gamma_s_per_byte, engine=engine)
+    return AllreduceRun(res, sched, hosts, node_of, n * itemsize)
+
+
 def link_name(net: Network, i: int) -> str:
     """`edge(0,1)->agg(0,0)`: a directed link by its endpoints' readable ids."""
     u, v = net.node_names[int(net.link_u[i])], net.node_names[int(net.link_v[i])]

@@ -308,53 +308,24 @@ class NetModel:
     seed: int = 0
 
 
-def node_of_ranks(net: Any, hosts: np.ndarray) -> np.ndarray:
-    """The tier-1 switch (ToR/leaf/edge) of each rank's host: `hierarchical`'s notion of a node.
-
-    One rank per host in these models, so the cheap level of the hierarchy is the rack.
-    """
-    ptr, order = net.out_csr
-    host_nodes = net.hosts[np.asarray(hosts, dtype=np.int64)]
-    return np.asarray(net.link_v[order[ptr[host_nodes]]], dtype=np.int64)
-
-
 def check_fits(net: Any, ranks: int) -> None:
-    """One rank per host: refuse more ranks than `net` has hosts."""
-    if ranks > net.n_hosts:
-        raise UserError(f"{ranks} ranks do not fit on {net.name} ({net.n_hosts} hosts)")
+    """One rank per host: refuse more ranks than `net` has hosts (topology's own check)."""
+    from topology.placement import check_fits as fits
 
-
-def place_ranks(model: NetModel, ranks: int) -> np.ndarray:
-    """rank -> host index, through `topology.placement` (its errors are the user's)."""
-    check_fits(model.net, ranks)
-    from topology.placement import place
-
-    return np.asarray(place(model.net, ranks, mode=model.placement, seed=model.seed),
-                      dtype=np.int64)
+    fits(net, ranks)
 
 
 def simulated_allreduce_s(model: NetModel, algorithm: str, ranks: int, nbytes: int,
                           itemsize: int) -> float:
     """Seconds to all-reduce nbytes over `ranks` ranks, replaying the schedule in the simulator."""
-    from distnet.allreduce import get_schedule
-    from topology.sim import simulate
+    from topology.sim import simulate_allreduce
 
     if ranks <= 1 or nbytes <= 0:
         return 0.0
-    build = get_schedule(algorithm)
-    hosts = place_ranks(model, ranks)
-    opts: dict[str, Any] = {}
-    if algorithm == "hierarchical":
-        opts["node_of"] = node_of_ranks(model.net, hosts).tolist()
-    schedule = build(ranks, nbytes // itemsize, **opts)
-    kwargs: dict[str, Any] = {}
-    if model.alpha_s is not None:
-        kwargs["alpha_s"] = model.alpha_s
-    if model.gamma_s_per_byte is not None:
-        kwargs["gamma_s_per_byte"] = model.gamma_s_per_byte
-    result = simulate(model.net, schedule, hosts, routing=model.routing, seed=model.seed,
-                      itemsize=itemsize, **kwargs)
-    return float(result.time_s)
+    run = simulate_allreduce(model.net, algorithm, ranks, nbytes, itemsize,
+                             placement=model.placement, routing=model.routing, seed=model.seed,
+                             alpha_s=model.alpha_s, gamma_s_per_byte=model.gamma_s_per_byte)
+    return float(run.result.time_s)
 
 
 def simulator_comm(model: NetModel, itemsize: int) -> CommFn:

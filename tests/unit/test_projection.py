@@ -172,9 +172,10 @@ def test_ring_on_one_switch_matches_the_closed_form():
 
 def test_hierarchical_nodes_are_racks():
     from topology.builders import fat_tree
+    from topology.placement import node_of_ranks
 
     net = fat_tree(4)  # 2 hosts per edge switch
-    nodes = pj.node_of_ranks(net, np.arange(8))
+    nodes = node_of_ranks(net, np.arange(8))
     assert nodes[0] == nodes[1] != nodes[2] == nodes[3]
 
 
