@@ -44,8 +44,10 @@ class _Pattern:
 class _Pairs:
     """Routes of every distinct (src rank, dst rank) pair seen so far, as one growing CSR."""
 
-    def __init__(self, net: Network, placement: np.ndarray, routing: str, seed: int) -> None:
+    def __init__(self, net: Network, placement: np.ndarray, routing: str, seed: int,
+                 route_fn=route) -> None:
         self.net, self.placement, self.routing, self.seed = net, placement, routing, seed
+        self.route_fn = route_fn
         self.p = int(placement.shape[0])
         self.keys = np.zeros(0, np.int64)  # sorted
         self.ids = np.zeros(0, np.int64)  # pair id of keys[j]
@@ -71,7 +73,7 @@ class _Pairs:
             np.zeros(key.shape, bool)
         if not known.all():
             new = np.unique(key[~known])
-            r = route(self.net, self.placement[new // self.p], self.placement[new % self.p],
+            r = self.route_fn(self.net, self.placement[new // self.p], self.placement[new % self.p],
                       mode=self.routing, seed=self.seed)
             keep = r.frac > 0
             rows = np.repeat(np.arange(new.size), np.diff(r.flow_ptr))
@@ -153,9 +155,9 @@ _KINDS = ("start", "drain", "done")
 
 def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: str, seed: int,
               itemsize: int, alpha_s: float, gamma: float, cap: np.ndarray, want_log: bool,
-              log_capacity: int = 0) -> ExactRun:
+              log_capacity: int = 0, route_fn=route) -> ExactRun:
     p = schedule.p
-    pairs = _Pairs(net, placement, routing, seed)
+    pairs = _Pairs(net, placement, routing, seed, route_fn)
     n_links = int(cap.shape[0])
     I = np.zeros(K.I_N, np.int64)
     F = np.zeros(K.F_N)

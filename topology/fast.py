@@ -83,8 +83,8 @@ def _drain_times(routes: Routes, nbytes: np.ndarray, cap: np.ndarray) -> np.ndar
 
 
 def _solve(net: Network, st: Step, placement: np.ndarray, routing: str, seed: int, itemsize: int,
-           alpha_s: float, gamma: float, cap: np.ndarray) -> _Solved:
-    routes = route(net, placement[st.src], placement[st.dst], mode=routing, seed=seed)
+           alpha_s: float, gamma: float, cap: np.ndarray, route_fn=route) -> _Solved:
+    routes = route_fn(net, placement[st.src], placement[st.dst], mode=routing, seed=seed)
     nbytes = st.count.astype(np.float64) * itemsize
     net_s = alpha_s + _drain_times(routes, nbytes, cap) + routes.latency_s
     counts = np.diff(routes.flow_ptr)
@@ -116,7 +116,7 @@ def _matches(m: _Solved, st: Step) -> bool:
 
 def run_fast(net: Network, schedule: Schedule, placement: np.ndarray, routing: str, seed: int,
               itemsize: int, alpha_s: float, gamma: float, cap: np.ndarray,
-              memoise: bool) -> FastRun:
+              memoise: bool, route_fn=route) -> FastRun:
     ready = np.zeros(schedule.p)  # when each rank finished all its transfers so far
     start_s = np.zeros(schedule.nsteps)
     end_s = np.zeros(schedule.nsteps)
@@ -133,7 +133,8 @@ def run_fast(net: Network, schedule: Schedule, placement: np.ndarray, routing: s
         if m is not None and _matches(m, st):
             reused += 1
         else:
-            m = _solve(net, st, placement, routing, seed, itemsize, alpha_s, gamma, cap)
+            m = _solve(net, st, placement, routing, seed, itemsize, alpha_s, gamma, cap,
+                       route_fn)
             solved_list.append(m)
             if key is not None:
                 memo[key] = m
@@ -200,7 +201,7 @@ def _serialise_reductions(arrive: np.ndarray, reduce_s: np.ndarray, st: Step) ->
 
 
 def never_overlap(net: Network, schedule: Schedule, placement: np.ndarray, routing: str,
-                  seed: int) -> tuple[bool, str]:
+                  seed: int, route_fn=route) -> tuple[bool, str]:
     """Prove that no link ever carries two transfers in flight at once with different starts.
 
     Two transfers that share a rank never overlap when they are in different steps (the rank
@@ -230,7 +231,7 @@ def never_overlap(net: Network, schedule: Schedule, placement: np.ndarray, routi
         seen_arrays.add(arrays)
         pair = np.unique(src * p + dst)
         a, b = pair // p, pair % p
-        r = route(net, placement[a], placement[b], mode=routing, seed=seed)
+        r = route_fn(net, placement[a], placement[b], mode=routing, seed=seed)
         row = np.repeat(np.arange(pair.size), np.diff(r.flow_ptr))
         keep = r.frac > 0
         lk, row = r.link[keep], row[keep]

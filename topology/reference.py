@@ -47,7 +47,7 @@ _Run = tuple[float, np.ndarray, np.ndarray, np.ndarray, int, int,
 
 def run_reference(net: Network, schedule: Schedule, placement: np.ndarray, routing: str, seed: int,
                itemsize: int, alpha_s: float, gamma: float, cap: np.ndarray,
-               want_log: bool) -> _Run:
+               want_log: bool, route=route) -> _Run:
     steps: list[Step] = list(schedule.steps())
     sizes = [len(st) for st in steps]
     t_step = np.repeat(np.arange(len(steps), dtype=np.int64), sizes)

@@ -20,6 +20,7 @@ Engines of that one model:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from distnet.allreduce.schedule import Schedule
 from distnet.common.errors import UserError
 from topology.fast import never_overlap, run_fast
 from topology.network import Network
+from topology.routing import Routes, route
 
 # Defaults, each with its reason (also in docs/topology-sim.md):
 # ~1 us is the per-message software cost of an RDMA MPI stack (post, poll, match) on top of wire.
@@ -81,8 +83,13 @@ def simulate(
     engine: str = "auto",
     memoise: bool = True,
     top_links: int = 5,
+    route_fn: Callable[..., Routes] | None = None,
 ) -> SimResult:
-    """Time `schedule` on `net` with rank r on host placement[r]; see the module docstring."""
+    """Time `schedule` on `net` with rank r on host placement[r]; see the module docstring.
+
+    route_fn replaces `topology.routing.route` (same signature), e.g. to replay measured paths;
+    by default this module's `route` is used."""
+    rf = route if route_fn is None else route_fn
     from topology import kernel
     from topology.routing import MODES
 
@@ -97,7 +104,7 @@ def simulate(
         if log:
             engine, note = "exact", "exact: the event log comes from the exact engine"
         else:
-            proved, why = never_overlap(net, schedule, placement, routing, seed)
+            proved, why = never_overlap(net, schedule, placement, routing, seed, rf)
             engine, note = ("fast", f"fast, proved exact: {why}") if proved else \
                 ("exact", f"exact: the fast engine is not provably exact here ({why})")
     if engine == "exact":
@@ -108,7 +115,7 @@ def simulate(
         from topology.exact import run_exact
 
         ex = run_exact(net, schedule, placement, routing, seed, itemsize, alpha_s,
-                       gamma_s_per_byte, cap, log, 3 * bound if log else 0)
+                       gamma_s_per_byte, cap, log, 3 * bound if log else 0, rf)
         time_s, start_s, end_s, link_bytes, events = (ex.time_s, ex.step_start_s,
                                                       ex.step_end_s, ex.link_bytes, ex.log)
         note = note or "exact"
@@ -117,12 +124,12 @@ def simulate(
 
         time_s, start_s, end_s, link_bytes, solved, reused, events = run_reference(
             net, schedule, placement, routing, seed, itemsize, alpha_s, gamma_s_per_byte, cap,
-            log)
+            log, rf)
         note = "reference: the original exact event loop"
     else:
         time_s, start_s, end_s, link_bytes, solved, reused = run_fast(
             net, schedule, placement, routing, seed, itemsize, alpha_s, gamma_s_per_byte, cap,
-            memoise)
+            memoise, rf)
         note = note or "fast: exact only where steps do not overlap (see never_overlap)"
     if not math.isfinite(time_s):
         raise UserError("the simulation produced a non-finite time (check rates and sizes)")
