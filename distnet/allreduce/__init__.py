@@ -27,6 +27,7 @@ from distnet.allreduce.ring import (
     ring_pipelined_schedule,
     ring_schedule,
 )
+from distnet.allreduce.shm import ShmAllreduce
 from distnet.allreduce.tree import (
     tree_allreduce,
     tree_pipelined_allreduce,
@@ -43,6 +44,9 @@ register("tree_pipelined", tree_pipelined_allreduce, tree_pipelined_schedule)
 register("recursive_doubling", recursive_doubling_allreduce, recursive_doubling_schedule)
 register("rabenseifner", rabenseifner_allreduce, rabenseifner_schedule)
 register("hierarchical", hierarchical_allreduce, hierarchical_schedule, start=hierarchical_start)
+# Node-local, no schedule: its transfers are memory reads of a shared window, not messages (the
+# simulator sees it as intra-node; see shm.py). The instance owns its bounded window cache.
+register("shm", ShmAllreduce())
 register("auto", auto_allreduce)  # picks one of the above per size; no schedule of its own
 
 __all__ = [

@@ -42,6 +42,9 @@ def mpirun_prefix(n: int, ft: bool = False) -> list[str]:
     cmd = [mpirun, "-n", str(n), "--oversubscribe"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")  # Open MPI refuses root without it
+    if "OMPI_MCA_osc" not in os.environ:
+        # `python -m mpi4py` starts MPI before distnet can set this default (see distnet/__init__).
+        cmd += ["--mca", "osc", "^ucx"]
     if ft:
         # ULFM needs the TCP transport: with shared memory a dead peer hangs the survivors.
         cmd += ["--with-ft", "ulfm", "--mca", "btl", "tcp,self"]

@@ -22,7 +22,7 @@ def _comm():
 
 
 def _lengths(p: int) -> list[int]:
-    return sorted({0, 1, max(p - 1, 0), p + 1, 13, 101, 300_001})
+    return sorted({0, 1, max(p - 1, 0), p, p + 1, 13, 101, 7919, 300_001})
 
 
 def _same_on_all_ranks(comm, buf: np.ndarray) -> bool:

@@ -1,0 +1,81 @@
+"""`shm` specifics: zero-copy buffers in the shared window, the multi-node fallback, sync modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distnet.allreduce import ALGORITHMS
+from distnet.allreduce.shm import ShmAllreduce
+from distnet.common.errors import UserError
+
+
+def _comm():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("sync", ["spin", "barrier"])
+def test_zero_copy_slices_reduce_in_place(sync: str) -> None:
+    comm = _comm()
+    p, r = comm.size, comm.rank
+    shm = ShmAllreduce(sync=sync)
+    try:
+        grads = shm.buffer(comm, 100_003, np.float64)
+        assert grads.shape == (100_003,) and not grads.any()
+        grads[:] = r + 1
+        for lo, hi in ((60_000, 100_003), (7, 60_000)):  # tail first, as the Bucketer does
+            shm(comm, grads[lo:hi])
+        total = p * (p + 1) / 2
+        assert np.all(grads[7:] == total) and np.all(grads[:7] == r + 1)
+        shm(comm, grads)  # the whole buffer, again in place
+        assert np.all(grads[7:] == p * total) and np.all(grads[:7] == total)
+    finally:
+        shm.close()
+
+
+@pytest.mark.mpi(min_size=1)
+def test_window_cache_is_bounded_and_regrows() -> None:
+    comm = _comm()
+    shm = ShmAllreduce(max_comms=2)
+    dups = [comm.Dup() for _ in range(3)]
+    try:
+        for size in (10, 100_000, 10):  # grows, then serves the small size from the big window
+            for c in dups:
+                buf = np.full(size, comm.rank, dtype=np.float32)
+                shm(c, buf)
+                assert np.all(buf == comm.size * (comm.size - 1) / 2)
+        assert len(shm._states) <= 2
+    finally:
+        shm.close()
+        for c in dups:
+            c.Free()
+
+
+@pytest.mark.mpi(min_size=4)
+def test_emulated_nodes_fall_back_to_hierarchical(monkeypatch: pytest.MonkeyPatch) -> None:
+    comm = _comm().Dup()  # a fresh communicator: its node map is computed under the env below
+    monkeypatch.setenv("DISTNET_RANKS_PER_NODE", "2")
+    shm = ShmAllreduce()
+    try:
+        buf = np.arange(1001, dtype=np.float64) + comm.rank
+        ref = buf.copy()
+        comm.Allreduce(__import__("mpi4py").MPI.IN_PLACE, ref)
+        shm(comm, buf)
+        assert np.array_equal(buf, ref)
+        assert not shm._state(comm).single_node
+    finally:
+        shm.close()
+        comm.Free()
+
+
+def test_unknown_sync_is_refused() -> None:
+    with pytest.raises(UserError, match="sync"):
+        ShmAllreduce(sync="busy")
+
+
+@pytest.mark.mpi(min_size=1)
+def test_registered() -> None:
+    assert isinstance(ALGORITHMS["shm"], ShmAllreduce)
