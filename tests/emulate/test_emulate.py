@@ -9,6 +9,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from distnet.common.procgroup import run_group
 from distnet.training.metrics import read_metrics
 from tests.emulate.conftest import Cluster, needs_netns
 from tests.proc import PYTHON, ROOT
@@ -69,18 +72,21 @@ def test_allreduce_oracle_across_four_hosts(emulated: Cluster) -> None:
     assert "oracle ok" in res.stdout and "4 shared-memory nodes" in res.stdout, res.stdout
 
 
-def test_hostfile_used_by_plain_mpirun(emulated: Cluster) -> None:
-    """The hostfile `up` writes, with nothing but the agent flags, starts ranks in 4 hosts."""
+@pytest.mark.parametrize("which", ["written by up", "launch/hostfile.example"])
+def test_hostfiles_used_by_plain_mpirun(which: str, emulated: Cluster) -> None:
+    """Both hostfiles, unchanged, with nothing but the agent flags, start ranks in the hosts
+    (hostfile.example names node01, node02: the agent maps them to h0, h1)."""
     plan = emulated.up(SPEC)
-    hostfile = launch.hostfile_path(plan.prefix)
-    cmd = [launch.mpirun_cmd(plan, 1, ["true"])[0], "--hostfile", str(hostfile), "-n", "8",
+    if which == "written by up":
+        hostfile, nodes = launch.hostfile_path(plan.prefix), 4
+    else:
+        hostfile, nodes = ROOT / "launch" / "hostfile.example", 2
+    cmd = [launch.mpirun_cmd(plan, 1, ["true"])[0], "--hostfile", str(hostfile), "-n", "4",
            "--map-by", "node", *launch.base_flags(plan), PYTHON,
            str(ROOT / "tests" / "emulate" / "oracle.py")]
-    from distnet.common.procgroup import run_group
-
     res = run_group(cmd, 240)
     assert not res.timed_out and res.returncode == 0, res.stderr[-3000:]
-    assert "oracle ok" in res.stdout and "4 shared-memory nodes" in res.stdout, res.stdout
+    assert "oracle ok" in res.stdout and f"{nodes} shared-memory nodes" in res.stdout, res.stdout
 
 
 def test_training_run_and_ulfm_crash(emulated: Cluster, tmp_path: Path) -> None:

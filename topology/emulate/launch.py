@@ -40,8 +40,9 @@ def hostfile_path(prefix: str) -> Path:
 
 
 def agent_script(plan: Plan) -> str:
-    cases = "\n".join(f"  {h.mgmt_ip}|{h.name}|{h.namespace}) ns={h.namespace} "
-                      f"name={h.namespace} ;;" for h in plan.hosts)
+    # node01, node02, ...: the names launch/hostfile.example uses, so it runs here unchanged
+    cases = "\n".join(f"  {h.mgmt_ip}|{h.name}|{h.namespace}|node{h.index + 1:02d}) "
+                      f"ns={h.namespace} name={h.namespace} ;;" for h in plan.hosts)
     return f"""#!/bin/sh
 # Open MPI ssh stand-in for the emulated cluster {plan.prefix!r}: AGENT [ssh options] HOST CMD...
 # runs CMD inside HOST's network namespace (written by `python -m topology emulate up`).

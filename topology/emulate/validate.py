@@ -92,7 +92,7 @@ def calibrate(plan: Plan, rate_gbps: float, iters: int = 4) -> Calibration:
     if not (0.05 < eff <= 1.5) or not np.isfinite(alpha):
         raise UserError(f"emulate validate: calibration failed (efficiency {eff:.3f}); "
                         "the machine may be too loaded")
-    payload = 2 * float(np.sum(b)) * (iters + 1)  # each size there and back
+    payload = float(np.sum(b)) * (iters + 1)  # link 0 carries the pings; pongs come back
     host0 = plan.cables[0]  # host 0's cable: link 0 is host 0 -> its leaf
     overhead = float(wire[2 * host0.index]) / payload
     return Calibration(max(0.0, float(alpha)), float(eff), overhead, rate_gbps)
