@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -82,7 +81,7 @@ def tx_bytes(plan: Plan) -> np.ndarray:
 
 
 def pinned_routes(net: Network, table: dict[tuple[int, int], list[int]], fallback: str = "ecmp"):
-    """A `route` that gives flows between host pairs in `table` their measured links (others:
+    """A `route_fn` for topology.sim.simulate that gives flows between host pairs in `table` their measured links (others:
     the simulator's own `fallback` routing)."""
     from topology.routing import route as sim_route
 
@@ -106,18 +105,3 @@ def pinned_routes(net: Network, table: dict[tuple[int, int], list[int]], fallbac
                       np.ones(len(links)), np.asarray(lat), np.asarray(hops, np.int64))
 
     return route
-
-
-@contextmanager
-def replay_on(net: Network, table: dict[tuple[int, int], list[int]]):
-    """Run topology.sim.simulate on measured paths. The simulator takes a routing *mode*, not a
-    route table, so its module-level `route` is swapped for the pinned one for the duration
-    (the simulator's code is unchanged; a `routes=` hook would make this unnecessary)."""
-    from topology import sim
-
-    saved = sim.route
-    sim.route = pinned_routes(net, table)
-    try:
-        yield
-    finally:
-        sim.route = saved
