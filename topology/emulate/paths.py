@@ -81,8 +81,8 @@ def tx_bytes(plan: Plan) -> np.ndarray:
 
 
 def pinned_routes(net: Network, table: dict[tuple[int, int], list[int]], fallback: str = "ecmp"):
-    """A `route_fn` for topology.sim.simulate that gives flows between host pairs in `table` their measured links (others:
-    the simulator's own `fallback` routing)."""
+    """A `route_fn` for topology.sim.simulate: flows between host pairs in `table` take their
+    measured links, others the simulator's own `fallback` routing."""
     from topology.routing import route as sim_route
 
     def route(_net: Network, src: np.ndarray, dst: np.ndarray, mode: str = "ecmp",
