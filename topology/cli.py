@@ -245,8 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cores of the measured machine for --model machine (default: this one)")
     sub.add_parser("emulate", help="the modelled cluster on Linux namespaces (emulate -h)",
                    add_help=False)
-    b = sub.add_parser("bench", help="simulator speed: ring on k=32 and k=48 fat-trees")
-    b.add_argument("--k", default="32,48", help="comma-separated fat-tree radixes")
+    b = sub.add_parser("bench", help="simulator speed: the exact engine's targets "
+                                     "(docs/topology-sim.md)")
+    b.add_argument("--max-hosts", type=int, default=27648,
+                   help="skip the cases with more hosts than this (default: run all, 128 to "
+                        "27,648 hosts)")
+    b.add_argument("--algorithms", default=None,
+                   help="comma-separated: only these algorithms' cases (default: all)")
+    b.add_argument("--k", default=None,
+                   help="comma-separated fat-tree radixes: instead of the cases, a packed "
+                        "256 MiB ring on every host of each (the fast engine's scale)")
     return ap
 
 
@@ -311,14 +319,23 @@ def run(argv: Sequence[str] | None = None) -> int:
             f = cal.fit(records)
             print(cal.report(f, cal.sim_vs_measured(f)))
     else:
-        from topology.speed import bench_ring, bench_table
+        from topology import speed
 
-        ks = []
-        for t in _split(a.k):
-            if not t.isdigit():
-                raise UserError(f"--k: {t!r} is not a radix")
-            ks.append(int(t))
-        print(bench_table([bench_ring(k) for k in ks]))
+        if a.k is not None:
+            cases: list[speed.Case] = []
+            for t in _split(a.k):
+                if not t.isdigit():
+                    raise UserError(f"--k: {t!r} is not a radix")
+                k = int(t)
+                cases.append(("ring", k**3 // 4, k, "packed", 256 * speed.MIB, None))
+        else:
+            wanted = None if a.algorithms is None else set(_split(a.algorithms))
+            cases = [c for c in speed.CASES if c[1] <= a.max_hosts
+                     and (wanted is None or c[0] in wanted)]
+        print(speed.HEAD, flush=True)
+        for alg, hosts, k, placement, nbytes, target in cases:
+            print(speed.bench_line(speed.bench_case(alg, hosts, k, placement, nbytes, target)),
+                  flush=True)
     return 0
 
 
