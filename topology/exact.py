@@ -25,6 +25,8 @@ from topology.routing import route
 
 # transfers materialised per refill (amortises the Python side; ~100 bytes each)
 BATCH_TRANSFERS = 1 << 18
+# arrival lanes of the event queue: one per distinct path latency, for the first few of them
+LATENCY_LANES = 6
 DRAIN_REL = 1e-9  # as topology.reference: a flow this close to empty has drained
 TIE_REL = 1e-9  # as topology.maxmin
 
@@ -56,6 +58,8 @@ class _Pairs:
         self.frac = np.zeros(0)
         self.lat = np.zeros(0)
         self.bytes = np.zeros(0)  # bytes carried by the pair over the run
+        self.cls = np.zeros(0, np.int64)  # latency class (arrival lane), -1: the heap
+        self.classes: dict[float, int] = {}
 
     @property
     def n(self) -> int:
@@ -85,6 +89,13 @@ class _Pairs:
             if not np.all(np.isfinite(r.latency_s)):
                 raise UserError("a route has a non-finite latency (check the link latencies)")
             self.lat = np.concatenate([self.lat, r.latency_s])
+            cls = np.full(new.size, -1, np.int64)
+            for j, lat in enumerate(r.latency_s.tolist()):
+                c = self.classes.get(lat)
+                if c is None and len(self.classes) < LATENCY_LANES:
+                    c = self.classes[lat] = len(self.classes)
+                cls[j] = -1 if c is None else c
+            self.cls = np.concatenate([self.cls, cls])
             self.bytes = np.concatenate([self.bytes, np.zeros(new.size)])
             keys = np.concatenate([self.keys, new])
             ids = np.concatenate([self.ids, first + np.arange(new.size)])
@@ -321,27 +332,39 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     l_cnt = np.zeros(n_links, np.int64)
     comp_links = np.zeros(n_links, np.int64)
     grow_slots(min(4096, max(16, n_transfers)))
-    heap_cap = 0
+    n_lanes = K.LANE_ARRIVE + LATENCY_LANES
+    Q = np.zeros(2 + 2 * n_lanes, np.int64)
+    Q[1] = n_lanes
     H: dict[str, np.ndarray] = {}
 
-    def fit_heap() -> None:
-        nonlocal heap_cap
-        need = T["src"].a.shape[0]
-        if need > heap_cap:
-            n = int(I[K.I_HN])
-            for k, dt in (("t", np.float64), ("q", np.int64), ("k", np.int8), ("i", np.int64)):
-                a = np.zeros(need, dtype=dt)
-                if n:
-                    a[:n] = H[k][:n]
-                H[k] = a
-            heap_cap = need
+    def fit_queue() -> None:
+        """Heap and lanes hold at most one event per live transfer: size them to the table."""
+        cap = int(Q[0])
+        need = 1 << int(T["src"].a.shape[0] - 1).bit_length()
+        if need <= cap:
+            return
+        n = int(I[K.I_HN])
+        for k, dt in (("t", np.float64), ("q", np.int64), ("k", np.int8), ("i", np.int64)):
+            a = np.zeros(need * (n_lanes + 1), dtype=dt)
+            if cap:
+                a[:n] = H[k][:n]
+                for lane in range(n_lanes):
+                    head, tail = int(Q[2 + lane]), int(Q[2 + n_lanes + lane])
+                    idx = cap * (lane + 1) + np.arange(head, tail) % cap
+                    a[need * (lane + 1):need * (lane + 1) + tail - head] = H[k][idx]
+            H[k] = a
+        for lane in range(n_lanes):
+            size = Q[2 + n_lanes + lane] - Q[2 + lane]
+            Q[2 + lane], Q[2 + n_lanes + lane] = 0, size
+        Q[0] = need
 
     cand = np.zeros(1, np.int64)
+    moved = np.zeros(2, np.int64)  # the kernel allocates nothing: its scratch comes from here
     lg_n = max(1, log_capacity) if want_log else 1
     lg_t, lg_k, lg_i = np.zeros(lg_n), np.zeros(lg_n, np.int8), np.zeros(lg_n, np.int64)
     I[K.I_STRIDE] = S
     while True:
-        fit_heap()
+        fit_queue()
         if S < pairs.stride:
             restride(pairs.stride)
             I[K.I_STRIDE] = S
@@ -349,14 +372,14 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         if cand.shape[0] < need_cand:
             cand = np.zeros(need_cand, np.int64)
         status = K.run(
-            I, F, T["src"].a, T["dst"].a, T["bytes"].a, T["red"].a, T["step"].a, T["pair"].a,
-            T["gs"].a, T["gd"].a, T["state"].a, T["slot"].a, G["rank"].a, G["left"].a,
-            G["next"].a, G["mptr"].a, G["mlen"].a, M.a, r_cur, r_wait, pend, cand,
-            compute_free, pairs.ptr, pairs.link, pairs.frac, pairs.lat, H["t"], H["q"], H["k"],
-            H["i"], A["dheap"], A["tid"], A["inj"], A["rem"], A["rate"], A["last"], A["end"],
-            A["pos"], A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"],
-            l_head, cap, l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], s_start,
-            s_end, lg_t, lg_k, lg_i)
+            I, F, Q, T["src"].a, T["dst"].a, T["bytes"].a, T["red"].a, T["step"].a, T["pair"].a,
+            T["gs"].a, T["gd"].a, T["state"].a, T["slot"].a, G["rank"].a, G["left"].a, G["next"].a,
+            G["mptr"].a, G["mlen"].a, M.a, r_cur, r_wait, pend, cand, compute_free, pairs.ptr,
+            pairs.link, pairs.frac, pairs.lat, pairs.cls, H["t"], H["q"], H["k"], H["i"],
+            A["dheap"], A["tid"], A["inj"], A["rem"], A["rate"], A["last"], A["end"], A["pos"],
+            A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"], l_head, cap,
+            l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], moved, s_start, s_end,
+            lg_t, lg_k, lg_i)
         if status == K.FINISHED:
             break
         if status == K.NEED_SLOTS:

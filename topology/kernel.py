@@ -54,12 +54,12 @@ F_ALPHA, F_GAMMA, F_DRAIN_REL, F_TIE_REL, F_PEND_T, F_NOW, F_N = range(7)
 
 
 # ---- event heap: (time, seq) min-heap of (kind, transfer id) -----------------------------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _less(h_t, h_q, a, b):
     return h_t[a] < h_t[b] or (h_t[a] == h_t[b] and h_q[a] < h_q[b])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _swap(h_t, h_q, h_k, h_i, a, b):
     h_t[a], h_t[b] = h_t[b], h_t[a]
     h_q[a], h_q[b] = h_q[b], h_q[a]
@@ -67,8 +67,8 @@ def _swap(h_t, h_q, h_k, h_i, a, b):
     h_i[a], h_i[b] = h_i[b], h_i[a]
 
 
-@njit(cache=True)
-def _push(I, h_t, h_q, h_k, h_i, t, kind, tid):
+@njit(cache=True, _nrt=False)
+def _hpush(I, h_t, h_q, h_k, h_i, t, kind, tid):
     n = I[I_HN]
     h_t[n], h_q[n], h_k[n], h_i[n] = t, I[I_SEQ], kind, tid
     I[I_SEQ] += 1
@@ -82,8 +82,8 @@ def _push(I, h_t, h_q, h_k, h_i, t, kind, tid):
             break
 
 
-@njit(cache=True)
-def _pop(I, h_t, h_q, h_k, h_i):
+@njit(cache=True, _nrt=False)
+def _hpop(I, h_t, h_q, h_k, h_i):
     n = I[I_HN] - 1
     I[I_HN] = n
     _swap(h_t, h_q, h_k, h_i, 0, n)
@@ -100,14 +100,60 @@ def _pop(I, h_t, h_q, h_k, h_i):
         i = m
 
 
+# ---- lanes: FIFO queues beside the heap -------------------------------------------------------
+# Events of one kind are mostly pushed in time order (injections at now + alpha, arrivals at
+# now + the path latency of one latency class, completions at now): such a push appends to
+# that kind's lane in O(1); only an out-of-order one goes to the heap. Each lane and the heap are
+# sorted by (time, seq), so taking the least head of all of them is exactly the heap order.
+# Lane j lives at h_*[CAP*(j+1) : CAP*(j+2)] as a ring; Q = [CAP, NL, heads..., tails...].
+LANE_INJECT, LANE_DONE, LANE_REDUCED, LANE_ARRIVE = 0, 1, 2, 3
+
+
+@njit(cache=True, _nrt=False)
+def _push(I, Q, h_t, h_q, h_k, h_i, t, kind, tid, lane):
+    if lane >= 0:
+        cap, nl = Q[0], Q[1]
+        head, tail = Q[2 + lane], Q[2 + nl + lane]
+        base = cap * (lane + 1)
+        if tail == head or h_t[base + (tail - 1) % cap] <= t:
+            j = base + tail % cap
+            h_t[j], h_q[j], h_k[j], h_i[j] = t, I[I_SEQ], kind, tid
+            I[I_SEQ] += 1
+            Q[2 + nl + lane] = tail + 1
+            return
+    _hpush(I, h_t, h_q, h_k, h_i, t, kind, tid)
+
+
+@njit(cache=True, _nrt=False)
+def _front(I, Q, h_t, h_q):
+    """Position in h_* of the least (time, seq) event, -1 when there is none."""
+    cap, nl = Q[0], Q[1]
+    best = 0 if I[I_HN] > 0 else -1
+    for lane in range(nl):
+        head = Q[2 + lane]
+        if head != Q[2 + nl + lane]:
+            j = cap * (lane + 1) + head % cap
+            if best < 0 or h_t[j] < h_t[best] or (h_t[j] == h_t[best] and h_q[j] < h_q[best]):
+                best = j
+    return best
+
+
+@njit(cache=True, _nrt=False)
+def _take(I, Q, h_t, h_q, h_k, h_i, pos):
+    if pos == 0:
+        _hpop(I, h_t, h_q, h_k, h_i)
+    else:
+        Q[2 + pos // Q[0] - 1] += 1
+
+
 # ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dless(a_end, a_key, x, y):
     """Earlier projected drain first; ties in injection order (a_key)."""
     return a_end[x] < a_end[y] or (a_end[x] == a_end[y] and a_key[x] < a_key[y])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dmove(d_heap, a_pos, a_end, a_key, i, n):
     """Restore the heap property around position i (up, then down)."""
     while i > 0:
@@ -133,7 +179,7 @@ def _dmove(d_heap, a_pos, a_end, a_key, i, n):
         i = m
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dinsert(I, d_heap, a_pos, a_end, a_key, slot):
     n = I[I_DN]
     d_heap[n] = slot
@@ -142,7 +188,7 @@ def _dinsert(I, d_heap, a_pos, a_end, a_key, slot):
     _dmove(d_heap, a_pos, a_end, a_key, n, n + 1)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dremove(I, d_heap, a_pos, a_end, a_key, slot):
     i = a_pos[slot]
     n = I[I_DN] - 1
@@ -243,7 +289,7 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
                     e = e_next[e]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _set_rate(I, now, s, rate, a_key, a_rem, a_rate, a_last, a_end, a_pos, d_heap):
     if rate == a_rate[s]:
         return
@@ -258,11 +304,30 @@ def _set_rate(I, now, s, rate, a_key, a_rem, a_rate, a_last, a_end, a_pos, d_hea
 
 
 # ---- the loop ---------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
+def _sift(a, i, n):
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            return
+        if c + 1 < n and a[c + 1] > a[c]:
+            c += 1
+        if a[i] >= a[c]:
+            return
+        a[i], a[c] = a[c], a[i]
+        i = c
+
+
+@njit(cache=True, _nrt=False)
 def _sort_prefix(a, n):
-    """Sort a[:n] in place: insertion sort, as n is a handful (no allocation per event)."""
+    """Sort a[:n] in place without allocating: insertion sort for the usual handful, heapsort
+    beyond (the loop runs without Numba's reference counting, so nothing may allocate)."""
     if n > 32:
-        a[:n] = np.sort(a[:n])
+        for start in range(n // 2 - 1, -1, -1):
+            _sift(a, start, n)
+        for end in range(n - 1, 0, -1):
+            a[0], a[end] = a[end], a[0]
+            _sift(a, 0, end)
         return
     for i in range(1, n):
         x = a[i]
@@ -273,7 +338,7 @@ def _sort_prefix(a, n):
         a[j + 1] = x
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _log(I, lg_t, lg_k, lg_i, t, kind, tid):
     if I[I_LOG]:
         n = I[I_LOG_N]
@@ -282,8 +347,9 @@ def _log(I, lg_t, lg_k, lg_i, t, kind, tid):
 
 
 @njit(cache=True, inline="always")
-def _start_ready(I, F, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, t_src, t_dst,
-                 t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i, lg_t, lg_k, lg_i):
+def _start_ready(I, F, Q, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, t_src,
+                 t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i, lg_t, lg_k,
+                 lg_i):
     """Start every transfer of the ranks' current groups whose other end is there too, in
     transfer order (the reference's sorted candidate set)."""
     tb, gb, mb = I[I_TBASE], I[I_GBASE], I[I_MBASE]
@@ -318,15 +384,16 @@ def _start_ready(I, F, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, 
         s = t_step[k]
         if now < s_start[s]:
             s_start[s] = now
-        _push(I, h_t, h_q, h_k, h_i, now + alpha, INJECT, tid)
+        _push(I, Q, h_t, h_q, h_k, h_i, now + alpha, INJECT, tid, LANE_INJECT)
 
 
-@njit(cache=True)
-def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state, t_slot,
-        g_rank, g_left, g_next, g_mptr, g_mlen, m_tid, r_cur, r_wait, pend, cand, compute_free,
-        p_ptr, p_link, p_frac, p_lat, h_t, h_q, h_k, h_i, d_heap, a_tid, a_inj, a_rem, a_rate,
+@njit(cache=True, _nrt=False)
+def run(
+        I, F, Q, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state, t_slot, g_rank,
+        g_left, g_next, g_mptr, g_mlen, m_tid, r_cur, r_wait, pend, cand, compute_free, p_ptr,
+        p_link, p_frac, p_lat, p_cls, h_t, h_q, h_k, h_i, d_heap, a_tid, a_inj, a_rem, a_rate,
         a_last, a_end, a_pos, a_n, a_mark, a_free, e_link, e_frac, e_next, e_prev, l_head, l_cap,
-        l_mark, l_res, l_w, l_cnt, comp, comp_links, seeds, s_start, s_end, lg_t, lg_k,
+        l_mark, l_res, l_w, l_cnt, comp, comp_links, seeds, moved, s_start, s_end, lg_t, lg_k,
         lg_i):
     S = I[I_STRIDE]
     slots = a_tid.shape[0]
@@ -346,12 +413,13 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                     return NEED_STEPS
         n = I[I_PEND_N]
         I[I_PEND_N] = 0
-        _start_ready(I, F, F[F_PEND_T], np.sort(pend[:n]), n, cand, r_cur, g_mptr, g_mlen,
+        _sort_prefix(pend, n)
+        _start_ready(I, F, Q, F[F_PEND_T], pend, n, cand, r_cur, g_mptr, g_mlen,
                      m_tid, t_src, t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k,
                      h_i, lg_t, lg_k, lg_i)
-    moved = np.empty(2, dtype=np.int64)
     while True:
-        t_ev = h_t[0] if I[I_HN] > 0 else np.inf
+        pos = _front(I, Q, h_t, h_q)
+        t_ev = h_t[pos] if pos >= 0 else np.inf
         t_dr = a_end[d_heap[0]] if I[I_DN] > 0 else np.inf
         if t_ev == np.inf and t_dr == np.inf:
             return FINISHED
@@ -377,7 +445,9 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                 k = tid - I[I_TBASE]
                 _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
                 t_state[k] = DRAINED
-                _push(I, h_t, h_q, h_k, h_i, now + p_lat[t_pair[k]], ARRIVE, tid)
+                pr = t_pair[k]
+                _push(I, Q, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid,
+                      LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
                 # unlink; its neighbours on shared links are the seeds of the re-solve
                 for q in range(a_n[s]):
                     e = s * S + q
@@ -409,11 +479,11 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                                      a_end, a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head,
                                      l_cap, l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap)
             continue
-        kind, tid = h_k[0], h_i[0]
+        kind, tid = h_k[pos], h_i[pos]
         if kind == INJECT and I[I_NFREE] == 0:
             return NEED_SLOTS
         now = t_ev
-        _pop(I, h_t, h_q, h_k, h_i)
+        _take(I, Q, h_t, h_q, h_k, h_i, pos)
         k = tid - I[I_TBASE]
         pr = t_pair[k]
         if kind == INJECT:
@@ -426,7 +496,8 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                 if t_bytes[k] == 0.0 or n_e == 0:
                     _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
                     t_state[k] = DRAINED
-                    _push(I, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid)
+                    _push(I, Q, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid,
+                          LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
                 else:
                     I[I_NFREE] -= 1
                     s = a_free[I[I_NFREE]]
@@ -462,11 +533,11 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                     else:
                         seeds[ns] = s
                         ns += 1
-                if (I[I_HN] == 0 or h_k[0] != INJECT or h_t[0] != now
-                        or I[I_NFREE] == 0):
+                pos = _front(I, Q, h_t, h_q)
+                if pos < 0 or h_k[pos] != INJECT or h_t[pos] != now or I[I_NFREE] == 0:
                     break
-                tid = h_i[0]
-                _pop(I, h_t, h_q, h_k, h_i)
+                tid = h_i[pos]
+                _take(I, Q, h_t, h_q, h_k, h_i, pos)
                 k = tid - I[I_TBASE]
                 pr = t_pair[k]
             if ns > 0:
@@ -480,7 +551,8 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                 done_t = max(now, compute_free[d]) + gamma * t_bytes[k]
                 compute_free[d] = done_t
             t_state[k] = ARRIVED
-            _push(I, h_t, h_q, h_k, h_i, done_t, DONE, tid)
+            _push(I, Q, h_t, h_q, h_k, h_i, done_t, DONE, tid,
+                  LANE_REDUCED if t_red[k] else LANE_DONE)
         else:
             _log(I, lg_t, lg_k, lg_i, now, LOG_DONE, tid)
             t_state[k] = COMPLETE
@@ -517,6 +589,6 @@ def run(I, F, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state,
                 F[F_PEND_T] = now
                 return NEED_STEPS
             if nm > 0:
-                _start_ready(I, F, now, moved, nm, cand, r_cur, g_mptr, g_mlen, m_tid, t_src,
+                _start_ready(I, F, Q, now, moved, nm, cand, r_cur, g_mptr, g_mlen, m_tid, t_src,
                              t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i,
                              lg_t, lg_k, lg_i)
