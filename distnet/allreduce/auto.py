@@ -62,7 +62,8 @@ def parse_table(raw: Any) -> TuneTable:
             continue
         entries: list[tuple[int, str]] = []
         for row in rows:
-            if (isinstance(row, (list, tuple)) and len(row) == 2
+            # A third field (the tune run's spread and runner-up) is for readers, not for auto.
+            if (isinstance(row, (list, tuple)) and len(row) in (2, 3)
                     and isinstance(row[0], int) and not isinstance(row[0], bool)
                     and row[0] >= 0 and isinstance(row[1], str)):
                 entries.append((row[0], row[1]))
@@ -85,13 +86,30 @@ def load_table(path: Path | None = None) -> TuneTable:
         return {}  # damaged (deep, huge, not JSON): the cost formulas decide instead
 
 
-def save_table(table: TuneTable, path: Path | None = None) -> Path:
-    """Write a tune table (creating the directory); returns the path written."""
+def save_table(table: TuneTable, path: Path | None = None,
+               spread: dict[int, list[dict[str, Any]]] | None = None) -> Path:
+    """Write a tune table (creating the directory); returns the path written.
+
+    `spread` (world size -> one dict per measured size: pick, mean, spread over the tune
+    passes, runner-up within noise) is stored under the key "spread", which `parse_table`
+    skips; rows of other world sizes already in the file are kept.
+    """
     target = path or tune_path()
     target.parent.mkdir(parents=True, exist_ok=True)
+    kept: dict[str, Any] = {}
+    if spread is not None and target.exists():
+        try:
+            old = json.loads(target.read_text(encoding="utf-8")).get("spread", {})
+            kept = {k: v for k, v in old.items() if isinstance(v, list)}
+        except (OSError, ValueError, AttributeError):
+            kept = {}
+    kept.update({str(p): rows for p, rows in (spread or {}).items()})
     # One line per world size: the table stays readable and diffable.
     lines = [f" {json.dumps(str(p))}: {json.dumps([[b, a] for b, a in sorted(rows)])}"
              for p, rows in sorted(table.items())]
+    if kept:
+        lines.append(' "spread": {\n' + ",\n".join(
+            f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(kept.items())) + "\n }")
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
     tmp.replace(target)  # atomic: a concurrent reader sees the old or the new table, not half

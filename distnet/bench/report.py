@@ -17,6 +17,7 @@ from typing import Any
 
 from distnet.allreduce import auto
 from distnet.bench import sweep as bench
+from distnet.bench import tuning
 from distnet.common.errors import UserError
 from distnet.common.plotting import pyplot, save_figure
 from distnet.common.units import human_bytes
@@ -134,8 +135,10 @@ def format_table(records: list[Record], header: Record) -> str:
         f"{'':>8} {'':>20} {'--- out-of-place ---':>27}  {'-' * 36} in-place {'-' * 36}",
         f"{'size':>8} {'algorithm':>20} {'avg_us':>10} {'busbw':>8} {'#wrong':>6}  "
         f"{'avg_us':>10} {'min_us':>10} {'max_us':>10} {'p50_us':>10} {'p99_us':>10} "
-        f"{'algbw':>8} {'busbw':>8} {'#wrong':>6} {'x_native':>8}",
+        f"{'algbw':>8} {'busbw':>8} {'#wrong':>6} {'x_native':>8} {'bus/copy':>8}",
     ]
+    # busbw next to the copy rate all ranks get at once: how far from the memory bus it runs.
+    copy_gbps = header.get("mem_copy_gbps_per_rank_all") or 0.0
     best = best_by_size(records)
     for s in sorted({r["bytes"] for r in records}):
         for r in (r for r in records if r["bytes"] == s):
@@ -146,7 +149,8 @@ def format_table(records: list[Record], header: Record) -> str:
                 f"{_us(r, 'avg_s'):>10} {_us(r, 'min_s'):>10} {_us(r, 'max_s'):>10} "
                 f"{_us(r, 'median_s'):>10} {_us(r, 'p99_s'):>10} {r['algbw_gbps']:8.3f} "
                 f"{r['busbw_gbps']:8.3f} {_num(r, 'wrong', 'd'):>6} "
-                f"{'-' if ratio is None else f'{ratio:.2f}':>8}")
+                f"{'-' if ratio is None else f'{ratio:.2f}':>8} "
+                f"{r['busbw_gbps'] / copy_gbps if copy_gbps > 0 else 0.0:8.2f}")
         if s in best:
             ran = [r["auto_choice"] for r in records if r["bytes"] == s and "auto_choice" in r]
             lines.append(f"{'':>8} winner (median): {best[s]['algorithm']}"
@@ -243,24 +247,31 @@ def run(comm: Any, args: Any) -> tuple[str, int]:
 
         observer = Observer(comm, trace_path=args.trace, trace_steps=1 << 16, straggler=False,
                             meta={"program": "distnet.bench"})
-    records = bench.measure(comm, others, args.sizes, dtype, args.iters, args.warmup,
-                            out_of_place=args.tune is None, observer=observer)
+    passes = args.tune_passes if args.tune is not None else 1
+    runs = [bench.measure(comm, others, args.sizes, dtype, args.iters, args.warmup,
+                          out_of_place=args.tune is None, observer=observer)
+            for _ in range(passes)]
+    records = runs[0] if passes == 1 else tuning.combine_passes(runs)
     notes = []
     if args.tune is not None:
         path = Path(args.tune).expanduser() if args.tune else auto.tune_path()
         entries = tune_entries(records)
+        spread = tuning.spread_rows(records)
         problem = None
         if comm.rank == 0:
             table = auto.load_table(path)
             table[comm.size] = entries
             try:
-                auto.save_table(table, path)
+                auto.save_table(table, path, spread={comm.size: spread})
             except OSError as e:
                 problem = f"cannot write tune table {path}: {e.strerror}"
         problem = comm.bcast(problem, root=0)  # fail on every rank, not only on rank 0
         if problem:
             raise UserError(problem)
-        notes.append(f"# tune table for p={comm.size} written to {path}: {entries}")
+        notes.append(f"# tune table for p={comm.size} ({passes} passes) written to {path}: "
+                     f"{entries}")
+        notes += [f"#   {human_bytes(r['bytes'])}: {r['pick']} (spread {r['spread']:.0%})"
+                  + (f", near-tie {r['runner_up']}" if r["runner_up"] else "") for r in spread]
         os.environ[auto.TUNE_ENV] = str(path)
     if args.tune is not None or "auto" in args.algorithms:
         fresh = comm.Dup()  # auto caches its table per communicator: a fresh one re-reads it

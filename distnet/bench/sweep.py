@@ -164,6 +164,9 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
     p.add_argument("--tune", nargs="?", const="", default=None, metavar="PATH",
                    help="measure every algorithm and write the table auto uses (default "
                         "path: $DISTNET_TUNE_FILE or ~/.cache/distnet/allreduce_tune.json)")
+    p.add_argument("--tune-passes", type=int, default=3, metavar="N",
+                   help="with --tune: full sweeps to average over (default 3); the pick is the "
+                        "fastest on average, the file records its spread and a near-tie")
     return p
 
 
@@ -187,6 +190,8 @@ def parse_args(argv: list[str], rank: int = 0) -> argparse.Namespace:
                             f"({itemsize} B)")
     if args.iters is not None and args.iters < 1:
         raise UserError("--iters must be at least 1")
+    if not 1 <= args.tune_passes <= 20:
+        raise UserError(f"--tune-passes must be between 1 and 20, got {args.tune_passes}")
     if args.warmup is not None and args.warmup < 0:
         raise UserError("--warmup must be at least 0")
     for flag, count in (("--iters", args.iters), ("--warmup", args.warmup)):

@@ -28,9 +28,11 @@ def test_tiny_bench_writes_checked_json(tmp_path: Path) -> None:
 def test_tune_writes_table_auto_reads(tmp_path: Path) -> None:
     table = tmp_path / "tune.json"
     res = mpi_python(2, "-m", "distnet.bench", "--sizes", "8,1KiB", "--iters", "2",
-                     "--tune", str(table), timeout_s=120)
+                     "--tune", str(table), "--tune-passes", "2", timeout_s=120)
     assert not res.timed_out and res.returncode == 0, res.stdout + res.stderr
-    rows = json.loads(table.read_text())["2"]
+    saved = json.loads(table.read_text())
+    rows = saved["2"]
+    assert [r["bytes"] for r in saved["spread"]["2"]] == [8, 1024]
     assert [b for b, _ in rows] == sorted(b for b, _ in rows) and rows[-1][0] == 1024
     assert "auto within 10%" in res.stdout
 

@@ -1,0 +1,51 @@
+"""--tune over several passes: the pick is the best mean, the spread and near-ties are kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distnet.allreduce import auto
+from distnet.bench import report, tuning
+
+
+def _rec(name: str, size: int, t: float) -> dict:
+    return {"algorithm": name, "bytes": size, "median_s": t, "ranks": 2}
+
+
+def test_pick_is_best_on_average_not_best_once() -> None:
+    # ring wins pass 1 by a hair, loses the other two clearly: rabenseifner is the pick.
+    passes = [[_rec("ring", 64, 1.0), _rec("rabenseifner", 64, 1.01)],
+              [_rec("ring", 64, 1.5), _rec("rabenseifner", 64, 1.0)],
+              [_rec("ring", 64, 1.4), _rec("rabenseifner", 64, 1.0)]]
+    combined = tuning.combine_passes(passes)
+    ring = next(r for r in combined if r["algorithm"] == "ring")
+    assert ring["pass_medians_s"] == [1.0, 1.5, 1.4]
+    assert ring["median_s"] == pytest.approx(1.3)
+    assert ring["spread"] == pytest.approx(0.5 / 1.3)
+    assert report.tune_entries(combined) == [(64, "rabenseifner")]
+    (row,) = tuning.spread_rows(combined)
+    assert row["pick"] == "rabenseifner" and row["spread"] == pytest.approx(0.01 / (3.01 / 3))
+
+
+def test_runner_up_kept_only_within_noise() -> None:
+    noisy = tuning.combine_passes([[_rec("a", 8, 1.0), _rec("b", 8, 1.2)],
+                                   [_rec("a", 8, 1.3), _rec("b", 8, 1.1)]])
+    (row,) = tuning.spread_rows(noisy)
+    assert row["pick"] == "a" and row["runner_up"] == "b"  # 1.15 vs 1.15: a tie, a first
+    steady = tuning.combine_passes([[_rec("a", 8, 1.0), _rec("b", 8, 2.0)],
+                                    [_rec("a", 8, 1.0), _rec("b", 8, 2.0)]])
+    (row,) = tuning.spread_rows(steady)
+    assert row["runner_up"] is None and row["runner_up_gap"] == pytest.approx(1.0)
+
+
+def test_spread_is_saved_and_ignored_by_auto(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    auto.save_table({2: [(64, "shm")]}, path, spread={2: [{"bytes": 64, "pick": "shm"}]})
+    auto.save_table({2: [(64, "shm")], 4: [(64, "ring")]}, path,
+                    spread={4: [{"bytes": 64, "pick": "ring"}]})
+    raw = json.loads(path.read_text())
+    assert set(raw["spread"]) == {"2", "4"}  # the other world size's spread is kept
+    assert auto.load_table(path) == {2: [(64, "shm")], 4: [(64, "ring")]}
