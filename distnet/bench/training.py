@@ -61,6 +61,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--compress", default=None,
                     help="compare gradient compressors instead (comma-separated, e.g. "
                     "none,fp16,bf16,powersgd): samples/s and ratio to the first")
+    ap.add_argument("--reduce", default="shm",
+                    help="all-reduce of the plain (uncompressed) distnet step at world > 1 "
+                         "(default shm, the single-copy one; native for MPI's own)")
     ap.add_argument("--allreduce", default="ring",
                     help="all-reduce the compressors' payload goes through (with --compress)")
     ap.add_argument("--powersgd-rank", type=int, default=4, help="with --compress powersgd")
@@ -100,15 +103,52 @@ def _report(windows_s: list[float], world: int, steps: int, threads: int) -> dic
             "median_samples_per_s": samples / statistics.median(windows_s)}
 
 
+def _matmul_flops(batch: int) -> float:
+    """FLOPs of one step's matmuls: forward x@W per layer; backward dW = xᵀ@d per layer and
+    dx = d@Wᵀ for all but the first (its input needs no gradient), 2·B·n_in·n_out each."""
+    widths = [N_IN, *HIDDEN, N_OUT]
+    per = [2.0 * batch * a * b for a, b in zip(widths, widths[1:], strict=False)]
+    return 3 * sum(per) - per[0]
+
+
+def _blas_step_s(repeats: int, steps: int) -> float:
+    """Best time per step of the step's matmuls alone, on arrays shaped as in the step.
+
+    This is the BLAS limit of the step: no activation, loss, optimiser or all-reduce, only
+    what the BLAS library must do (out= buffers, as the layers use, so no allocation either).
+    """
+    rng = np.random.default_rng(0)
+    widths = [N_IN, *HIDDEN, N_OUT]
+    xs = [rng.standard_normal((BATCH_PER_RANK, a)).astype(np.float32) for a in widths]
+    ws = [rng.standard_normal((a, b)).astype(np.float32)
+          for a, b in zip(widths, widths[1:], strict=False)]
+    dws = [np.empty_like(w) for w in ws]
+    dxs = [np.empty_like(x) for x in xs]
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            for i, w in enumerate(ws):
+                np.matmul(xs[i], w, out=xs[i + 1])  # (B, a) @ (a, b) -> (B, b)
+            for i in range(len(ws) - 1, -1, -1):
+                np.matmul(xs[i].T, xs[i + 1], out=dws[i])  # dW = xᵀ d
+                if i > 0:
+                    np.matmul(xs[i + 1], ws[i].T, out=dxs[i])  # dx = d Wᵀ
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
 def _distnet_worker(args: argparse.Namespace) -> None:
     from mpi4py import MPI
 
+    from distnet.allreduce import get as get_allreduce
     from distnet.nn.losses import softmax_cross_entropy
     from distnet.nn.model import build_mlp
     from distnet.nn.optim import SGD
 
     comm = MPI.COMM_WORLD
     world = comm.size
+    reduce_fn = get_allreduce(args.reduce)
     model = build_mlp(N_IN, HIDDEN, N_OUT, activation="relu", dtype=np.float32, seed=0)
     opt = SGD(model.params, model.grads, lr=LR)
     xs, ys = _data(comm.rank)
@@ -147,9 +187,9 @@ def _distnet_worker(args: argparse.Namespace) -> None:
                 t0 = MPI.Wtime()
                 if obs is not None:
                     obs.reduce_start(0)
-                comm.Allreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
+                reduce_fn(comm, model.grads)
                 if obs is not None:
-                    obs.reduce_done(0, "native")
+                    obs.reduce_done(0, args.reduce)
                 allreduce_s[0] += MPI.Wtime() - t0
             with span("optimizer", "optim"):
                 opt.step()
@@ -173,6 +213,11 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         report["allreduce_ms_per_step"] = 1e3 * allreduce_s[0] / (
             args.warmup + args.repeats * args.steps)
         report["observe"] = args.observe
+        step_s = min(windows_s) / args.steps
+        blas_s = _blas_step_s(args.repeats, args.steps)
+        report.update(step_ms=1e3 * step_s, blas_ms_per_step=1e3 * blas_s,
+                      blas_gflops=_matmul_flops(BATCH_PER_RANK) / blas_s / 1e9,
+                      step_gflops=_matmul_flops(BATCH_PER_RANK) / step_s / 1e9)
         if comp is not None:
             report.update(compressor=args.compressor, allreduce=args.allreduce,
                           wire_bytes=comp.wire_bytes(), grad_bytes=int(model.grads.nbytes))
@@ -266,7 +311,7 @@ def _launch(framework: str, world: int, args: argparse.Namespace,
     cmd = mpirun_python(world, "-m", "distnet.bench.training", "--worker", framework,
                         "--steps", str(args.steps), "--warmup", str(args.warmup),
                         "--repeats", str(args.repeats), "--port", str(_free_port()),
-                        "--observe", observe)
+                        "--observe", observe, "--reduce", args.reduce)
     if compressor is not None:
         cmd += ["--compressor", compressor, "--allreduce", args.allreduce,
                 "--powersgd-rank", str(args.powersgd_rank)]
@@ -279,14 +324,20 @@ def _launch(framework: str, world: int, args: argparse.Namespace,
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
+    """samples/s against PyTorch, and the BLAS limit: the step's matmuls alone (rank 0, same
+    threads) against the whole step, in ms and in GFLOP/s of those matmuls."""
     out = [f"{'world':>5} {'threads':>7} {'distnet samples/s':>18} {'torch samples/s':>16} "
-           f"{'ratio':>6}"]
+           f"{'ratio':>6} {'step_ms':>8} {'blas_ms':>8} {'step/blas':>9} {'blas GF/s':>9} "
+           f"{'step GF/s':>9}"]
     for r in rows:
         torch_sps = r.get("torch_samples_per_s")
         torch_txt = f"{torch_sps:16.0f}" if torch_sps else f"{'-':>16}"
         ratio = f"{r['ratio']:6.2f}" if r.get("ratio") else f"{'-':>6}"
+        blas = (f" {r['step_ms']:8.2f} {r['blas_ms_per_step']:8.2f} "
+                f"{r['step_ms'] / r['blas_ms_per_step']:9.3f} {r['blas_gflops']:9.1f} "
+                f"{r['step_gflops']:9.1f}") if r.get("blas_ms_per_step") else ""
         out.append(f"{r['world']:>5} {r['threads_per_rank']:>7} "
-                   f"{r['distnet_samples_per_s']:18.0f} {torch_txt} {ratio}")
+                   f"{r['distnet_samples_per_s']:18.0f} {torch_txt} {ratio}{blas}")
     return "\n".join(out)
 
 
@@ -299,6 +350,9 @@ def _best(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Launch every (framework, world) pair and return one row per world size."""
     with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    from distnet.allreduce import get as get_allreduce
+
+    get_allreduce(args.reduce)  # an unknown name fails here, before any launch
     rows = []
     for world in _world_sizes(args.world_sizes):
         # Alternate the two frameworks round by round, so a burst of outside load hurts both.
@@ -314,6 +368,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "distnet_samples_per_s": ours["best_samples_per_s"],
             "distnet_median_samples_per_s": ours["median_samples_per_s"],
             "distnet_allreduce_ms_per_step": ours.get("allreduce_ms_per_step", 0.0),
+            "step_ms": ours.get("step_ms"), "blas_ms_per_step": ours.get("blas_ms_per_step"),
+            "blas_gflops": ours.get("blas_gflops"), "step_gflops": ours.get("step_gflops"),
         }
         if with_torch:
             row["torch_samples_per_s"] = theirs["best_samples_per_s"]
