@@ -1,0 +1,22 @@
+"""bench train's BLAS limit: the FLOP count of a step's matmuls and the table that shows it."""
+
+from __future__ import annotations
+
+from distnet.bench import training
+
+
+def test_matmul_flops_counts_forward_and_both_backward_products() -> None:
+    b = 128
+    layers = [2 * b * 784 * 1024, 2 * b * 1024 * 1024, 2 * b * 1024 * 10]
+    # forward + dW for every layer, dx for all but the first
+    assert training._matmul_flops(b) == sum(layers) * 3 - layers[0]
+
+
+def test_blas_time_is_positive_and_table_shows_the_ratio() -> None:
+    blas_s = training._blas_step_s(repeats=1, steps=1)
+    assert blas_s > 0
+    row = {"world": 1, "threads_per_rank": 1, "distnet_samples_per_s": 1000.0,
+           "step_ms": 2.0 * blas_s * 1e3, "blas_ms_per_step": blas_s * 1e3,
+           "blas_gflops": 100.0, "step_gflops": 50.0}
+    text = training._table([row])
+    assert "step/blas" in text and "2.000" in text
