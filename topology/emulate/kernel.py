@@ -14,11 +14,15 @@ from topology.emulate.plan import Cable, Plan, Route
 
 Cmd = list[str]
 TBF_LATENCY = "50ms"  # queue bound at the shaper: deep enough for TCP, no standing bufferbloat
-# Sysctls of every namespace: switches forward and hash the 5-tuple (policy 1) so each TCP flow
-# keeps one path and different flows spread; rp_filter off because ECMP makes paths asymmetric
-# (a reply can come in on another port than the request left by) and strict mode would drop it;
-# no slow start after idle: a collective's flows idle between steps and would re-probe each step.
-SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1",
+# Sysctls of every namespace: switches forward and hash each packet's 5-tuple (src, dst, proto,
+# sport, dport: custom policy 3, fields 0x37) over the equal-cost next hops, as a switch ASIC
+# does. Not policy 1: for a forwarded packet that already carries an L4 hash the kernel reuses it
+# (skb->hash, the sending socket's random txhash, re-drawn on retransmission timeouts), so paths
+# would be unpredictable by `ip route get` and could change mid-connection. rp_filter off
+# because ECMP makes paths asymmetric (a reply can come in on another port than the request left
+# by); no slow start after idle: a collective's flows idle between steps.
+SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=3",
+           "net.ipv4.fib_multipath_hash_fields=0x0037",
            "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
            "net.ipv4.tcp_slow_start_after_idle=0")
 

@@ -2,8 +2,9 @@
 
 A path is traced hop by hop with the forwarding tables themselves: `ip route get DST from SRC
 [iif IN] ipproto tcp sport S dport D` in each namespace along the way returns the device the
-5-tuple hash picks there (hash policy 1), which names the next cable. Links are numbered as the
-simulator's Network numbers them: cable c is link 2c from its end a to end b, 2c + 1 back.
+5-tuple hash picks there (custom hash policy 3, see kernel.py), which names the next cable.
+Links are numbered as the simulator's Network numbers them: cable c is link 2c from its end a
+to end b, 2c + 1 back.
 """
 
 from __future__ import annotations

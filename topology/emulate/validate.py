@@ -146,17 +146,17 @@ def measure_network(nw: Net, rate_gbps: float, cal: Calibration | None, sizes: l
             data = _bench(plan, n, args, placement, rph)
             wire = paths.tx_bytes(plan) - before
             table = paths.connection_paths(plan, data["connections"])
-            results = data["results"]
+            results = [(r, table) for r in data["results"]]
             if "native" in algs:
                 nat = _bench(plan, n, ["--algorithms", "native", "--sizes",
                                        ",".join(map(str, sizes)), "--iters", str(iters)],
                              placement, rph, NATIVE_RING)
-                results = results + nat["results"]
-                table = {**paths.connection_paths(plan, nat["connections"]), **table}
+                nat_table = paths.connection_paths(plan, nat["connections"])
+                results += [(r, nat_table) for r in nat["results"]]
             sim_bytes = np.zeros_like(wire)
-            for r in results:
+            for r, run_table in results:
                 t_sim, lb = simulate_point(nw.spec, cal, r["algorithm"], r["bytes"], hosts,
-                                           table)
+                                           run_table)
                 if r["algorithm"] != "native":
                     sim_bytes += lb * (iters + 1)
                 rows.append({"network": nw.label, "routing": nw.routing, "placement": placement,
