@@ -293,6 +293,14 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
                                 l_w[lk2] -= e_frac[s * S + j]
                                 l_cnt[lk2] -= 1
                     e = e_next[e]
+        # links whose flows have all frozen take no further part: drop them from the scan
+        m = 0
+        for q in range(nl):
+            lk = comp_links[q]
+            if l_cnt[lk] > 0:
+                comp_links[m] = lk
+                m += 1
+        nl = m
 
 
 @njit(**_JIT)
