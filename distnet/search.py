@@ -31,8 +31,11 @@ def sample_trial(rng: np.random.Generator, base: TrainConfig) -> TrainConfig:
     lr = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     hidden = HIDDEN_CHOICES[int(rng.integers(len(HIDDEN_CHOICES)))]
     batch = BATCH_CHOICES[int(rng.integers(len(BATCH_CHOICES)))]
+    # --metrics gets every trial's records, each trial ending in its "done" record (the file is
+    # a log that runs append to); --save/--checkpoint-dir/--resume are refused up front
+    # (training/guards.py): a trial is a fresh run.
     return replace(base, lr=lr, hidden=hidden, batch_size=batch, trials=0, quiet=True,
-                   metrics=None, save=None, checkpoint_dir=None, resume=False)
+                   save=None, checkpoint_dir=None, resume=False)
 
 
 def random_search(comm: Any, base: TrainConfig) -> dict[str, Any]:
@@ -58,11 +61,15 @@ def random_search(comm: Any, base: TrainConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from distnet.common.runner import agree, run
-    from distnet.training.config import parse_args
 
     def body(comm: Any) -> int:
-        cfg, _ = agree(comm, lambda: parse_args(argv))
-        random_search(comm, replace(cfg, trials=cfg.trials or 8))
+        from distnet.train import parse_quietly
+        from distnet.training import guards
+
+        cfg = agree(comm, lambda: parse_quietly(comm, argv))
+        cfg = replace(cfg, trials=cfg.trials or 8)
+        agree(comm, lambda: guards.before_run(cfg, comm.Get_rank()))
+        random_search(comm, cfg)
         return 0
 
     return run(body, "python -m distnet.search")

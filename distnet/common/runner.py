@@ -68,11 +68,13 @@ def run(main: Callable[[Any], int], prog: str) -> int:
             print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         return exc.status
     except UserError as exc:
+        _wait_for_rank_0(comm)
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         if comm.Get_size() > 1:
             comm.Abort(EXIT_USER_ERROR)
         return EXIT_USER_ERROR
     except _AbortAll as exc:
+        _wait_for_rank_0(comm)
         print(f"{prog}: error (rank {comm.Get_rank()}): {exc}", file=sys.stderr, flush=True)
         comm.Abort(exc.status)
         return exc.status
@@ -85,6 +87,19 @@ def run(main: Callable[[Any], int], prog: str) -> int:
         if comm.Get_size() > 1:
             comm.Abort(EXIT_BUG)
         return EXIT_BUG
+
+
+ABORT_GRACE_S = 3.0
+
+
+def _wait_for_rank_0(comm: Any) -> None:
+    """An unagreed error that strikes every rank at once (mid-run, after the agreed checks)
+    would be printed once per rank. Rank 0 reports at once and its MPI_Abort ends the others;
+    any other rank waits a moment first, so it speaks only when rank 0 did not."""
+    if comm.Get_rank() != 0 and comm.Get_size() > 1:
+        import time
+
+        time.sleep(ABORT_GRACE_S)
 
 
 class _AbortAll(Exception):

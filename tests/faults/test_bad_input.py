@@ -229,3 +229,68 @@ def test_run_job_reports_an_unfinished_run(tmp_path: Path) -> None:
     ok = run_job(mpirun_cmd(N, PYTHON, "-m", "distnet.train", *BASE_ARGS, "--max-steps", "2"),
                  timeout_s=180)
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+# ---- checkpoints: one job per folder, damage always named ----------------------------------
+
+
+def test_second_job_on_a_locked_checkpoint_dir(tmp_path: Path) -> None:
+    from distnet.training import checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    held = checkpoint.DirLock(str(ckpt))  # another job holds the folder
+    try:
+        run = train(tmp_path, "--checkpoint-dir", str(ckpt), "--max-steps", "2", n=N, ft="none")
+    finally:
+        held.release()
+    assert_clean_error(run, f"is in use by another job (pid {os.getpid()} holds the lock")
+    assert not list(ckpt.glob("ckpt-*.npz"))
+
+
+def test_damaged_newest_checkpoint_is_named_with_its_fallback(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path)  # step 3
+    more = train(tmp_path, "--checkpoint-dir", str(ckpt), "--resume", "--max-steps", "6",
+                 "--checkpoint-every", "3", n=N, ft="none", name="second")
+    assert more.result.returncode == 0, more.tail()
+    old, new = sorted(ckpt.glob("ckpt-*.npz"))[-2:]
+    data = bytearray(new.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    new.write_bytes(bytes(data))
+    (ckpt / "ckpt-000000999.npz").mkdir()  # a folder named like a checkpoint: no traceback
+    run = train(tmp_path, "--checkpoint-dir", str(ckpt), "--resume", "--max-steps", "8",
+                n=N, ft="none", name="third")
+    assert run.result.returncode == 0 and "Traceback" not in run.output, run.tail()
+    assert f"checkpoint {new} is damaged (" in run.result.stderr
+    assert f"resuming from {old}" in run.result.stderr
+    assert "ckpt-000000999.npz is damaged (is a directory" in run.result.stderr
+
+
+def test_only_checkpoint_damaged_is_not_no_checkpoint(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path)
+    (only,) = ckpt.glob("ckpt-*.npz")
+    only.write_bytes(only.read_bytes()[:100])
+    run = train(tmp_path, "--checkpoint-dir", str(ckpt), "--resume", n=N, ft="none")
+    assert_clean_error(run, f"checkpoint {only} is damaged")
+    assert "no checkpoint in" not in run.result.stderr
+
+
+def test_resume_with_another_seed_or_smaller_data(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    big, small = tmp_path / "big.npz", tmp_path / "small.npz"
+    np.savez(big, x=rng.normal(size=(2000, 4)), y=np.arange(2000) % 3)
+    np.savez(small, x=rng.normal(size=(100, 4)), y=np.arange(100) % 3)
+    ckpt = make_checkpoint(tmp_path, "--data", str(big))  # position 3 steps x 64 = 192
+    run = train(tmp_path, "--checkpoint-dir", str(ckpt), "--resume", "--data", str(big),
+                "--seed", "4", n=N, ft="none")
+    assert_clean_error(run, "was written with --seed 3, this run has --seed 4")
+    run = train(tmp_path, "--checkpoint-dir", str(ckpt), "--resume", "--data", str(small),
+                n=N, ft="none")
+    assert_clean_error(run, "position 192 is beyond this run's epoch of 80 training samples")
+
+
+def test_save_over_the_data_is_refused(tmp_path: Path) -> None:
+    data = _npz(tmp_path, np.arange(300) % 3)
+    before = Path(data).read_bytes()
+    run = train(tmp_path, "--data", data, "--save", data, n=N, ft="none")
+    assert_clean_error(run, "is the same file as the input --data")
+    assert Path(data).read_bytes() == before

@@ -182,3 +182,40 @@ def test_ranks_with_different_data_files(tmp_path: Path) -> None:
     rank = [PYTHON, "-m", "distnet.train", *SMALL, "--data"]
     cmd = [*mpirun_cmd(1, *rank, full), ":", "-n", "1", *rank, stale]
     assert_clean_error(run(cmd, timeout_s=120), "different data")
+
+
+def test_help_is_printed_once() -> None:
+    res = train(3, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("usage: python -m distnet.train") == 1
+
+
+def test_search_writes_every_trial_to_metrics_and_refuses_checkpoints(tmp_path: Path) -> None:
+    metrics = tmp_path / "s.jsonl"
+    res = mpi_python(2, "-m", "distnet.search", *SMALL, "--trials", "2", "--metrics",
+                     str(metrics), timeout_s=120)
+    assert res.returncode == 0, res.stderr
+    done = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["event"] == "done"]
+    assert len(done) == 2
+    res = mpi_python(2, "-m", "distnet.search", *SMALL, "--trials", "2", "--checkpoint-dir",
+                     str(tmp_path / "ck"), timeout_s=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.count("python -m distnet.search: error: --trials (random search)") == 1
+    assert not (tmp_path / "ck").exists()
+
+
+def test_error_on_every_rank_at_once_is_printed_once(tmp_path: Path) -> None:
+    # Mid-run failures are not agreed (that would need a collective the others may never
+    # reach); rank 0 reports and aborts, the others hold back their copy of the line.
+    script = tmp_path / "all_fail.py"
+    script.write_text(
+        "import sys\n"
+        "from distnet.common.errors import UserError\n"
+        "from distnet.common.runner import run\n"
+        "def main(comm):\n"
+        "    raise UserError('the same problem everywhere')\n"
+        "sys.exit(run(main, 'probe'))\n"
+    )
+    res = mpi_python(3, str(script), timeout_s=60)
+    assert not res.timed_out and res.returncode != 0
+    assert res.stderr.count("probe: error: the same problem everywhere") == 1, res.stderr
