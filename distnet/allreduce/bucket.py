@@ -28,8 +28,7 @@ from distnet.allreduce import auto
 from distnet.allreduce.mpi import AllreduceRequest, start
 from distnet.allreduce.registry import get
 from distnet.common.errors import UserError
-
-MIB = 1 << 20
+from distnet.common.units import MIB
 
 
 class BucketObserver(Protocol):

@@ -38,10 +38,10 @@ import numpy as np
 
 from distnet.allreduce.bucket import plan_buckets
 from distnet.common.errors import UserError
+from distnet.common.units import MIB
 from distnet.training.breakdown import last_profiled_run
 from distnet.training.metrics import SCHEMA_VERSION, read_metrics
 
-MIB = 1 << 20
 DEFAULT_BUCKET_BYTES = 25 * MIB
 DEFAULT_FIRST_BUCKET_BYTES = 1 * MIB
 

@@ -28,8 +28,7 @@ from distnet.bench.sweep import RankParser
 from distnet.common.errors import UserError
 from distnet.common.jsonfile import finite
 from distnet.common.memory import check_fits
-
-MIB = 1 << 20
+from distnet.common.units import MIB
 
 
 def build_parser(rank: int = 0) -> argparse.ArgumentParser:

@@ -46,9 +46,8 @@ import numpy as np
 from distnet.common.errors import UserError
 from distnet.common.memory import check_fits
 from distnet.common.plotting import pyplot
-from distnet.common.units import human_bytes, parse_size
+from distnet.common.units import MIB, human_bytes, parse_size
 
-MIB = 1 << 20
 MAX_SIZES = 200  # a step factor of 1.0001 must not plan a million sizes
 MAX_ITERS = 1_000_000  # timed iterations per size: more is a typo, not a measurement
 PATTERN_PERIOD = 1021  # prime, so a misplaced chunk changes the values at almost every index

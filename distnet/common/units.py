@@ -9,7 +9,8 @@ import re
 
 from distnet.common.errors import UserError
 
-SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+SIZE_UNITS = {"": 1, "b": 1, "kib": KIB, "mib": MIB, "gib": GIB,
               "kb": 10**3, "mb": 10**6, "gb": 10**9}
 
 
@@ -31,7 +32,7 @@ def parse_size(text: str) -> int:
 
 def human_bytes(n: int) -> str:
     """4096 -> '4KiB'; sizes that are not a whole number of KiB/MiB/GiB stay in bytes."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
     return f"{n}B"

@@ -16,18 +16,21 @@ from typing import Any
 
 import numpy as np
 
+from distnet.training.gradsync import GradSync
+
 Hook = Callable[[int, int], None]
 
 
-class CheckedSync:
-    """GradSync seen through a hook that checksums each gradient slice before it is reduced.
+class CheckedSync(GradSync):
+    """A GradSync that checksums each gradient slice before it is reduced.
 
-    With bucketing, reductions start inside backward, so the local sums must be taken in the
-    hook, before the slice is handed to the bucket, not after backward.
+    With bucketing, reductions start inside backward, so the local sums must be taken as each
+    slice becomes ready, before it is handed to its bucket, not after backward.
     """
 
-    def __init__(self, sync: Any, grads: np.ndarray) -> None:
-        self.sync, self.grads = sync, grads
+    def __init__(self, comm: Any, grads: np.ndarray, param_slices: list[tuple[int, int]],
+                 algorithm: str, bucket_mb: float = 0.0, overlap: bool = True) -> None:
+        super().__init__(comm, grads, param_slices, algorithm, bucket_mb, overlap)
         self.local_sum = self.local_abs = 0.0
         self.poison_next = False  # fault injection: put a NaN into the next slice
         self._hooked = False
@@ -36,7 +39,7 @@ class CheckedSync:
         self.local_sum = self.local_abs = 0.0
         self._hooked = False
 
-    def hook(self, start: int, end: int) -> None:
+    def ready(self, start: int, end: int) -> None:
         self._hooked = True
         part = self.grads[start:end]
         if self.poison_next and end > start:
@@ -44,22 +47,17 @@ class CheckedSync:
             self.poison_next = False
         self.local_sum += float(part.sum(dtype=np.float64))
         self.local_abs += float(np.abs(part).sum(dtype=np.float64))
-        inner = self.sync.hook
-        if inner is not None:
-            inner(start, end)
+        super().ready(start, end)
 
-    def close(self) -> None:
-        self.sync.close()
+    @property
+    def hook(self) -> Hook:
+        return self.ready  # always: the checksum must see every slice
 
     def finish(self) -> None:
         if not self._hooked:  # no sample on this rank this step: backward never ran
             self.local_sum = float(self.grads.sum(dtype=np.float64))
             self.local_abs = float(np.abs(self.grads).sum(dtype=np.float64))
-        self.sync.finish()
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.sync.nbytes)
+        super().finish()
 
 
 def check_reduced(reduced: np.ndarray, global_sum: float, global_abs: float,

@@ -27,12 +27,11 @@ import numpy as np
 
 from distnet.common.errors import UserError
 from distnet.common.runner import AgreedError, abort_all, agree
-from distnet.data.shard import global_batch, rank_part
+from distnet.data.shard import global_batch
 from distnet.ft import deadline, faultplan, integrity, ulfm
 from distnet.ft.faultycomm import FaultyComm, flip_bit
 from distnet.ft.inject import Injector
 from distnet.training.config import TrainConfig
-from distnet.training.gradsync import GradSync
 from distnet.training.metrics import MetricsWriter, read_metrics
 from distnet.training.trainer import Trainer
 
@@ -50,6 +49,8 @@ class IntegrityFailure(Exception):
 
 
 class FaultTolerantTrainer(Trainer):
+    sync: integrity.CheckedSync
+
     def __init__(self, comm: Any, cfg: TrainConfig, log: Any = print) -> None:
         self.mode = cfg.ft
         if self.mode == "ulfm":
@@ -67,7 +68,7 @@ class FaultTolerantTrainer(Trainer):
         # The global batch keeps its size when ranks fail (survivors take bigger parts) and
         # across restarts on other world sizes, so the optimisation is the fault-free one up to
         # summation order.
-        self.global_batch_size = agree(comm, self._job_global_batch)
+        self._job_batch = agree(comm, self._job_global_batch)
         self.members = list(range(self.world))  # world rank of each rank of self.comm
         self.host = socket.gethostname()
         self.pids: dict[int, tuple[str, int]] = dict(enumerate(
@@ -81,13 +82,25 @@ class FaultTolerantTrainer(Trainer):
         self._reduce_deadline_s = 0.0
         self._last_samples: dict[str, Any] | None = None
         self._stuck: list[int] | None = None  # laggards named by the last watchdog, if it fired
-        # The loss of each step is reduced with the checksum, so every rank knows the global
-        # batch loss; rank 0 alone carries the epoch sum, which is what Trainer._end_epoch sums.
-        self.epoch_loss_global = self.progress.epoch_loss_sum
-        self.progress.epoch_loss_sum = self.epoch_loss_global if self.rank == 0 else 0.0
+        # The loss of each step is reduced with the checksum, so every rank knows the epoch's
+        # total; rank 0 holds it as its share (Progress.epoch_loss_sum) and the others hold 0,
+        # so after a shrink the new rank 0 can take the share over without losing a dead rank's.
+        self._epoch_loss_total = self.progress.epoch_loss_sum
+        self._seat_epoch_loss()
+        self._step_rng: dict[str, Any] | None = None
+        self._crash: Any = None  # the in-allreduce crash fault armed for this step, if any
+        self._step_ids: list[np.ndarray] | None = None
+        self._step_loss = 0.0
         self._rebuild_sync()
 
     # ---- plumbing ---------------------------------------------------------------------------
+    @property
+    def global_batch_size(self) -> int:
+        return self._job_batch
+
+    def _seat_epoch_loss(self) -> None:
+        self.progress.epoch_loss_sum = self._epoch_loss_total if self.rank == 0 else 0.0
+
     def _job_global_batch(self) -> int:
         """batch_size x world of the job's first run, remembered next to its checkpoints."""
         cfg = self.cfg
@@ -113,9 +126,8 @@ class FaultTolerantTrainer(Trainer):
                                             and f.attempt == self.attempt])
         # one-shot network faults stay spent across recoveries, or a drop would repeat forever
         self.fcomm.state.consumed = self._spent
-        inner = GradSync(self.fcomm, self.model.grads, self.model.param_slices, cfg.allreduce,
-                         cfg.bucket_mb, cfg.overlap)
-        self.sync = integrity.CheckedSync(inner, self.model.grads)  # type: ignore[assignment]
+        self.sync = integrity.CheckedSync(self.fcomm, self.model.grads, self.model.param_slices,
+                                          cfg.allreduce, cfg.bucket_mb, cfg.overlap)
 
     def _is_fault(self, exc: BaseException) -> bool:
         return self.mode == "ulfm" and ulfm.is_failure(exc)
@@ -195,30 +207,35 @@ class FaultTolerantTrainer(Trainer):
                 self._recover(exc, redo=True)
         raise abort_all(f"step {self.progress.step}: gave up after repeated failures")
 
+    # The base step's phases, extended: faults are injected before compute, the reduction runs
+    # under a deadline with a checksum and ends in an agreement, so a step is committed on
+    # every rank or on none (then IntegrityFailure or a ULFM error makes train_step redo it).
     def _attempt(self, perm: np.ndarray) -> int:
-        pr, cfg, inj = self.progress, self.cfg, self.injector
-        step = pr.step
+        return super().train_step(perm)
+
+    def before_compute(self, idx: np.ndarray) -> None:
+        step, inj = self.progress.step, self.injector
         inj.kill_peers(step, self._killers(), self.pids, self.host)
         inj.before_compute(step)
-        batch = global_batch(perm, pr.pos, self.global_batch_size, 1)
-        idx = rank_part(batch, self.rank, self.world)
-        rng_state = self.model.get_rng_state()
-        checked: integrity.CheckedSync = self.sync  # type: ignore[assignment]
+        self._step_rng = self.model.get_rng_state()
+        checked = self.sync
         checked.begin()
         checked.poison_next = inj.wants_nan(step)
-        crash = inj.in_allreduce(step)
+        self._crash = inj.in_allreduce(step)
+        crash = self._crash
         self.fcomm.begin_step(step, (lambda: inj.crash(crash)) if crash else None)
-        loss, forward_s, backward_s = self.compute_grads(idx, len(batch))
+
+    def reduce_grads(self, loss: float, idx: np.ndarray) -> float:
+        step, inj, checked = self.progress.step, self.injector, self.sync
         if checked.poison_next:  # no sample here, so no backward: poison the zero gradient
             self.model.grads[0] = np.nan
             checked.poison_next = False
-        t0 = time.perf_counter()
         self._reduce_deadline_s = self.clock.deadline_s()
         arrivals = deadline.Arrivals(self.comm, step) if self.world > 1 else None
         with deadline.watchdog(self._reduce_deadline_s, lambda: self._on_stuck(arrivals)):
-            self.reduce_grads()
-            if crash is not None:  # a reduction without messages (one rank) still dies here
-                inj.crash(crash)
+            checked.finish()
+            if self._crash is not None:  # a reduction without messages (one rank) dies here
+                inj.crash(self._crash)
             flip = inj.bitflip_due(step)
             if flip is not None and flip not in self.fcomm.state.consumed:
                 flip_bit(self.model.grads, seed=step)  # the algorithm used no hookable call
@@ -228,32 +245,32 @@ class FaultTolerantTrainer(Trainer):
 
                 self.comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
             reason = integrity.check_reduced(self.model.grads, stats[1], stats[2], self.world)
-            ids = self.comm.gather(idx, root=0) if cfg.track_samples else None
+            self._step_ids = self.comm.gather(idx, root=0) if self.cfg.track_samples else None
             ok = self._agree(reason is None)
             if arrivals is not None:
                 # if the watchdog fired at the very last moment, the agreement still stands
                 # (it is the same everywhere); the revoked communicator fails the next step
                 arrivals.finish()
-        t1 = time.perf_counter()
         if not ok:
-            self.model.set_rng_state(rng_state)  # the redo draws the same dropout masks
+            if self._step_rng is not None:
+                self.model.set_rng_state(self._step_rng)  # the redo draws the same masks
             raise IntegrityFailure(f"gradient {reason or 'checksum (on another rank)'}")
-        self.apply_update()
-        t2 = time.perf_counter()
-        self.epoch_loss_global += float(stats[0])
-        self.record_step(len(idx), len(batch), float(stats[0]) if self.rank == 0 else 0.0,
-                         forward_s, backward_s, t1 - t0, t2 - t1)
-        if cfg.track_samples:
+        self._step_loss = float(stats[0])
+        return self._step_loss if self.rank == 0 else 0.0
+
+    def after_commit(self, batch: np.ndarray, idx: np.ndarray) -> None:
+        pr = self.progress
+        self._epoch_loss_total += self._step_loss
+        if self.cfg.track_samples:
             # every rank remembers the committed batch: if rank 0 dies before writing it down,
             # its successor does (see _recover)
-            self._last_samples = {"event": "samples", "epoch": pr.epoch, "step": step,
+            self._last_samples = {"event": "samples", "epoch": pr.epoch, "step": pr.step - 1,
                                   "pos": pr.pos - len(batch), "world_size": self.world,
                                   "attempt": self.attempt, "ids": [int(i) for i in batch]}
-            if ids is not None:
-                self._last_samples["ids"] = [int(i) for part in ids for i in part]
+            if self._step_ids is not None:
+                self._last_samples["ids"] = [int(i) for part in self._step_ids for i in part]
                 self.metrics.write(self._last_samples)
         self.clock.tick()
-        return len(batch)
 
     def _skip_step(self, perm: np.ndarray, reason: str) -> int:
         """The same step failed its checks again and again: drop it, keep the model clean."""
@@ -301,7 +318,7 @@ class FaultTolerantTrainer(Trainer):
             if not self.cfg.quiet:
                 self.log = self._rank0_log
             self._rewrite_last_samples()
-        self.progress.epoch_loss_sum = self.epoch_loss_global if self.rank == 0 else 0.0
+        self._seat_epoch_loss()
         self.clock.relax()
         if redo:
             self.redone_steps += 1
@@ -357,7 +374,7 @@ class FaultTolerantTrainer(Trainer):
 
     def _end_epoch(self, wall_s: float) -> dict[str, Any]:
         record = self._protected(lambda: super(FaultTolerantTrainer, self)._end_epoch(wall_s))
-        self.epoch_loss_global = 0.0
+        self._epoch_loss_total = 0.0
         self.clock.relax()
         return record
 

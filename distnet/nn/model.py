@@ -124,6 +124,9 @@ class Sequential:
         self.rng.bit_generator.state = state
 
 
+DTYPES = ("float32", "float64")  # what the engine and every all-reduce support
+
+
 def build_mlp(n_in: int, hidden: list[int], n_out: int, activation: str = "relu",
               dropout: float = 0.0, dtype: Any = np.float32, seed: int = 0,
               dropout_seed: int | None = None) -> Sequential:

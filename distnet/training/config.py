@@ -1,152 +1,108 @@
-"""Command-line configuration of a training run: one plain dataclass, one parser."""
+"""Configuration of a training run: one dataclass whose fields are the command-line flags.
+
+Each field carries its default, help text and range (`distnet.common.cli.option`); the parser is
+built from the fields and the generic range checks run on them, so a flag is written once. Name
+lists come from where the things live (optimisers and schedules in nn/optim.py, activations in
+nn/layers.py, all-reduce algorithms in the registry).
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from distnet.common.cli import Parser, add_options, check_options, from_namespace, option
 from distnet.common.errors import UserError
+from distnet.nn.layers import ACTIVATIONS
+from distnet.nn.model import DTYPES
+from distnet.nn.optim import OPTIMIZERS, SCHEDULES
 
-OPTIMIZERS = ("sgd", "adam", "adadelta")
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
-LR_SCHEDULES = ("constant", "step", "cosine")
-DTYPES = ("float32", "float64")
 FT_MODES = ("none", "ulfm", "restart")
+PROG = "python -m distnet.train"
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 3e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    hidden: str = "128,128"
-    activation: str = "relu"
-    dropout: float = 0.0
-    seed: int = 0
-    data: str | None = None
-    samples: int = 48000
-    val_fraction: float = 0.2
-    dtype: str = "float32"
-    allreduce: str = "native"
-    bucket_mb: float = 0.0
-    overlap: bool = True
-    metrics: str | None = None
-    save: str | None = None
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 0
-    resume: bool = False
-    early_stopping: int = 0
-    trials: int = 0
-    profile: bool = False
-    max_steps: int = 0
-    quiet: bool = False
-    ft: str = "none"
-    fault_plan: str | None = None
-    inject: list[str] = field(default_factory=list)
-    deadline_s: float = 0.0
-    track_samples: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # ---- optimisation
+    epochs: int = option(5, "passes over the training data", low=1)
+    batch_size: int = option(64, "samples per rank per step (the global batch is this x ranks)",
+                             low=1)
+    lr: float = option(3e-3, "learning rate", low=0, low_open=True)
+    optimizer: str = option("adam", "optimiser", choices=OPTIMIZERS)
+    momentum: float = option(0.9, "SGD momentum (0: plain SGD)", low=0, high=1, high_open=True)
+    weight_decay: float = option(0.0, "L2 weight decay added to the gradient", low=0)
+    lr_schedule: str = option("constant", "learning-rate schedule over epochs",
+                              choices=SCHEDULES)
+    # ---- model
+    hidden: str = option("128,128", "hidden layer widths, comma-separated ('' for none)",
+                         metavar="W,W,...")
+    activation: str = option("relu", "hidden-layer activation", choices=tuple(ACTIVATIONS))
+    dropout: float = option(0.0, "dropout probability after each hidden layer", low=0, high=1,
+                            high_open=True)
+    dtype: str = option("float32", "parameter and gradient dtype", choices=DTYPES)
+    seed: int = option(0, "seed of data generation, split, initialisation and shuffling", low=0)
+    # ---- data
+    data: str | None = option(None, ".npz, .csv or MNIST idx file (default: the embedded task)",
+                              metavar="PATH")
+    samples: int = option(48000, "samples of the embedded default task", low=2)
+    val_fraction: float = option(0.2, "share of the data held out for validation", low=0,
+                                 high=1, low_open=True, high_open=True)
+    # ---- communication
+    allreduce: str = option("native", "gradient all-reduce algorithm (see distnet/allreduce/; "
+                            "unknown names list the known ones)", metavar="NAME")
+    bucket_mb: float = option(0.0, "reduce gradients in buckets of this many MiB while backward "
+                              "runs (0: one buffer after backward)", low=0)
+    overlap: bool = option(True, "with --bucket-mb, start reductions only after backward "
+                           "(for comparison)", negate="--no-overlap")
+    # ---- outputs
+    metrics: str | None = option(None, "JSONL file of epoch/step/event records, written by "
+                                 "rank 0", metavar="PATH")
+    save: str | None = option(None, "write the final parameters to this .npz", metavar="PATH")
+    checkpoint_dir: str | None = option(None, "folder of atomic checkpoints (the newest 3 are "
+                                        "kept)", metavar="DIR")
+    checkpoint_every: int = option(0, "steps between checkpoints (0: at the end of every epoch)",
+                                   low=0)
+    resume: bool = option(False, "continue from the newest checkpoint in --checkpoint-dir")
+    early_stopping: int = option(0, "stop after this many epochs without a better val_loss "
+                                 "(0: never)", low=0, metavar="PATIENCE")
+    trials: int = option(0, "random hyper-parameter search with this many trials (0: train "
+                         "once)", low=0)
+    profile: bool = option(False, "record per-step timings in the metrics file and print the "
+                           "compute/communication breakdown")
+    max_steps: int = option(0, "stop after this many optimiser steps (0: no cap)", low=0)
+    quiet: bool = option(False, "print nothing but errors")
+    # ---- fault tolerance
+    ft: str = option("none", "fault tolerance: none (stop on a fault), ulfm (shrink and "
+                     "continue), restart (resume from the latest checkpoint)", choices=FT_MODES)
+    fault_plan: str | None = option(None, "JSON fault plan to inject (testing)", metavar="PATH")
+    inject: list[str] = option(default_factory=list, help="inject one fault, e.g. "
+                               "crash:rank=2:step=5 (repeatable)", metavar="SPEC", repeat=True)
+    deadline_s: float = option(0.0, "seconds a collective may take before a rank is declared "
+                               "failed (0: derived from measured steps)", low=0)
+    track_samples: bool = option(False, "record the sample ids of every step in the metrics "
+                                 "file (proof for the fault tests)")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage on every rank and exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
-def build_parser(prog: str = "python -m distnet.train") -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = _Parser(prog=prog, description="Train a NumPy MLP data-parallel over MPI.")
-    a = p.add_argument
-    a("--epochs", type=int, default=d.epochs)
-    a("--batch-size", type=int, default=d.batch_size, help="samples per rank per step")
-    a("--lr", type=float, default=d.lr)
-    a("--optimizer", default=d.optimizer, help="sgd, adam or adadelta")
-    a("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    a("--weight-decay", type=float, default=d.weight_decay)
-    a("--lr-schedule", default=d.lr_schedule, help="constant, step or cosine")
-    a("--hidden", default=d.hidden, help="hidden layer sizes, e.g. 256,256")
-    a("--activation", default=d.activation, help="relu, tanh or sigmoid")
-    a("--dropout", type=float, default=d.dropout)
-    a("--seed", type=int, default=d.seed)
-    a("--data", default=d.data, help=".npz, .csv or MNIST idx file (default: embedded data)")
-    a("--samples", type=int, default=d.samples, help="size of the embedded default dataset")
-    a("--val-fraction", type=float, default=d.val_fraction)
-    a("--dtype", default=d.dtype, help="float32 or float64")
-    a("--allreduce", default=d.allreduce, help="gradient all-reduce algorithm (native, ring, ...)")
-    a("--bucket-mb", type=float, default=d.bucket_mb,
-      help="reduce gradients in buckets of this size while backward runs (0: one buffer)")
-    a("--no-overlap", dest="overlap", action="store_false",
-      help="with --bucket-mb, start reductions only after backward (for comparison)")
-    a("--metrics", default=d.metrics, help="JSONL file written by rank 0")
-    a("--save", default=d.save, help="write final parameters to this .npz")
-    a("--checkpoint-dir", default=d.checkpoint_dir)
-    a("--checkpoint-every", type=int, default=d.checkpoint_every,
-      help="steps between checkpoints (0: at the end of every epoch)")
-    a("--resume", action="store_true", help="continue from the latest checkpoint")
-    a("--early-stopping", type=int, default=d.early_stopping, metavar="PATIENCE")
-    a("--trials", type=int, default=d.trials, help="random hyper-parameter search trials")
-    a("--profile", action="store_true", help="record per-step timings in the metrics file")
-    a("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no cap)")
-    a("--quiet", action="store_true")
-    a("--ft", default=d.ft, help="fault tolerance: none, ulfm or restart")
-    a("--fault-plan", default=d.fault_plan, help="JSON fault plan to inject (testing)")
-    a("--inject", action="append", default=[], metavar="SPEC",
-      help="inject one fault, e.g. crash:rank=2:step=5 (repeatable)")
-    a("--deadline-s", type=float, default=d.deadline_s,
-      help="collective deadline in seconds before a rank is declared failed (0: derived)")
-    a("--track-samples", action="store_true",
-      help="record the sample ids of every step in the metrics file (fault-test proof)")
-    return p
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = Parser(prog=prog, description="Train a NumPy MLP data-parallel over MPI.")
+    add_options(parser, TrainConfig)
+    return parser
 
 
 def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser | None = None,
                ) -> tuple[TrainConfig, argparse.Namespace]:
     """Parse and validate; every problem is a UserError naming the flag."""
     ns = (parser or build_parser()).parse_args(argv)
-    known = set(TrainConfig.__dataclass_fields__)
-    cfg = TrainConfig(**{k: v for k, v in vars(ns).items() if k in known})
+    cfg = from_namespace(TrainConfig, ns)
     validate(cfg)
     return cfg, ns
 
 
 def validate(cfg: TrainConfig) -> None:
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise UserError(msg)
-
-    need(cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}")
-    need(cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}")
-    need(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
-    need(cfg.optimizer in OPTIMIZERS,
-         f"unknown optimizer {cfg.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
-    need(cfg.activation in ACTIVATIONS,
-         f"unknown activation {cfg.activation!r} (known: {', '.join(ACTIVATIONS)})")
-    need(cfg.lr_schedule in LR_SCHEDULES,
-         f"unknown lr schedule {cfg.lr_schedule!r} (known: {', '.join(LR_SCHEDULES)})")
-    need(cfg.dtype in DTYPES, f"unknown dtype {cfg.dtype!r} (known: {', '.join(DTYPES)})")
-    need(0.0 <= cfg.dropout < 1.0, f"--dropout must be in [0, 1), got {cfg.dropout}")
-    need(0.0 < cfg.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
-    need(cfg.samples >= 2, f"--samples must be >= 2, got {cfg.samples}")
-    need(math.isfinite(cfg.bucket_mb) and cfg.bucket_mb >= 0,
-         f"--bucket-mb must be a finite number >= 0, got {cfg.bucket_mb}")
-    need(cfg.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
-    need(cfg.early_stopping >= 0, "--early-stopping must be >= 0")
-    need(cfg.trials >= 0, "--trials must be >= 0")
-    need(cfg.max_steps >= 0, "--max-steps must be >= 0")
-    need(cfg.ft in FT_MODES, f"unknown --ft mode {cfg.ft!r} (known: {', '.join(FT_MODES)})")
-    need(cfg.deadline_s >= 0, "--deadline-s must be >= 0")
-    need(not (cfg.resume and not cfg.checkpoint_dir), "--resume needs --checkpoint-dir")
+    """Ranges and choices from the fields, then what no single field can say."""
+    check_options(cfg)
+    if cfg.resume and not cfg.checkpoint_dir:
+        raise UserError("--resume needs --checkpoint-dir")
     from distnet.allreduce import get
     from distnet.nn.model import parse_hidden
 

@@ -2,6 +2,8 @@
 backward.
 
 The trainer never knows which algorithm runs: it calls `hook` from backward and `finish` after it.
+A subclass that must see each gradient slice before it is reduced (the fault-tolerant trainer's
+checksum, ft/integrity.py) overrides `ready`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import numpy as np
 from distnet.allreduce import get
 from distnet.allreduce.mpi import start
 from distnet.allreduce.registry import SCHEDULES
-
-MIB = 1 << 20
+from distnet.common.units import MIB
 
 
 class GradSync:
@@ -40,10 +41,15 @@ class GradSync:
         if self._bucketer is not None:
             self._bucketer.observer = observer
 
+    def ready(self, start: int, end: int) -> None:
+        """Gradients [start, end) are final: start that bucket's reduction."""
+        if self._bucketer is not None:
+            self._bucketer.hook(start, end)
+
     @property
     def hook(self) -> Callable[[int, int], None] | None:
-        """For model.backward: starts a bucket's reduction once its gradients are final."""
-        return self._bucketer.hook if self._bucketer is not None else None
+        """For model.backward; None when nothing needs to see slices (backward skips the calls)."""
+        return self.ready if self._bucketer is not None else None
 
     def finish(self) -> None:
         """Block until every gradient is summed over all ranks."""

@@ -51,7 +51,9 @@ class Progress:
     step: int = 0  # optimiser steps since the start of the run
     best_val_loss: float = float("inf")
     bad_epochs: int = 0
-    epoch_loss_sum: float = 0.0  # this rank's share of the epoch's summed batch losses
+    # This rank's share of the epoch's summed batch losses: the shares of all ranks add up to
+    # the sum over the epoch's steps of each global batch's mean loss (summed at epoch end).
+    epoch_loss_sum: float = 0.0
     epoch_steps: int = 0
 
 
@@ -129,19 +131,44 @@ class Trainer:
         model = build_model(self.cfg, self.spec["n_in"], self.spec["n_out"], self.rank)
         return model, build_optimizer(self.cfg, model)
 
-    # ---- one step, in phases a fault-tolerant subclass can wrap -----------------------------
+    # ---- one step ----------------------------------------------------------------------------
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per optimiser step over all ranks (fault tolerance keeps it fixed)."""
+        return self.cfg.batch_size * self.world
+
     def train_step(self, perm: np.ndarray) -> int:
-        """One optimiser step on the global batch at the current position; returns its size."""
-        batch = global_batch(perm, self.progress.pos, self.cfg.batch_size, self.world)
+        """One optimiser step on the global batch at the current position; returns its size.
+
+        Three phases, each a method a subclass extends (ft/resilient.py adds fault injection,
+        deadlines, checksums and an agreement without re-writing the step):
+          compute -- this rank's share of the global batch: forward, loss, backward (with
+                     bucketing, backward already starts the reductions of finished buckets);
+          reduce  -- the gradients are summed over all ranks;
+          commit  -- the optimiser applies the update and the step is recorded.
+        """
+        batch = global_batch(perm, self.progress.pos, self.global_batch_size, 1)
         idx = rank_part(batch, self.rank, self.world)
+        # compute
+        self.before_compute(idx)
         loss, forward_s, backward_s = self.compute_grads(idx, len(batch))
+        # reduce
         t0 = time.perf_counter()
-        self.reduce_grads()
+        loss_share = self.reduce_grads(loss, idx)
         t1 = time.perf_counter()
+        # commit
         self.apply_update()
         t2 = time.perf_counter()
-        self.record_step(len(idx), len(batch), loss, forward_s, backward_s, t1 - t0, t2 - t1)
+        self.record_step(len(idx), len(batch), loss_share, forward_s, backward_s, t1 - t0,
+                         t2 - t1)
+        self.after_commit(batch, idx)
         return len(batch)
+
+    def before_compute(self, idx: np.ndarray) -> None:
+        """Hook: runs before the step's forward pass."""
+
+    def after_commit(self, batch: np.ndarray, idx: np.ndarray) -> None:
+        """Hook: runs once the step is applied and recorded."""
 
     def compute_grads(self, idx: np.ndarray, global_count: int) -> tuple[float, float, float]:
         """Gradients of (sum of this rank's sample losses) / global_count.
@@ -161,13 +188,16 @@ class Trainer:
         model.backward(dout, hook=self.sync.hook)
         return float(loss), t1 - t0, time.perf_counter() - t1
 
-    def reduce_grads(self) -> None:
+    def reduce_grads(self, loss: float, idx: np.ndarray) -> float:
+        """Sum the gradients over all ranks. Returns this rank's share of the step's loss:
+        shares add up over ranks to the global batch's mean loss (see Progress)."""
         self.sync.finish()
+        return loss
 
     def apply_update(self) -> None:
         self.opt.step()
 
-    def record_step(self, local_count: int, global_count: int, loss: float, forward_s: float,
+    def record_step(self, local_count: int, global_count: int, loss_share: float, forward_s: float,
                     backward_s: float, comm_s: float, optim_s: float) -> None:
         t, pr = self.timers, self.progress
         t.forward_s += forward_s
@@ -175,7 +205,7 @@ class Trainer:
         t.comm_s += comm_s
         t.optim_s += optim_s
         t.samples += global_count
-        pr.epoch_loss_sum += loss
+        pr.epoch_loss_sum += loss_share
         pr.epoch_steps += 1
         pr.pos += global_count
         pr.step += 1
