@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", default=None, metavar="PATH")
     v.add_argument("--plot", default=None, metavar="PATH.png")
     v.add_argument("--prefix", default="dv-")
+    v.add_argument("--merge", default=None, metavar="A.json,B.json",
+                   help="report on earlier --json files instead of measuring")
     v.add_argument("--calibration", default=None, metavar="PATH",
                    help="reuse this calibration (JSON); written here when it does not exist")
     return ap
@@ -102,11 +104,21 @@ def _validate(a: argparse.Namespace) -> int:
     import os
 
     cal = None
-    if a.calibration and os.path.exists(a.calibration):
-        cal = val.load_calibration(a.calibration)
-    out = val.validate(a.link_gbps, sizes, a.iters, _networks(a.networks), a.prefix, a.quick,
-                       cal)
-    if a.calibration and cal is None:
+    if a.merge:
+        parts = []
+        for path in (p.strip() for p in a.merge.split(",") if p.strip()):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    parts.append(json.load(fh))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"--merge: cannot read {path} ({exc})") from None
+        out = val.merge(parts)
+    else:
+        if a.calibration and os.path.exists(a.calibration):
+            cal = val.load_calibration(a.calibration)
+        out = val.validate(a.link_gbps, sizes, a.iters, _networks(a.networks), a.prefix,
+                           a.quick, cal)
+    if a.calibration and cal is None and not a.merge:
         with open(a.calibration, "w", encoding="utf-8") as fh:
             json.dump(out["calibration"], fh, indent=1)
     print(val.table_text(out["rows"]))

@@ -298,3 +298,16 @@ def validate(rate_gbps: float = 0.2, sizes: list[int] | None = None, iters: int 
     assert cal is not None
     return {"calibration": asdict(cal), "rows": rows, "links": links,
             "summary": summary(rows, links), "ratios": ratios(rows, max(sizes))}
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several `validate --json` files made with the same calibration (e.g.
+    one network per run, so each run holds the benchmark lock only a few minutes)."""
+    cals = {json.dumps(p["calibration"], sort_keys=True) for p in parts}
+    if len(cals) != 1:
+        raise UserError("--merge: the files were made with different calibrations")
+    rows = [r for p in parts for r in p["rows"]]
+    links = [r for p in parts for r in p["links"]]
+    sizes = [r["bytes"] for r in rows]
+    return {"calibration": parts[0]["calibration"], "rows": rows, "links": links,
+            "summary": summary(rows, links), "ratios": ratios(rows, max(sizes)) if sizes else []}
