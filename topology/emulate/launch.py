@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from distnet.common.errors import UserError
-from distnet.common.procgroup import Finished, run_group
+from distnet.common.procgroup import Finished, run_job
 from topology.emulate import state
 from topology.emulate.plan import DATA_NET, Plan
 from topology.placement import place
@@ -136,7 +136,9 @@ def mpirun_cmd(plan: Plan, n: int, command: list[str], placement: str = "packed"
 def run(plan: Plan, n: int, command: list[str], timeout_s: float | None = None,
         capture: bool = True, **kw: object) -> Finished:
     """Run `command` on n ranks of the emulated cluster in its own process group."""
-    return run_group(mpirun_cmd(plan, n, command, **kw),  # type: ignore[arg-type]
-                     timeout_s, capture=capture)
+    # run_job: under ULFM an aborted distnet job can leave mpirun with status 0; a run no
+    # rank finished is then status 3, as with launch/local.sh and the supervisor
+    return run_job(mpirun_cmd(plan, n, command, **kw),  # type: ignore[arg-type]
+                   timeout_s, capture=capture)
 
 
