@@ -26,6 +26,8 @@ EPOCHS = 1
 ARGS = list(BASE_ARGS)
 ARGS[ARGS.index("--epochs") + 1] = str(EPOCHS)
 SPEC = "leaf-spine:leaves=2,spines=2,hosts=2"
+PACE_S = 0.1
+STEPS = 34 * EPOCHS  # 3,200 samples in global batches of 96 (3 ranks) or 192 (6 ranks): <= 34
 JOB_TIMEOUT_S = 150.0  # a hang guard only: the jobs take seconds to tens of seconds
 
 
@@ -67,8 +69,8 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
     env = {"MPIRUN_FLAGS": f"{flags} -x DISTNET_FT_ATTEMPT", "DISTNET_FT_ATTEMPT": str(attempt)}
     cmd = [PYTHON, "-m", "topology", "emulate", "run", "-n", str(n), "--ranks-per-host",
            str(ranks_per_host), "--timeout", str(int(timeout_s)), "--prefix", prefix, "--",
-           PYTHON, "-m", "distnet.train", *ARGS, "--profile", "--metrics", str(metrics),
-           "--ft", ft, *extra]
+           PYTHON, "-m", "distnet.train", *ARGS, *pacing(n), "--profile", "--metrics",
+           str(metrics), "--ft", ft, *extra]
     out: dict[str, Any] = {}
 
     def job() -> None:
@@ -84,6 +86,8 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
             t_strike = time.perf_counter()
             strike()
             struck = done
+            assert th.is_alive() and committed(metrics, attempt) < STEPS, \
+                "the strike came after the job's end"
         else:
             time.sleep(0.02)
     th.join()
@@ -92,6 +96,13 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
     assert not res.timed_out, f"job timed out\n{res.stderr[-3000:]}"
     recs = read_metrics(str(metrics)) if metrics.exists() else []
     return Job(Run(res, recs, tmp), t_end - t0, struck, t_end - t_strike if struck else 0.0)
+
+
+def pacing(n: int) -> list[str]:
+    """Every rank a little slower, alike (no straggler): a strike from the CLI takes about a
+    second to land, and must land mid-run on a fast machine too."""
+    return [a for r in range(n) for a in ("--inject", f"slow:rank={r}:step=1:seconds="
+                                          f"{PACE_S}:steps={STEPS}")]
 
 
 def committed(metrics: Path, attempt: int) -> int:
