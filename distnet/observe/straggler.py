@@ -23,8 +23,8 @@ import numpy as np
 from distnet.observe.clock import ClockMap
 
 SHARE_MIN = 0.5
-MIN_LEAD_S = 1e-3
-LEAD_FRACTION = 0.1
+MIN_LEAD_S = 2e-3
+LEAD_FRACTION = 0.2
 
 
 class ArrivalLog:
