@@ -19,7 +19,9 @@ import numpy as np
 
 from distnet.allreduce.schedule import Schedule
 from distnet.common.errors import UserError
+from distnet.common.progress import bar
 from topology import kernel as K
+from topology.fast import BIG_TRANSFERS
 from topology.network import Network
 from topology.routing import route
 
@@ -363,7 +365,13 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     lg_n = max(1, log_capacity) if want_log else 1
     lg_t, lg_k, lg_i = np.zeros(lg_n), np.zeros(lg_n, np.int8), np.zeros(lg_n, np.int64)
     I[K.I_STRIDE] = S
+    # Steps loaded run a batch ahead of the simulated ones: close enough for a progress bar.
+    progress = bar(schedule.nsteps, f"simulate {schedule.name} (exact)", unit="step",
+                   show=p * schedule.nsteps >= BIG_TRANSFERS)
+    shown = 0
     while True:
+        progress.update(state["hi"] - shown)
+        shown = state["hi"]
         fit_queue()
         if S < pairs.stride:
             restride(pairs.stride)
@@ -381,6 +389,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], moved, s_start, s_end,
             lg_t, lg_k, lg_i)
         if status == K.FINISHED:
+            progress.update(schedule.nsteps - shown)
+            progress.close()
             break
         if status == K.NEED_SLOTS:
             grow_slots(2 * slots)

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from distnet.allreduce.schedule import Schedule, Step
+from distnet.common.progress import bar
 from topology.maxmin import max_min_rates
 from topology.network import Network
 from topology.routing import Routes, route
 
 # A flow with at most this fraction of its bytes left has drained (float round-off, not data).
+# A simulation of at least this many transfers shows a progress bar on a terminal (both engines).
+BIG_TRANSFERS = 1_000_000
+PROGRESS_EVERY = 1024  # steps between bar updates: the bar costs nothing per step
 DRAIN_REL = 1e-9
 
 # time_s, step_start_s, step_end_s, link_bytes, patterns solved, steps reused
@@ -123,7 +127,11 @@ def run_fast(net: Network, schedule: Schedule, placement: np.ndarray, routing: s
     memo: dict[Hashable, _Solved] = {}
     solved_list: list[_Solved] = []
     reused = 0
+    progress = bar(schedule.nsteps, f"simulate {schedule.name} (fast)", unit="step",
+                   show=schedule.p * schedule.nsteps >= BIG_TRANSFERS)
     for s in range(schedule.nsteps):
+        if s % PROGRESS_EVERY == 0:
+            progress.update(min(PROGRESS_EVERY, schedule.nsteps - s))
         st = schedule.step(s)
         if len(st) == 0:
             start_s[s] = end_s[s] = float(ready.max(initial=0.0))
@@ -143,6 +151,7 @@ def run_fast(net: Network, schedule: Schedule, placement: np.ndarray, routing: s
             ready, start_s[s], end_s[s] = _permutation_step(ready, m, st, gamma)
         else:
             start_s[s], end_s[s] = _general_step(ready, m, st, gamma)
+    progress.close()
     link_bytes = np.zeros(cap.shape[0])
     for m in solved_list:
         link_bytes += m.uses * np.bincount(m.link, weights=m.link_bytes, minlength=cap.shape[0])

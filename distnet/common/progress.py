@@ -44,9 +44,10 @@ def enabled(rank: int = 0, stream: Any = None) -> bool:
 
 
 def bar(total: int | None, desc: str, rank: int = 0, unit: str = "it",
-        leave: bool = False) -> Any:
-    """A tqdm bar on stderr, or a silent stand-in (not rank 0, not a terminal, no tqdm)."""
-    if not enabled(rank):
+        leave: bool = False, show: bool = True) -> Any:
+    """A tqdm bar on stderr, or a silent stand-in (not rank 0, not a terminal, no tqdm, or
+    show=False: callers pass whether the work is long enough to deserve a bar)."""
+    if not show or not enabled(rank):
         return _Silent()
     try:
         from tqdm import tqdm
