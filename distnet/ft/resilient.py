@@ -128,6 +128,7 @@ class FaultTolerantTrainer(Trainer):
         self.fcomm.state.consumed = self._spent
         self.sync = integrity.CheckedSync(self.fcomm, self.model.grads, self.model.param_slices,
                                           cfg.allreduce, cfg.bucket_mb, cfg.overlap)
+        self.watch_sync()
 
     def _is_fault(self, exc: BaseException) -> bool:
         return self.mode == "ulfm" and ulfm.is_failure(exc)
@@ -367,6 +368,8 @@ class FaultTolerantTrainer(Trainer):
     def _note(self, record: dict[str, Any]) -> None:
         self.events.append(record)
         self.metrics.write(record)
+        self.observer.instant(record.get("event", "event"), "recovery",
+                              {k: v for k, v in record.items() if k != "event"})
 
     # ---- phases outside a step --------------------------------------------------------------
     def evaluate(self) -> tuple[float, float]:

@@ -81,6 +81,17 @@ class TrainConfig:
                                "failed (0: derived from measured steps)", low=0)
     track_samples: bool = option(False, "record the sample ids of every step in the metrics "
                                  "file (proof for the fault tests)")
+    # ---- watching the run (distnet/observe/)
+    trace: str | None = option(None, "write a Chrome trace-event timeline of every rank "
+                               "(Perfetto, chrome://tracing) to this JSON file", metavar="PATH")
+    trace_detail: bool = option(False, "with --trace, also each all-reduce's schedule steps")
+    trace_steps: int = option(100, "with --trace, keep the last this many steps per rank (a "
+                              "ring buffer bounds the file)", low=1, high=1_000_000)
+    trace_plot: str | None = option(None, "draw the trace's last steps, one lane per rank, "
+                                    "into this PNG", metavar="PATH.png")
+    stall_warn_s: float = option(60.0, "rank 0 names the ranks a reduction has waited this many "
+                                 "seconds for, and repeats every as many seconds (0: off; "
+                                 "never kills)", low=0)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -106,5 +117,11 @@ def validate(cfg: TrainConfig) -> None:
     from distnet.allreduce import get
     from distnet.nn.model import parse_hidden
 
+    if cfg.trace_plot is not None and not cfg.trace_plot.endswith(".png"):
+        raise UserError(f"--trace-plot needs a path ending in .png, got {cfg.trace_plot!r}")
+    if cfg.trace_plot is not None:
+        from distnet.common.plotting import pyplot
+
+        pyplot()  # a missing matplotlib is refused before training, not after
     parse_hidden(cfg.hidden)  # raises a UserError naming the bad size
     get(cfg.allreduce)  # raises a UserError listing the known algorithms

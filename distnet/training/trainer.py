@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.progress import bar as progress_bar
 from distnet.common.runner import AgreedError, agree
 from distnet.data.dataset import Dataset, fingerprint
 from distnet.data.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
 from distnet.nn.losses import softmax_cross_entropy
 from distnet.nn.optim import lr_at
+from distnet.observe.observer import Observer
 from distnet.training import checkpoint
 from distnet.training.breakdown import breakdown, format_breakdown
 from distnet.training.config import TrainConfig
@@ -94,8 +96,29 @@ class Trainer:
         self._saved_step = -1
         self.timers = Timers()
         self.metrics = agree(comm, self._open_outputs)
+        self.observer = self._build_observer()
+        self.watch_sync()
         if cfg.resume:
             agree(comm, self._resume)
+
+    def _build_observer(self) -> Observer:
+        """Trace, straggler blame and stall notes (collective: clock ping-pong, a Dup).
+
+        Stall notes are left to ULFM's own deadlines under --ft ulfm: a dead rank would never
+        send its last note."""
+        cfg = self.cfg
+        obs = Observer(self.comm, trace_path=cfg.trace, trace_plot=cfg.trace_plot,
+                       trace_detail=cfg.trace_detail, trace_steps=cfg.trace_steps,
+                       stall_warn_s=0.0 if cfg.ft == "ulfm" else cfg.stall_warn_s,
+                       meta={"program": "distnet.train", "allreduce": cfg.allreduce,
+                             "bucket_mb": cfg.bucket_mb, "overlap": cfg.overlap})
+        if obs.traces_layers:
+            self.model.recorder = obs
+        return obs
+
+    def watch_sync(self) -> None:
+        """Tell the observer about every reduction of self.sync (again after a rebuild)."""
+        self.sync.observe(self.observer)
 
     def _check_same_data(self) -> None:
         """A stale copy of the data file on one node would make ranks run different step counts
@@ -113,6 +136,7 @@ class Trainer:
         cfg = self.cfg
         if self.rank == 0:
             for flag, path in (("--save", cfg.save), ("--metrics", cfg.metrics),
+                               ("--trace", cfg.trace), ("--trace-plot", cfg.trace_plot),
                                ("--checkpoint-dir", cfg.checkpoint_dir)):
                 if path:
                     if flag != "--checkpoint-dir" and os.path.isdir(path):
@@ -149,19 +173,23 @@ class Trainer:
         """
         batch = global_batch(perm, self.progress.pos, self.global_batch_size, 1)
         idx = rank_part(batch, self.rank, self.world)
-        # compute
-        self.before_compute(idx)
-        loss, forward_s, backward_s = self.compute_grads(idx, len(batch))
-        # reduce
-        t0 = time.perf_counter()
-        loss_share = self.reduce_grads(loss, idx)
-        t1 = time.perf_counter()
-        # commit
-        self.apply_update()
-        t2 = time.perf_counter()
-        self.record_step(len(idx), len(batch), loss_share, forward_s, backward_s, t1 - t0,
-                         t2 - t1)
-        self.after_commit(batch, idx)
+        obs = self.observer
+        obs.begin_step(self.progress.step)
+        with obs.span("step", "step", {"step": self.progress.step}):
+            # compute
+            self.before_compute(idx)
+            loss, forward_s, backward_s = self.compute_grads(idx, len(batch))
+            # reduce
+            t0 = time.perf_counter()
+            loss_share = self.reduce_grads(loss, idx)
+            t1 = time.perf_counter()
+            # commit
+            with obs.span("optimizer", "optim"):
+                self.apply_update()
+            t2 = time.perf_counter()
+            self.record_step(len(idx), len(batch), loss_share, forward_s, backward_s, t1 - t0,
+                             t2 - t1)
+            self.after_commit(batch, idx)
         return len(batch)
 
     def before_compute(self, idx: np.ndarray) -> None:
@@ -182,10 +210,12 @@ class Trainer:
         if not len(idx):
             return 0.0, time.perf_counter() - t0, 0.0
         xb, yb = self.data.x_train[idx], self.data.y_train[idx]
-        out = model.forward(xb, train=True)
-        loss, dout = softmax_cross_entropy(out, yb, denom=global_count)
+        with self.observer.span("forward", "phase"):
+            out = model.forward(xb, train=True)
+            loss, dout = softmax_cross_entropy(out, yb, denom=global_count)
         t1 = time.perf_counter()
-        model.backward(dout, hook=self.sync.hook)
+        with self.observer.span("backward", "phase"):
+            model.backward(dout, hook=self.sync.hook)
         return float(loss), t1 - t0, time.perf_counter() - t1
 
     def reduce_grads(self, loss: float, idx: np.ndarray) -> float:
@@ -233,12 +263,15 @@ class Trainer:
             epoch_start = time.perf_counter()
             self.timers.reset()
             perm = epoch_permutation(n, cfg.seed, pr.epoch)
+            bar = self._epoch_bar(n)
             while pr.pos < n and not self._step_cap_reached():
                 self.train_step(perm)
+                bar.update()
                 # An epoch's last step is saved after its bookkeeping, below, so a resumed run
                 # does not redo (and re-record) the end of that epoch.
                 if every and pr.step % every == 0 and pr.pos < n:
                     self.save_checkpoint()
+            bar.close()
             if pr.pos < n:
                 break  # step cap reached mid-epoch: no epoch record for a partial epoch
             self._end_epoch(time.perf_counter() - epoch_start)
@@ -251,6 +284,10 @@ class Trainer:
         if cfg.checkpoint_dir and self._saved_step != pr.step:
             self.save_checkpoint()  # the run's end (step cap, early stop) is always resumable
         val_loss, val_acc = self.evaluate()
+        blame = self.observer.finish(self.comm)
+        if blame is not None:
+            self.metrics.write(blame)
+            self.log(blame["line"])
         summary = {
             "event": "done", "world_size": self.world, "epochs_run": pr.epoch, "steps": pr.step,
             "val_loss": val_loss, "val_acc": val_acc, "wall_s": time.perf_counter() - start,
@@ -268,6 +305,14 @@ class Trainer:
         if cfg.profile and cfg.metrics and self.rank == 0:
             self.log(format_breakdown(breakdown(read_metrics(cfg.metrics))))
         return summary
+
+    def _epoch_bar(self, n: int) -> Any:
+        """A progress bar over this epoch's steps (rank 0, on a terminal, not --quiet)."""
+        per_step = self.global_batch_size
+        b = progress_bar(-(-n // per_step), f"epoch {self.progress.epoch + 1}/{self.cfg.epochs}",
+                         rank=1 if self.cfg.quiet else self.rank, unit="step")
+        b.update(self.progress.pos // per_step)
+        return b
 
     def _patience_out(self) -> bool:
         """Early stopping: val_loss has not improved for --early-stopping epochs (also when a
@@ -347,8 +392,9 @@ class Trainer:
             "seed": self.cfg.seed, "batch_size": self.cfg.batch_size,
         }
         path = checkpoint.checkpoint_path(self.checkpoint_dir, pr.step)
-        checkpoint.save(path, arrays, meta)
-        checkpoint.prune(self.checkpoint_dir, keep=3)
+        with self.observer.span("checkpoint", "checkpoint", {"step": pr.step}):
+            checkpoint.save(path, arrays, meta)
+            checkpoint.prune(self.checkpoint_dir, keep=3)
 
     def _resume(self) -> None:
         path = checkpoint.latest(self.checkpoint_dir)
