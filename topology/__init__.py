@@ -1,6 +1,7 @@
 """Network topologies and a simulator for all-reduce schedules on them (pure Python + NumPy).
 
-Imports only the all-reduce schedules from `distnet.allreduce`, never the trainer.
+Imports only the all-reduce schedules, registry and cost model from `distnet.allreduce`, never the
+trainer.
 Networks: builders (fat_tree, clos, leaf_spine, custom), spec strings (parse_network), link
 failures (fail_links, fail_random); routing (route: ecmp, ideal, dmodk); placement (place);
 reports (info, info_text, scaling_table).
