@@ -76,6 +76,9 @@ def test_auto_choices_live_on_the_communicator() -> None:
     auto.auto_allreduce(fresh, x)
     assert list(comm_state(fresh).auto_choices) == [x.nbytes]
     fresh.Free()
+    from distnet.allreduce import mpi
+
+    assert mpi._STATE._last is None  # Free's delete callback: the state is not kept alive
     again = comm.Dup()  # may get the freed handle back: it must not inherit the old choices
     try:
         assert comm_state(again).auto_choices == {}
