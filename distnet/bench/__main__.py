@@ -4,6 +4,7 @@
     mpirun -n 2 python -m distnet.bench overlap --steps 20  # bucketing overlap on vs off
     mpirun -n 2 python -m distnet.bench train ...           # training throughput (training.py)
     topology emulate run -n 4 -- python -m distnet.bench emulated --out t.json  # (emulated.py)
+    python -m distnet.bench compression --ranks 4           # accuracy per --compress
 """
 
 import os
@@ -21,6 +22,10 @@ def main(argv: list[str]) -> int:
         from distnet.bench.overlap import main as overlap_main
 
         return overlap_main(argv[1:])
+    if argv and argv[0] == "compression":
+        from distnet.bench.compression import main as compression_main
+
+        return compression_main(argv[1:])
     if argv and argv[0] == "emulated":
         from distnet.bench.emulated import main as emulated_main
 

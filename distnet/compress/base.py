@@ -97,6 +97,29 @@ class Chain:
             self._advance()
 
 
+class _Summed:
+    """A reduction whose result is added to sums[2] once it completes (a wire checksum)."""
+
+    def __init__(self, handle: Any, buf: np.ndarray, sums: np.ndarray) -> None:
+        self._handle, self._buf, self._sums, self._done = handle, buf, sums, False
+        self.step_log = None
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._sums[2] += float(self._buf.sum(dtype=np.float64))
+            self._done = True
+
+    def test(self) -> bool:
+        if self._handle.test():
+            self._finish()
+            return True
+        return False
+
+    def wait(self) -> None:
+        self._handle.wait()
+        self._finish()
+
+
 class Compressor:
     """`none`: the gradients go on the wire as they are. The base of every compressor."""
 
@@ -109,8 +132,27 @@ class Compressor:
         self.tensors = list(tensors)
         self.ranges = [(int(lo), int(hi)) for lo, hi in ranges]
         # How a reduction begins: the real executor, or a test's in-process stand-in.
-        self.reduce_start = starter
+        self._starter = starter
         self.compute_s = 0.0  # encode/decode seconds since the trainer last read it
+        # Wire checksums (fault tolerance turns them on): the sum and the sum of magnitudes of
+        # every buffer this rank hands a SUM all-reduce, and the sum of each reduced result.
+        # Summed over ranks, the local sums must equal the reduced ones up to rounding, so a
+        # message damaged in transit shows, whatever the compressor did before the wire.
+        self.checksums = False
+        self.wire_sums = np.zeros(3, dtype=np.float64)  # local sum, local |sum|, reduced sum
+
+    def reduce_start(self, comm: Any, buf: np.ndarray, algorithm: str, op: Any) -> Any:
+        """Begin an all-reduce of buf (through the starter), checksummed if asked."""
+        if not self.checksums or op is not None:
+            return self._starter(comm, buf, algorithm, op)
+        self.wire_sums[0] += float(buf.sum(dtype=np.float64))
+        self.wire_sums[1] += float(np.abs(buf).sum(dtype=np.float64))
+        return _Summed(self._starter(comm, buf, algorithm, op), buf, self.wire_sums)
+
+    @property
+    def wire_eps(self) -> float:
+        """Machine epsilon of what goes on the wire (the checksum's rounding scale)."""
+        return float(np.finfo(self.grads.dtype).eps)
 
     def take_compute_s(self) -> float:
         """Encode/decode seconds since the last call (the step's compression compute)."""

@@ -79,6 +79,10 @@ class CastCompressor(Compressor):
 
         return Chain([agree_max, encode, decode] if self.scaled else [encode, decode], self)
 
+    @property
+    def wire_eps(self) -> float:
+        return float(ml_dtypes.finfo(self.wire_dtype).eps)
+
     def reductions(self) -> list[list[int]]:
         size = self.wire_dtype.itemsize
         return [([4] if self.scaled else []) + [(hi - lo) * size] for lo, hi in self.ranges]

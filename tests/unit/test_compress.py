@@ -20,8 +20,11 @@ from distnet.compress.cast import FP16_MAX, fp16_scale
 class Group:
     """p ranks' collectives in one process: the k-th start of every rank forms collective k."""
 
-    def __init__(self, p: int) -> None:
+    def __init__(self, p: int, damage: float = 0.0) -> None:
         self.p = p
+        # A corrupted message: element 0 of every SUM result grows by damage x the result's
+        # total magnitude (what a flipped high exponent bit does).
+        self.damage = damage
         self.pending: dict[int, list[tuple[int, np.ndarray, object]]] = {}
         self.count = [0] * p
         self.done: set[int] = set()
@@ -40,6 +43,9 @@ class Group:
             acc = bufs[0].copy()
             for b in bufs[1:]:
                 ufunc(acc, b, out=acc)
+            if op is not MAX and acc.size and self.damage:
+                with np.errstate(over="ignore"):  # float16 may overflow to inf: still damage
+                    acc[0] += self.damage * float(np.abs(acc).sum(dtype=np.float64))
             for b in bufs:
                 b[...] = acc
             self.done.add(k)
@@ -81,9 +87,10 @@ def run_step(comps: list[Compressor], comms: list[FakeComm], algorithm: str = "r
 
 
 def make(name: str, p: int, tensors: list[Tensor], ranges: list[tuple[int, int]] | None = None,
+         damage: float = 0.0,
          **opts: object) -> tuple[list[Compressor], list[FakeComm], list[np.ndarray]]:
     n = max(t.hi for t in tensors)
-    group = Group(p)
+    group = Group(p, damage)
     grads = [np.zeros(n, dtype=np.float32) for _ in range(p)]
     ranges = ranges or [(0, n)]
     comps = [get(name)(g, tensors, ranges, starter=group.start, **opts) for g in grads]
@@ -278,3 +285,23 @@ def test_tensors_of_an_mlp_tile_its_buffer() -> None:
     assert all(a.hi == b.lo for a, b in zip(tensors, tensors[1:], strict=False))
     dense = model.layers[0]
     assert np.shares_memory(model.grads[tensors[0].lo:tensors[0].hi], dense.dW)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(COMPRESSORS))
+@pytest.mark.parametrize("damage", [0.0, 1.0])
+def test_wire_checksums_add_up_and_catch_damage(name: str, damage: float) -> None:
+    p = 3
+    comps, comms, grads = make(name, p, MLP, damage=damage, rank=2)
+    rng = np.random.default_rng(11)
+    for c in comps:
+        c.checksums = True
+    for g in grads:
+        g[...] = rng.standard_normal(g.size).astype(np.float32)
+    run_step(comps, comms)
+    local = sum(c.wire_sums[0] for c in comps)
+    magnitude = sum(c.wire_sums[1] for c in comps)
+    reduced = comps[0].wire_sums[2]
+    assert all(c.wire_sums[2] == reduced for c in comps)
+    assert magnitude > 0
+    ok = abs(local - reduced) <= 4 * p * comps[0].wire_eps * magnitude
+    assert ok == (damage == 0.0)
