@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.training.gradsync import GradSync
+from distnet.training.gradsync import Compression, GradSync
 
 Hook = Callable[[int, int], None]
 
@@ -29,8 +29,12 @@ class CheckedSync(GradSync):
     """
 
     def __init__(self, comm: Any, grads: np.ndarray, param_slices: list[tuple[int, int]],
-                 algorithm: str, bucket_mb: float = 0.0, overlap: bool = True) -> None:
-        super().__init__(comm, grads, param_slices, algorithm, bucket_mb, overlap)
+                 algorithm: str, bucket_mb: float = 0.0, overlap: bool = True,
+                 compression: Compression | None = None) -> None:
+        super().__init__(comm, grads, param_slices, algorithm, bucket_mb, overlap, compression)
+        # A compressor changes the gradient before the wire (fp16 rounds, PowerSGD projects),
+        # so with one the checksum guards what travels: the compressor's wire buffers.
+        self.compressor.checksums = self.compressing
         self.local_sum = self.local_abs = 0.0
         self.poison_next = False  # fault injection: put a NaN into the next slice
         self._hooked = False
@@ -38,6 +42,7 @@ class CheckedSync(GradSync):
     def begin(self) -> None:
         self.local_sum = self.local_abs = 0.0
         self._hooked = False
+        self.compressor.wire_sums[:] = 0.0
 
     def ready(self, start: int, end: int) -> None:
         self._hooked = True
@@ -58,17 +63,31 @@ class CheckedSync(GradSync):
             self.local_sum = float(self.grads.sum(dtype=np.float64))
             self.local_abs = float(np.abs(self.grads).sum(dtype=np.float64))
         super().finish()
+        if self.compressing:
+            self.local_sum, self.local_abs = map(float, self.compressor.wire_sums[:2])
+
+    def check(self, global_sum: float, global_abs: float, world: int) -> str | None:
+        """None if what was reduced matches the ranks' summed checksums, else why not."""
+        if self.compressing:
+            got = float(self.compressor.wire_sums[2])
+            return check_sum(got, global_sum, global_abs, world, self.compressor.wire_eps)
+        return check_reduced(self.grads, global_sum, global_abs, world)
 
 
 def check_reduced(reduced: np.ndarray, global_sum: float, global_abs: float,
                   world: int) -> str | None:
     """None if the reduced gradient matches its checksum, else why not ('nonfinite', ...)."""
+    got = float(reduced.sum(dtype=np.float64))
+    return check_sum(got, global_sum, global_abs, world, float(np.finfo(reduced.dtype).eps))
+
+
+def check_sum(got: float, global_sum: float, global_abs: float, world: int,
+              eps: float) -> str | None:
+    """None if a reduced sum `got` matches the checksum within rounding at precision eps."""
     if not (np.isfinite(global_sum) and np.isfinite(global_abs)):
         return "nonfinite"
-    got = float(reduced.sum(dtype=np.float64))
     if not np.isfinite(got):
         return "nonfinite"
-    eps = float(np.finfo(reduced.dtype).eps)
     tol = 4.0 * max(world, 2) * eps * global_abs + 1e-300
     if abs(got - global_sum) > tol:
         return "checksum"

@@ -126,8 +126,17 @@ class FaultTolerantTrainer(Trainer):
                                             and f.attempt == self.attempt])
         # one-shot network faults stay spent across recoveries, or a drop would repeat forever
         self.fcomm.state.consumed = self._spent
+        old = getattr(self, "sync", None)
         self.sync = integrity.CheckedSync(self.fcomm, self.model.grads, self.model.param_slices,
-                                          cfg.allreduce, cfg.bucket_mb, cfg.overlap)
+                                          cfg.allreduce, cfg.bucket_mb, cfg.overlap,
+                                          self.compression())
+        if old is not None:
+            # Compressor state survives the rebuild as last committed: the Q matrices agree on
+            # every survivor and each keeps its own residual (a dead rank's residual is lost,
+            # a bounded error that feedback would have sent later).
+            old.abort()
+            self.sync.compressor.load_state(old.compressor.shared_state(),
+                                            old.compressor.local_state())
         self.watch_sync()
 
     def _is_fault(self, exc: BaseException) -> bool:
@@ -189,6 +198,7 @@ class FaultTolerantTrainer(Trainer):
             try:
                 return self._attempt(perm)
             except IntegrityFailure as exc:
+                self.sync.abort()
                 redos += 1
                 self.redone_steps += 1
                 if self.mode != "ulfm":
@@ -245,7 +255,7 @@ class FaultTolerantTrainer(Trainer):
                 from mpi4py import MPI
 
                 self.comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
-            reason = integrity.check_reduced(self.model.grads, stats[1], stats[2], self.world)
+            reason = checked.check(stats[1], stats[2], self.world)
             self._step_ids = self.comm.gather(idx, root=0) if self.cfg.track_samples else None
             ok = self._agree(reason is None)
             if arrivals is not None:

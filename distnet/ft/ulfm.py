@@ -40,10 +40,14 @@ def failure_classes() -> tuple[int, ...]:
     ERR_PROC_FAILED and report ERR_OTHER from Wait/Test, depending on timing. Treating it as a
     failure is safe: recovery revokes, shrinks (to the same members if nobody died) and redoes
     the step, at most MAX_RECOVERIES_PER_STEP times before the job stops.
+    ERR_IN_STATUS likewise: a schedule's steps end in Waitall, which reports a dead peer's
+    ERR_PROC_FAILED in the failed request's status and returns ERR_IN_STATUS itself (seen when
+    a rank dies inside a bucketed ring or a compressor's reductions).
     """
     from mpi4py import MPI
 
-    return (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED, MPI.ERR_OTHER)
+    return (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED, MPI.ERR_OTHER,
+            MPI.ERR_IN_STATUS)
 
 
 def is_failure(exc: BaseException) -> bool:

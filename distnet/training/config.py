@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from distnet.common.cli import Parser, add_options, check_options, from_namespace, option
 from distnet.common.errors import UserError
+from distnet.compress import COMPRESSORS
+from distnet.compress.powersgd import MAX_RANK
 from distnet.nn.layers import ACTIVATIONS
 from distnet.nn.model import DTYPES
 from distnet.nn.optim import OPTIMIZERS, SCHEDULES
@@ -54,6 +56,12 @@ class TrainConfig:
                               "runs (0: one buffer after backward)", low=0)
     overlap: bool = option(True, "with --bucket-mb, start reductions only after backward "
                            "(for comparison)", negate="--no-overlap")
+    compress: str = option("none", "gradient compression on the wire (distnet/compress/): "
+                           "fp16/bf16 halve the bytes, powersgd sends rank-r factors",
+                           choices=tuple(COMPRESSORS))
+    powersgd_rank: int = option(4, "rank r of PowerSGD's factors", low=1, high=MAX_RANK)
+    powersgd_start_step: int = option(0, "plain all-reduce for this many steps before PowerSGD "
+                                      "starts (as PyTorch DDP's start_powerSGD_iter)", low=0)
     # ---- outputs
     metrics: str | None = option(None, "JSONL file of epoch/step/event records, written by "
                                  "rank 0", metavar="PATH")

@@ -31,7 +31,7 @@ from distnet.observe.observer import Observer
 from distnet.training import checkpoint
 from distnet.training.breakdown import breakdown, format_breakdown
 from distnet.training.config import TrainConfig
-from distnet.training.gradsync import GradSync
+from distnet.training.gradsync import Compression, GradSync
 from distnet.training.metrics import MetricsWriter, read_metrics
 from distnet.training.prepare import (
     Prepared,
@@ -91,7 +91,7 @@ class Trainer:
         self.model, self.opt = agree(comm, self._build)
         # Not inside `agree`: GradSync runs collectives (Dup); config already checked the name.
         self.sync = GradSync(comm, self.model.grads, self.model.param_slices, cfg.allreduce,
-                             cfg.bucket_mb, cfg.overlap)
+                             cfg.bucket_mb, cfg.overlap, self.compression())
         self.progress = Progress()
         self._saved_step = -1
         self.timers = Timers()
@@ -226,6 +226,15 @@ class Trainer:
 
     def apply_update(self) -> None:
         self.opt.step()
+        self.sync.commit()  # the compressor's state (error feedback, Q) moves on with the step
+
+    def compression(self) -> Compression:
+        """The --compress settings for a GradSync over this model."""
+        from distnet.compress import tensors_of
+
+        cfg = self.cfg
+        return Compression(cfg.compress, tuple(tensors_of(self.model)), {
+            "rank": cfg.powersgd_rank, "start_step": cfg.powersgd_start_step, "seed": cfg.seed})
 
     def record_step(self, local_count: int, global_count: int, loss_share: float, forward_s: float,
                     backward_s: float, comm_s: float, optim_s: float) -> None:
@@ -244,6 +253,9 @@ class Trainer:
                 "event": "step", "epoch": pr.epoch, "step": pr.step, "forward_s": forward_s,
                 "backward_s": backward_s, "allreduce_s": comm_s, "optim_s": optim_s,
                 "bytes": self.sync.nbytes, "algorithm": self.cfg.allreduce,
+                "compress": self.cfg.compress, "wire_stages": self.sync.wire_stages(),
+                "wire_bytes": sum(self.sync.wire_stages()),
+                "compress_s": self.sync.compressor.take_compute_s(),
                 "samples": global_count, "local_samples": local_count, "world_size": self.world,
             })
 
@@ -293,6 +305,7 @@ class Trainer:
             "val_loss": val_loss, "val_acc": val_acc, "wall_s": time.perf_counter() - start,
             "stopped_early": self._patience_out(), "algorithm": cfg.allreduce,
             "param_count": int(self.model.params.size), "grad_bytes": self.sync.nbytes,
+            "compress": cfg.compress, "wire_bytes": sum(self.sync.wire_stages()),
         }
         self.metrics.write(summary)
         self.log(f"done: {pr.epoch} epoch(s), {pr.step} steps, val_loss {val_loss:.4f}, "
@@ -377,6 +390,8 @@ class Trainer:
         """All ranks give their RNG state; rank 0 writes (parameters are identical everywhere)."""
         self._saved_step = self.progress.step
         rng_states = self.comm.gather(self.model.get_rng_state(), root=0)
+        # Compressor state: Q matrices are the same on every rank, residuals are each rank's.
+        comp_local = self.comm.gather(self.sync.compressor.local_state(), root=0)
         # The epoch's loss sum is spread over ranks; keep its total so any world can resume it.
         loss_total = self.comm.allreduce(self.progress.epoch_loss_sum)
         if self.rank != 0:
@@ -385,11 +400,16 @@ class Trainer:
         arrays = {"params": self.model.params}
         arrays.update({f"opt/{k}": np.asarray(v) for k, v in self.opt.state_dict().items()})
         arrays.update({f"scaler/{k}": np.asarray(v) for k, v in self.data.scaler.to_dict().items()})
+        arrays.update({f"compress/shared/{k}": v
+                       for k, v in self.sync.compressor.shared_state().items()})
+        for r, local in enumerate(comp_local):
+            arrays.update({f"compress/rank{r}/{k}": v for k, v in local.items()})
         meta = {
             "kind": "distnet-checkpoint", "spec": self.spec, "world_size": self.world,
             "n_classes": self.data.n_classes, "rng": rng_states,
             "progress": {**vars(pr), "epoch_loss_sum": loss_total},
             "seed": self.cfg.seed, "batch_size": self.cfg.batch_size,
+            "compress": self.cfg.compress,
         }
         path = checkpoint.checkpoint_path(self.checkpoint_dir, pr.step)
         with self.observer.span("checkpoint", "checkpoint", {"step": pr.step}):
@@ -410,6 +430,7 @@ class Trainer:
         rng = meta.get("rng") or []
         if self.rank < len(rng):
             self.model.set_rng_state(rng[self.rank])
+        self._resume_compressor(arrays, meta, path)
         saved = meta.get("progress", {})
         missing = [f.name for f in fields(Progress) if f.name not in saved]
         if missing:
@@ -420,6 +441,33 @@ class Trainer:
             self.progress.epoch_loss_sum = 0.0
         self.log(f"resumed from {path}: epoch {self.progress.epoch + 1}, "
                  f"position {self.progress.pos}, step {self.progress.step}")
+
+    def _resume_compressor(self, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                           path: str) -> None:
+        """Restore the compressor's state bit for bit; from another world size, each rank gets
+        an equal share of the saved residuals (their sum, what the run still owes, is kept)."""
+        comp = self.sync.compressor
+        if meta.get("compress", "none") != self.cfg.compress:
+            self.log(f"resume: {path} was written with --compress {meta.get('compress', 'none')}"
+                     f"; starting --compress {self.cfg.compress} afresh")
+            return
+        shared = {k[len("compress/shared/"):]: v for k, v in arrays.items()
+                  if k.startswith("compress/shared/")}
+        saved_world = int(meta.get("world_size", 0))
+        if saved_world == self.world:
+            mine = f"compress/rank{self.rank}/"
+            local = {k[len(mine):]: v for k, v in arrays.items() if k.startswith(mine)}
+        else:
+            local = {}
+            for r in range(saved_world):
+                prefix = f"compress/rank{r}/"
+                for k, v in arrays.items():
+                    if k.startswith(prefix):
+                        name = k[len(prefix):]
+                        local[name] = local.get(name, 0) + v.astype(np.float64)
+            local = {k: (v / self.world).astype(self.model.grads.dtype)
+                     for k, v in local.items()}
+        comp.load_state(shared, local)
 
     def check_spec(self, saved: dict[str, Any], path: str) -> None:
         if saved.get("n_out") is not None and self.spec["n_out"] > saved["n_out"]:
