@@ -295,3 +295,16 @@ def test_save_over_the_data_is_refused(tmp_path: Path) -> None:
     run = train(tmp_path, "--data", data, "--save", data, n=N, ft="none")
     assert_clean_error(run, "is the same file as the input --data")
     assert Path(data).read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--weight-decay", "nan"], "--weight-decay must be a finite number, got nan"),
+    (["--seed", "-1"], "--seed must be in 0..2^63-1, got -1"),
+    (["--momentum", "1.5"], "--momentum in [0, 1)"),
+])
+def test_nonsense_numbers_are_refused_before_training(args: list[str], message: str,
+                                                      tmp_path: Path) -> None:
+    run = train(tmp_path, *args, n=N, ft="none")
+    assert_clean_error(run, message)
+    assert "epoch 1/" not in run.result.stdout
