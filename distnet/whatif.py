@@ -48,6 +48,7 @@ from distnet.analysis.projection import (
     project,
     simulator_comm,
 )
+from distnet.common.cli import Parser, run_cli
 from distnet.common.errors import UserError
 from distnet.common.jsonfile import finite
 from distnet.common.outputs import check_no_alias, write_text_atomic
@@ -158,13 +159,8 @@ def plot_scaling(path: str, rows: Sequence[ProjectionRow], algorithms: Sequence[
     save_figure(fig, path)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Project measured training onto a modelled cluster.")
+    p = Parser(prog=PROG, description="Project measured training onto a modelled cluster.")
     a = p.add_argument
     a("--metrics", required=True,
       help="metrics JSONL of a `distnet.train --profile` run; several, comma-separated, are "
@@ -390,12 +386,11 @@ def _write_json(path: str, result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    def body() -> int:
         run(argv)
-    except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(PROG, body)
 
 
 if __name__ == "__main__":

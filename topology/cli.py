@@ -10,20 +10,16 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
+from distnet.common.cli import Parser, run_cli
 from distnet.common.errors import UserError
 from distnet.common.jsonfile import finite
 from distnet.common.plotting import pyplot, save_figure
 from distnet.common.units import human_bytes, parse_size
 from topology import sim
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not usage + line
-        raise UserError(message)
 
 
 @dataclass(frozen=True)
@@ -202,9 +198,13 @@ def plot_compare(path: str, rows: list[dict[str, Any]]) -> None:
 
 def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--hosts", type=int, default=None, help="ranks, one per host (default: all)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--link-gbps", type=float, default=None)
-    sp.add_argument("--link-latency-us", type=float, default=None)
+    sp.add_argument("--seed", type=int, default=0,
+                    help="seed of ECMP hashing, random placement and link failures")
+    sp.add_argument("--link-gbps", type=float, default=None,
+                    help="override every cable's bandwidth in Gb/s (default: the spec's)")
+    sp.add_argument("--link-latency-us", type=float, default=None,
+                    help="override every cable's latency in microseconds (default: the "
+                         "spec's)")
     sp.add_argument("--fail-links", type=int, default=0, help="fail N random switch cables")
     sp.add_argument("--alpha-us", type=float, default=None, help="per-message overhead")
     sp.add_argument("--gamma-ns-per-byte", type=float, default=None, help="reduction cost")
@@ -212,31 +212,41 @@ def _common(sp: argparse.ArgumentParser) -> None:
                     help="auto (default): fast where proved exact, else exact; exact: one "
                          "event loop; fast: step by step; reference: the original exact loop")
     sp.add_argument("--json", action="store_true", help="print JSON instead of text")
-    sp.add_argument("--plot", default=None, metavar="PATH.png")
+    sp.add_argument("--plot", default=None, metavar="PATH.png",
+                    help="write a plot of the result here")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="topology", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    ap = Parser(prog="topology", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     s = sub.add_parser("simulate", help="one all-reduce on one network")
-    s.add_argument("--topology", default="fat-tree:k=8")
-    s.add_argument("--algorithm", default="ring")
-    s.add_argument("--size", default="64MiB")
-    s.add_argument("--routing", default="ecmp")
-    s.add_argument("--placement", default="packed")
+    s.add_argument("--topology", default="fat-tree:k=8",
+                   help="network spec: fat-tree:k=K, leaf-spine:leaves=L,spines=S,hosts=H, "
+                        "clos:..., or a custom JSON file (`topology info` explains one)")
+    s.add_argument("--algorithm", default="ring",
+                   help="all-reduce algorithm whose schedule is replayed")
+    s.add_argument("--size", default="64MiB", help="bytes reduced, e.g. 4KiB, 64MiB")
+    s.add_argument("--routing", default="ecmp",
+                   help="ecmp (per-flow hash), ideal (perfect spreading) or dmodk")
+    s.add_argument("--placement", default="packed",
+                   help="ranks on hosts: packed, scattered or random")
     _common(s)
     c = sub.add_parser("compare", help="algorithms x topologies x sizes x variants")
-    c.add_argument("--topology", action="append", default=None, help="repeatable")
-    c.add_argument("--algorithms", default="ring,tree,recursive_doubling,rabenseifner")
-    c.add_argument("--sizes", default="1MiB,64MiB")
-    c.add_argument("--routings", default="ecmp")
-    c.add_argument("--placements", default="packed")
+    c.add_argument("--topology", action="append", default=None,
+                   help="network spec as for simulate; repeatable (default: fat-tree:k=8)")
+    c.add_argument("--algorithms", default="ring,tree,recursive_doubling,rabenseifner",
+                   help="comma-separated all-reduce algorithms")
+    c.add_argument("--sizes", default="1MiB,64MiB", help="comma-separated byte sizes")
+    c.add_argument("--routings", default="ecmp",
+                   help="comma-separated routings: ecmp, ideal, dmodk")
+    c.add_argument("--placements", default="packed",
+                   help="comma-separated placements: packed, scattered, random")
     _common(c)
     i = sub.add_parser("info", help="counts, oversubscription, bisection, paths")
-    i.add_argument("spec")
+    i.add_argument("spec", help="network spec, e.g. fat-tree:k=4, or a custom JSON file")
     sub.add_parser("scaling", help="2-tier leaf-spine vs 3-tier fat-tree host counts")
     k = sub.add_parser("calibrate", help="fit alpha, beta, gamma to a distnet.bench --json file")
-    k.add_argument("file")
+    k.add_argument("file", help="a `python -m distnet.bench --json` result")
     k.add_argument("--stat", default="avg_s", help="avg_s, median_s or min_s (least noisy)")
     k.add_argument("--model", default="machine", choices=("simple", "machine"),
                    help="simple: one alpha, beta, gamma; machine: cores, cache/DRAM bus, "
@@ -340,11 +350,4 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except UserError as e:
-        print(f"topology: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `| head`: the reader left, nothing more to say
-        sys.stderr.close()
-        return 0
+    return run_cli("topology", lambda: run(argv))

@@ -34,18 +34,22 @@ from distnet.common.units import MIB
 def build_parser(rank: int = 0) -> argparse.ArgumentParser:
     p = RankParser(prog="python -m distnet.bench overlap", rank=rank,
                 description="MLP step time with gradient-bucket overlap on vs off.")
-    p.add_argument("--n-in", type=int, default=784)
-    p.add_argument("--hidden", type=str, default="1024,1024,1024,1024")
-    p.add_argument("--n-out", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--n-in", type=int, default=784, help="input features of the MLP")
+    p.add_argument("--hidden", type=str, default="1024,1024,1024,1024",
+                   help="hidden layer widths, comma-separated")
+    p.add_argument("--n-out", type=int, default=10, help="output classes")
+    p.add_argument("--batch", type=int, default=64, help="samples per rank per step")
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per mode")
-    p.add_argument("--algorithm", type=str, default="native")
-    p.add_argument("--bucket-mb", type=float, default=4.0)
-    p.add_argument("--first-bucket-mb", type=float, default=1.0)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=str, default=None, metavar="PATH")
+    p.add_argument("--algorithm", type=str, default="native", help="all-reduce algorithm")
+    p.add_argument("--bucket-mb", type=float, default=4.0, help="bucket size in MiB")
+    p.add_argument("--first-bucket-mb", type=float, default=1.0,
+                   help="size of the first (small) bucket in MiB, as DDP")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="parameter and gradient dtype")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model and data")
+    p.add_argument("--json", type=str, default=None, metavar="PATH",
+                   help="write the step times here as JSON")
     return p
 
 

@@ -150,11 +150,14 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=None,
                    help="timed iterations per size (default scales with size)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations per size")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--json", type=str, default=None, metavar="PATH")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="element type of the reduced buffers")
+    p.add_argument("--json", type=str, default=None, metavar="PATH",
+                   help="write every size's timings here as JSON (rank 0)")
     p.add_argument("--csv", type=str, default=None, metavar="PATH",
                    help="one row per (size, algorithm); '-' for standard output")
-    p.add_argument("--plot", type=str, default=None, metavar="PATH.png")
+    p.add_argument("--plot", type=str, default=None, metavar="PATH.png",
+                   help="write a busbw-vs-size plot here")
     p.add_argument("--min-busbw", type=float, default=None, metavar="GBPS",
                    help="exit with status 3 if any algorithm's busbw at the largest size is "
                         "below this (GB/s, median time)")

@@ -45,12 +45,12 @@ N_BATCHES = 4  # cycled, so the step does not always see one cached batch
 OBSERVE_MODES = ("none", "straggler", "trace")
 
 
-def _parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m distnet.bench.training", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world-sizes", default="1,2", help="comma-separated, e.g. 1,2")
     ap.add_argument("--steps", type=int, default=100, help="timed steps per window")
-    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=10, help="untimed steps before each window")
     ap.add_argument("--repeats", type=int, default=3, help="timed windows; the best is kept")
     ap.add_argument("--rounds", type=int, default=1,
                     help="launches per framework and world, alternating; the best is kept")
@@ -73,7 +73,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--timeout-s", type=float, default=600, help="per mpirun launch")
     ap.add_argument("--worker", choices=["distnet", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.steps <= 0 or args.warmup < 0 or args.repeats <= 0 or args.rounds <= 0:
         raise UserError("--steps, --repeats and --rounds must be positive, --warmup >= 0")
     return args

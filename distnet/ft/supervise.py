@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 
+from distnet.common.cli import Parser
 from distnet.common.errors import UserError
 from distnet.common.procgroup import mpirun_python, run_job
 from distnet.common.runner import EXIT_USER_ERROR
@@ -116,17 +117,28 @@ def supervise(n: int, train_args: list[str], retries: int, shrink: bool, min_ran
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m distnet.ft.supervise",
-                                description="Restart a training job from its checkpoints.")
-    p.add_argument("-n", "--ranks", type=int, default=2)
-    p.add_argument("--retries", type=int, default=3)
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m distnet.ft.supervise",
+               description="Restart a training job from its checkpoints.")
+    p.add_argument("-n", "--ranks", type=int, default=2, help="ranks of the first run")
+    p.add_argument("--retries", type=int, default=3, help="restarts after failures (<= 1000)")
     p.add_argument("--shrink", action="store_true", help="one rank fewer after each failure")
-    p.add_argument("--min-ranks", type=int, default=1)
-    p.add_argument("--grow-to", type=int, default=0, help="restart with this many ranks")
-    p.add_argument("--timeout-s", type=float, default=0.0, help="kill a run after this long")
-    p.add_argument("train_args", nargs=argparse.REMAINDER)
-    ns = p.parse_args(argv)
+    p.add_argument("--min-ranks", type=int, default=1, help="never shrink below this many ranks")
+    p.add_argument("--grow-to", type=int, default=0,
+                   help="restart with this many ranks (0: as many as the failed run)")
+    p.add_argument("--timeout-s", type=float, default=0.0,
+                   help="kill a run after this many seconds (0: never)")
+    p.add_argument("train_args", nargs=argparse.REMAINDER,
+                   help="-- then the arguments of python -m distnet.train")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        ns = build_parser().parse_args(argv)
+    except UserError as exc:
+        print(f"supervise: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = ns.train_args[1:] if ns.train_args[:1] == ["--"] else ns.train_args
     if ns.ranks < 1 or ns.retries < 0 or ns.min_ranks < 1:
         print("supervise: error: need -n >= 1, --retries >= 0, --min-ranks >= 1", file=sys.stderr)

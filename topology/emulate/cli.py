@@ -10,14 +10,9 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from distnet.common.cli import Parser
 from distnet.common.errors import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UserError(message)
 
 
 def _prefix(sp: argparse.ArgumentParser) -> None:
@@ -26,47 +21,54 @@ def _prefix(sp: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="topology emulate", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    ap = Parser(prog="topology emulate", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     u = sub.add_parser("up", help="build the namespaces, cables, shapers and routes")
-    u.add_argument("--topology", default="leaf-spine:leaves=2,spines=2,hosts=2")
+    u.add_argument("--topology", default="leaf-spine:leaves=2,spines=2,hosts=2",
+                   help="network spec, as the simulator takes it")
     u.add_argument("--link-gbps", type=float, default=0.2,
                    help="every tier's rate unless the spec says otherwise (default 0.2)")
-    u.add_argument("--host-gbps", type=float, default=None)
+    u.add_argument("--host-gbps", type=float, default=None,
+                   help="rate of host cables in Gb/s (default: --link-gbps)")
     u.add_argument("--routing", default="ecmp", help="ecmp, dmodk or single")
     u.add_argument("--slots", type=int, default=2, help="slots per host in the hostfile")
-    u.add_argument("--json", action="store_true")
+    u.add_argument("--json", action="store_true", help="print the cluster as JSON")
     _prefix(u)
     r = sub.add_parser("run", help="mpirun CMD on the emulated hosts: run -n N -- CMD...")
-    r.add_argument("-n", "--np", type=int, required=True, dest="n")
+    r.add_argument("-n", "--np", type=int, required=True, dest="n", help="ranks to start")
     r.add_argument("--placement", default="packed", help="packed, scattered or random")
-    r.add_argument("--ranks-per-host", type=int, default=1)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--ranks-per-host", type=int, default=1,
+                   help="ranks on each emulated host")
+    r.add_argument("--seed", type=int, default=0, help="seed of --placement random")
     r.add_argument("--timeout", type=float, default=None, help="kill the job after S seconds")
     r.add_argument("--print-cmd", action="store_true", help="print the mpirun line, run nothing")
-    r.add_argument("command", nargs=argparse.REMAINDER)
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     _prefix(r)
     s = sub.add_parser("status", help="hosts and links of the live cluster")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print hosts and links as JSON")
     _prefix(s)
     d = sub.add_parser("down", help="remove everything the cluster created")
     _prefix(d)
     k = sub.add_parser("link", help="link down|up A B, or link rate A B GBPS, on the live run")
-    k.add_argument("action", choices=("down", "up", "rate"))
-    k.add_argument("a")
-    k.add_argument("b")
-    k.add_argument("gbps", nargs="?", type=float, default=None)
+    k.add_argument("action", choices=("down", "up", "rate"),
+                   help="down, up, or rate (set its Gb/s)")
+    k.add_argument("a", help="one end of the cable (host or switch name)")
+    k.add_argument("b", help="the other end")
+    k.add_argument("gbps", nargs="?", type=float, default=None, help="with rate: Gb/s")
     _prefix(k)
     v = sub.add_parser("validate", help="simulator vs measured on emulated networks")
-    v.add_argument("--link-gbps", type=float, default=0.2)
-    v.add_argument("--sizes", default="256KiB,1MiB,4MiB,16MiB")
-    v.add_argument("--iters", type=int, default=3)
+    v.add_argument("--link-gbps", type=float, default=0.2, help="cable rate in Gb/s")
+    v.add_argument("--sizes", default="256KiB,1MiB,4MiB,16MiB",
+                   help="comma-separated byte sizes")
+    v.add_argument("--iters", type=int, default=3, help="timed iterations per point")
     v.add_argument("--quick", action="store_true", help="one rank per host only")
     v.add_argument("--networks", default="all",
                    help="comma-separated indices into the matrix (0-3), 'all', or add 'fat-tree'")
-    v.add_argument("--json", default=None, metavar="PATH")
-    v.add_argument("--plot", default=None, metavar="PATH.png")
-    v.add_argument("--prefix", default="dv-")
+    v.add_argument("--json", default=None, metavar="PATH", help="write the matrix as JSON")
+    v.add_argument("--plot", default=None, metavar="PATH.png",
+                   help="write measured vs simulated plot")
+    v.add_argument("--prefix", default="dv-",
+                   help="name prefix of the clusters validate builds")
     v.add_argument("--merge", default=None, metavar="A.json,B.json",
                    help="report on earlier --json files instead of measuring")
     v.add_argument("--calibration", default=None, metavar="PATH",
