@@ -29,7 +29,7 @@ from distnet.common.errors import UserError
 from topology.network import Network
 
 MODES = ("ecmp", "ideal", "dmodk")
-UNREACHABLE = _INF = 100  # int8 "unreachable" in up_cost; trees have a handful of tiers
+UNREACHABLE = 100  # int8 "unreachable" in up_cost; trees have a handful of tiers
 # Ideal spreading keeps every equal-cost path: (k/2)^2 per cross-pod flow in a fat-tree, so a
 # k=48 permutation needs ~33M path entries (~40 s, several GB). Past these sizes refuse with a
 # clear error instead of swapping: per sweep (candidate hops) and in total (path entries).
@@ -117,7 +117,7 @@ def _build_tree_tables(net: Network) -> _TreeTables:
         if sel.size:
             parents, starts = _segments(net.link_u[sel])
             reach[row[parents]] = np.logical_or.reduceat(reach[row[net.link_v[sel]]], starts)
-    up_cost = np.where(reach, 0, _INF).astype(np.int8)
+    up_cost = np.where(reach, 0, UNREACHABLE).astype(np.int8)
     for t in range(top - 1, 0, -1):
         sel = np.flatnonzero((tu == t) & (tv == t + 1))
         sel = sel[np.argsort(net.link_u[sel], kind="stable")]
@@ -125,7 +125,7 @@ def _build_tree_tables(net: Network) -> _TreeTables:
             kids, starts = _segments(net.link_u[sel])
             best = np.minimum.reduceat(up_cost[row[net.link_v[sel]]], starts).astype(np.int16) + 1
             cur = up_cost[row[kids]]
-            up_cost[row[kids]] = np.minimum(cur, np.minimum(best, _INF)).astype(np.int8)
+            up_cost[row[kids]] = np.minimum(cur, np.minimum(best, UNREACHABLE)).astype(np.int8)
     host_links = np.flatnonzero(net.tier[net.link_u] == 0)
     host_edge = np.full(net.n_hosts, -1, dtype=np.int64)
     host_edge[net.host_of_node[net.link_u[host_links]]] = net.link_v[host_links]
@@ -387,7 +387,7 @@ def _no_up_down_path(t: _TreeTables, src: np.ndarray, dst: np.ndarray) -> np.nda
     ok = ~cut & moving
     cost = np.zeros(src.size, dtype=np.int64)
     cost[ok] = t.up_cost[t.row[es[ok]], t.col[ed[ok]]]
-    return cut | (cost >= _INF)
+    return cut | (cost >= UNREACHABLE)
 
 
 def _csr_gather(

@@ -90,10 +90,6 @@ class RunProfile:
     def step_s(self) -> float:
         return self.compute_s + self.allreduce_s
 
-    @property
-    def compute_s_per_sample(self) -> float:
-        return (self.forward_s + self.backward_s) / self.batch_per_rank
-
 
 def load_profile(path: str, percentile: float = 50.0) -> RunProfile:
     """Read and validate a `--profile` metrics file; every problem is one UserError line."""
