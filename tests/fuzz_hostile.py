@@ -116,7 +116,7 @@ def group_topology() -> None:
 
 
 def group_whatif() -> None:
-    from distnet.whatif import main
+    from distnet.analysis.whatif import main
     from tests.unit.test_whatif_cli import write_metrics
 
     folder = Path(tempfile.mkdtemp(prefix="dnfuzz-whatif-"))

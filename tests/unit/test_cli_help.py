@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 PARSERS = [
-    "distnet.training.config", "distnet.whatif", "distnet.bench.sweep", "distnet.bench.overlap",
+    "distnet.training.config", "distnet.analysis.whatif", "distnet.bench.sweep",
+    "distnet.bench.overlap",
     "distnet.bench.training", "distnet.ft.supervise", "topology.cli", "topology.emulate.cli",
 ]
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from distnet import whatif
+from distnet.analysis import whatif
 from distnet.analysis.goodput_report import DEFAULT_COSTS
 from distnet.analysis.recovery_costs import fit_line, load_costs
 from distnet.common.errors import UserError

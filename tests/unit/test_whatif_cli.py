@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distnet import whatif
+from distnet.analysis import whatif
 from distnet.common.errors import UserError
 from tests.proc import PYTHON, run
 
