@@ -20,7 +20,7 @@ from distnet.allreduce.schedule import Schedule, Step
 from distnet.common.progress import bar
 from topology.maxmin import max_min_rates
 from topology.network import Network
-from topology.routing import Routes, route
+from topology.routing import Routes, route, sub_routes
 
 # A flow with at most this fraction of its bytes left has drained (float round-off, not data).
 # A simulation of at least this many transfers shows a progress bar on a terminal (both engines).
@@ -30,17 +30,6 @@ DRAIN_REL = 1e-9
 
 # time_s, step_start_s, step_end_s, link_bytes, patterns solved, steps reused
 FastRun = tuple[float, np.ndarray, np.ndarray, np.ndarray, int, int]
-
-
-def _sub_routes(routes: Routes, flows: np.ndarray, hops: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The CSR rows of `flows` (in that order) as a new CSR: ptr, link, frac.
-    `hops` (entries per flow, np.diff(flow_ptr)) can be passed in when it is reused."""
-    counts = (np.diff(routes.flow_ptr) if hops is None else hops)[flows]
-    ptr = np.zeros(flows.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    idx = np.repeat(routes.flow_ptr[flows] - ptr[:-1], counts) + np.arange(ptr[-1])
-    return ptr, routes.link[idx], routes.frac[idx]
 
 
 
@@ -74,7 +63,7 @@ def _drain_times(routes: Routes, nbytes: np.ndarray, cap: np.ndarray) -> np.ndar
     rem = nbytes[live].astype(np.float64)
     t = 0.0
     while live.size:
-        ptr, lk, fr = _sub_routes(routes, live)
+        ptr, lk, fr = sub_routes(routes, live)
         rate = max_min_rates(ptr, lk, fr, cap)
         dt = float((rem / rate).min())
         t += dt

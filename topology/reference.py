@@ -15,21 +15,10 @@ import numpy as np
 from distnet.allreduce.schedule import Schedule, Step
 from topology.maxmin import link_load, max_min_rates
 from topology.network import Network
-from topology.routing import Routes, route
+from topology.routing import route, sub_routes
 
 # A flow with at most this fraction of its bytes left has drained (float round-off, not data).
 DRAIN_REL = 1e-9
-
-
-def _sub_routes(routes: Routes, flows: np.ndarray, hops: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The CSR rows of `flows` (in that order) as a new CSR: ptr, link, frac.
-    `hops` (entries per flow, np.diff(flow_ptr)) can be passed in when it is reused."""
-    counts = (np.diff(routes.flow_ptr) if hops is None else hops)[flows]
-    ptr = np.zeros(flows.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    idx = np.repeat(routes.flow_ptr[flows] - ptr[:-1], counts) + np.arange(ptr[-1])
-    return ptr, routes.link[idx], routes.frac[idx]
 
 
 
@@ -129,7 +118,7 @@ def run_reference(net: Network, schedule: Schedule, placement: np.ndarray, routi
 
     while heap or active.size:
         if dirty and active.size:
-            ptr, lk, fr = _sub_routes(routes, active, n_entries)
+            ptr, lk, fr = sub_routes(routes, active, n_entries)
             rate = max_min_rates(ptr, lk, fr, cap)
             dirty = False
         t_heap = heap[0][0] if heap else np.inf

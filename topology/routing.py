@@ -469,3 +469,14 @@ def _bfs_walk(net: Network, src: np.ndarray, dst: np.ndarray):
         return c_state, c_link, (dn >= 0) & (dn == dist[w, cur[c_state]] - 1) & transit_ok
 
     return step
+
+
+def sub_routes(routes: Routes, flows: np.ndarray, hops: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR rows of `flows` (in that order) as a new CSR: ptr, link, frac.
+    `hops` (entries per flow, np.diff(flow_ptr)) can be passed in when it is reused."""
+    counts = (np.diff(routes.flow_ptr) if hops is None else hops)[flows]
+    ptr = np.zeros(flows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    idx = np.repeat(routes.flow_ptr[flows] - ptr[:-1], counts) + np.arange(ptr[-1])
+    return ptr, routes.link[idx], routes.frac[idx]

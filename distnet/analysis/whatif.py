@@ -274,6 +274,24 @@ def check_args(args: argparse.Namespace) -> None:
                    {**inputs, "--calibration": args.calibration})
 
 
+def _inputs(args: argparse.Namespace, ranks: list[int]) -> tuple[list[RunProfile], Any, Any,
+                                                                   NetModel]:
+    """The measured profiles, the calibration, the network and its model, all checked up front
+    (the network must hold the largest rank count before the smaller ones are simulated)."""
+    profiles = [load_profile(path.strip(), args.percentile)
+                for path in args.metrics.split(",") if path.strip()]
+    if not profiles:
+        raise UserError("--metrics: give at least one metrics file")
+    calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
+    net = build_network(args.topology, max(ranks), calib, args.link_gbps)
+    check_fits(net, max(ranks))
+    alpha_s = args.alpha_us * 1e-6 if args.alpha_us is not None else (
+        calib.alpha_s if calib else None)
+    gamma = calib.gamma_s_per_byte if calib else None
+    return profiles, calib, net, NetModel(net, args.placement, args.routing, alpha_s, gamma,
+                                          args.seed)
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     check_args(args)
@@ -281,18 +299,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_failures(args)
     ranks = parse_ranks(args.ranks or DEFAULT_RANKS)
     algorithms = parse_algorithms(args.algorithms or DEFAULT_ALGORITHMS)
-    profiles = [load_profile(path.strip(), args.percentile)
-                for path in args.metrics.split(",") if path.strip()]
-    if not profiles:
-        raise UserError("--metrics: give at least one metrics file")
+    profiles, calib, net, model = _inputs(args, ranks)
     profile = profiles[0]
-    calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
-    net = build_network(args.topology, max(ranks), calib, args.link_gbps)
-    check_fits(net, max(ranks))  # up front, before simulating the smaller counts
-    alpha_s = args.alpha_us * 1e-6 if args.alpha_us is not None else (
-        calib.alpha_s if calib else None)
-    gamma = calib.gamma_s_per_byte if calib else None
-    model = NetModel(net, args.placement, args.routing, alpha_s, gamma, args.seed)
     if args.bucket_mb <= 0 or args.first_bucket_mb <= 0:
         raise UserError("--bucket-mb and --first-bucket-mb must be > 0")
     buckets = (int(args.bucket_mb * MIB), int(args.first_bucket_mb * MIB))
@@ -327,7 +335,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                 "overlap": crossover(rows, a, True)}
                                             for a in labels}}
     if args.compare_topologies:
-        variants: list[Variant] = default_variants(max(ranks), alpha_s, gamma, args.seed)
+        variants: list[Variant] = default_variants(max(ranks), model.alpha_s,
+                                                   model.gamma_s_per_byte, args.seed)
         table = compare_topologies(profile, max(ranks), algorithms[0], variants,
                                    args.batch_per_rank, *buckets)
         print(f"\n{algorithms[0]} all-reduce, {max(ranks)} ranks, one model on several clusters:")
@@ -347,18 +356,8 @@ def run_failures(args: argparse.Namespace) -> dict[str, Any]:
     algorithm = parse_algorithms(args.algorithms or "tree")[0]
     policy, costs = policy_from_args(args)
     check_cost(ranks, policy, args.mc_runs)
-    profiles = [load_profile(path.strip(), args.percentile)
-                for path in args.metrics.split(",") if path.strip()]
-    if not profiles:
-        raise UserError("--metrics: give at least one metrics file")
+    profiles, calib, net, model = _inputs(args, ranks)
     profile = profiles[0]
-    calib = load_calibration(args.calibration, args.calibration_stat) if args.calibration else None
-    net = build_network(args.topology, max(ranks), calib, args.link_gbps)
-    check_fits(net, max(ranks))
-    alpha_s = args.alpha_us * 1e-6 if args.alpha_us is not None else (
-        calib.alpha_s if calib else None)
-    model = NetModel(net, args.placement, args.routing, alpha_s,
-                     calib.gamma_s_per_byte if calib else None, args.seed)
     steps = project(profile, ranks, [algorithm], simulator_comm(model, profile.itemsize),
                     args.batch_per_rank)
     clusters = [cluster_for(r, profile, args.batch_per_rank, costs, policy) for r in steps]
