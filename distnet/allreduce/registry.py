@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from distnet.common.errors import UserError
+from distnet.common.names import lookup
 
 # fn(comm, buf, op=SUM) reduces a 1-D contiguous NumPy buffer in place across comm's ranks.
 AllreduceFn = Callable[..., None]
@@ -38,11 +39,7 @@ def register(name: str, fn: AllreduceFn, schedule: ScheduleBuilder | None = None
 
 def get(name: str) -> AllreduceFn:
     """The algorithm called `name`; an unknown name is a UserError listing the known ones."""
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        known = ", ".join(sorted(ALGORITHMS))
-        raise UserError(f"unknown all-reduce algorithm {name!r} (known: {known})") from None
+    return lookup(ALGORITHMS, name, "all-reduce algorithm")
 
 
 def get_schedule(name: str) -> ScheduleBuilder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from distnet.common.errors import UserError
+from distnet.common.names import lookup
 
 # factory(grads, tensors, ranges, **options) -> a Compressor (see distnet.compress.base).
 CompressorFactory = Callable[..., Any]
@@ -23,8 +23,4 @@ def register(name: str, factory: CompressorFactory) -> CompressorFactory:
 
 def get(name: str) -> CompressorFactory:
     """The factory called `name`; an unknown name is a UserError listing the known ones."""
-    try:
-        return COMPRESSORS[name]
-    except KeyError:
-        known = ", ".join(sorted(COMPRESSORS))
-        raise UserError(f"unknown compressor {name!r} (known: {known})") from None
+    return lookup(COMPRESSORS, name, "compressor")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.common.names import lookup
 
 LossFn = Callable[..., tuple[float, np.ndarray]]
 
@@ -108,8 +109,4 @@ LOSSES: dict[str, LossFn] = {
 
 def get_loss(name: str) -> LossFn:
     """The loss called `name`; unknown names are a UserError listing the known ones."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        known = ", ".join(sorted(LOSSES))
-        raise UserError(f"unknown loss {name!r} (known: {known})") from None
+    return lookup(LOSSES, name, "loss")
