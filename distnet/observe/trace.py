@@ -90,7 +90,10 @@ class Tracer:
 
     def payload(self, cmap: ClockMap) -> dict[str, Any]:
         """What this rank sends to rank 0: its events already on rank 0's clock (µs)."""
-        evs = [(ph, name, cat, lane, cmap.to_rank0(t0) * 1e6, dur * 1e6, args)
+        # Both ends go through the map: with a drift estimate its slope is not exactly 1, and
+        # a duration kept as measured would let a child end past its parent on rank 0's clock.
+        evs = [(ph, name, cat, lane, cmap.to_rank0(t0) * 1e6,
+                (cmap.to_rank0(t0 + dur) - cmap.to_rank0(t0)) * 1e6, args)
                for ph, name, cat, lane, t0, dur, args in self.events()]
         return {"rank": self.world_rank, "events": evs, "lanes": dict(self.lane_names),
                 "steps_kept": len(self.steps), "steps_seen": self.steps_seen}

@@ -175,3 +175,17 @@ def test_progress_silent_when_not_a_terminal(capsys: pytest.CaptureFixture[str])
     b.close()
     assert not progress.enabled(0) and not progress.enabled(1)
     assert capsys.readouterr().err == ""
+
+
+def test_drifting_clock_map_keeps_children_inside_parents() -> None:
+    # rank-0 time runs 1 % faster than this rank's: both ends of a span must go through the map
+    tr = Tracer(0, max_steps=1)
+    tr.begin_step(0)
+    tr.complete("step", "step", 0.0, 1.0)
+    tr.complete("Dense 0", "backward", 0.5, 1.0 - 1e-7)
+    cmap = ClockMap(Offset(0.0, 1e-6, 0.0), Offset(0.01, 1e-6, 1.0))
+    events = [{"ph": ph, "pid": 0, "tid": lane, "ts": ts, "dur": dur}
+              for ph, _, _, lane, ts, dur, _ in tr.payload(cmap)["events"]]
+    assert nested_ok(events)
+    step, layer = sorted(events, key=lambda e: e["ts"])
+    assert step["dur"] == pytest.approx(1.01e6)
