@@ -153,8 +153,11 @@ class ShmAllreduce:
             return st
         from mpi4py import MPI
 
-        if st is not None:  # a freed communicator's handle came back: its node comm is stale
-            self._drop(key)
+        # A miss: drop the entries of communicators freed since (Free is collective, so every
+        # rank drops the same ones here). Keyed lookups alone would not do: a freed handle may
+        # come back on some ranks only, and only they would free the stale window.
+        for stale in [k for k, s in self._states.items() if k == key or s.comm == MPI.COMM_NULL]:
+            self._drop(stale)
         self._free_at_finalize()
         from distnet.allreduce.hierarchical import node_map
 

@@ -79,3 +79,21 @@ def test_unknown_sync_is_refused() -> None:
 @pytest.mark.mpi(min_size=1)
 def test_registered() -> None:
     assert isinstance(ALGORITHMS["shm"], ShmAllreduce)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_freed_communicators_windows_are_dropped_everywhere() -> None:
+    # Handles of freed communicators may be reused on some ranks only; the cache must still
+    # free the same windows on every rank (or the collective Free would hang).
+    from mpi4py import MPI
+
+    shm = ShmAllreduce(max_comms=4)
+    p = MPI.COMM_WORLD.Get_size()
+    for i in range(12):
+        comm = MPI.COMM_WORLD.Dup()
+        buf = np.full(1000 + i, float(comm.rank + 1))
+        shm(comm, buf)
+        assert np.all(buf == p * (p + 1) / 2)
+        comm.Free()
+    assert len(shm._states) <= 1  # only the last, freed one until the next miss
+    shm.close()
