@@ -153,8 +153,12 @@ def check_options(obj: Any) -> None:
             raise UserError(f"{name} must be a finite number, got {value}")
         low, high = md["low"], md["high"]
         if low is not None and (value <= low if md["low_open"] else value < low):
-            raise UserError(f"{name} must be {'>' if md['low_open'] else '>='} {low:g}, "
-                            f"got {value:g}")
+            raise UserError(f"{name} must be {'>' if md['low_open'] else '>='} {_num(low)}, "
+                            f"got {_num(value)}")
         if high is not None and (value >= high if md["high_open"] else value > high):
-            raise UserError(f"{name} must be {'<' if md['high_open'] else '<='} {high:g}, "
-                            f"got {value:g}")
+            raise UserError(f"{name} must be {'<' if md['high_open'] else '<='} {_num(high)}, "
+                            f"got {_num(value)}")
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) or float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"

@@ -42,7 +42,8 @@ class TrainConfig:
     dropout: float = option(0.0, "dropout probability after each hidden layer", low=0, high=1,
                             high_open=True)
     dtype: str = option("float32", "parameter and gradient dtype", choices=DTYPES)
-    seed: int = option(0, "seed of data generation, split, initialisation and shuffling", low=0)
+    seed: int = option(0, "seed of data generation, split, initialisation and shuffling", low=0,
+                       high=2**63 - 1)
     # ---- data
     data: str | None = option(None, ".npz, .csv or MNIST idx file (default: the embedded task)",
                               metavar="PATH")
