@@ -15,8 +15,11 @@ window, which is the least disturbed by other load on the machine.
 
 `--overhead` measures what watching a run costs instead: the same distnet step with nothing
 watched, with straggler tracking and stall notes (the defaults of distnet.train), and with
---trace on top (per-layer spans, every reduction, merged to rank 0 at the end), alternating the
-three launch by launch; it reports each one's samples/s and its ratio to the unwatched step.
+--trace on top (per-layer spans, every reduction, merged to rank 0 at the end). One launch holds
+all three and times them window by window in rotating order (none, straggler, trace; then
+straggler, trace, none; ...), so a burst of outside load lands on neighbouring windows of every
+mode alike; each mode's cost is the median over cycles of its window time divided by the
+unwatched window of the same cycle.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ BATCH_PER_RANK = 128
 LR = 0.01
 N_BATCHES = 4  # cycled, so the step does not always see one cached batch
 OBSERVE_MODES = ("none", "straggler", "trace")
+INTERLEAVE = "interleave"  # worker: all of OBSERVE_MODES in one launch, window by window
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--powersgd-rank", type=int, default=4, help="with --compress powersgd")
     ap.add_argument("--compressor", default=None,
                     help="worker: reduce through this compressor (as --compress does)")
-    ap.add_argument("--observe", choices=OBSERVE_MODES, default="none", help=argparse.SUPPRESS)
+    ap.add_argument("--observe", choices=[*OBSERVE_MODES, INTERLEAVE], default="none",
+                    help=argparse.SUPPRESS)
     ap.add_argument("--timeout-s", type=float, default=600, help="per mpirun launch")
     ap.add_argument("--worker", choices=["distnet", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -158,10 +163,9 @@ def _distnet_worker(args: argparse.Namespace) -> None:
     xs, ys = _data(comm.rank)
     global_batch = BATCH_PER_RANK * world
     allreduce_s = [0.0]  # summed over every step, warm-up included
-    obs = _observer(comm, args.observe)
-    if obs is not None and obs.traces_layers:
-        model.recorder = obs
-    span = obs.span if obs is not None else _no_span
+    modes = list(OBSERVE_MODES) if args.observe == INTERLEAVE else [args.observe]
+    # Built on every rank in the same order: their set-up and finish are collective.
+    observers = {m: _observer(comm, m) for m in modes}
     comp = None
     if args.compressor is not None:
         from distnet.compress import get, tensors_of
@@ -170,7 +174,8 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         comp = get(args.compressor)(model.grads, tensors_of(model), [(0, n)],
                                     rank=args.powersgd_rank, seed=0)
 
-    def step(i: int) -> None:
+    def step(i: int, obs: Any) -> None:
+        span = obs.span if obs is not None else _no_span
         if obs is not None:
             obs.begin_step(i)
         with span("step", "step"):
@@ -198,26 +203,41 @@ def _distnet_worker(args: argparse.Namespace) -> None:
             with span("optimizer", "optim"):
                 opt.step()
 
-    for i in range(args.warmup):
-        step(i)
-    windows_s = []
-    for _ in range(args.repeats):
-        comm.Barrier()
-        t0 = MPI.Wtime()
-        for i in range(args.steps):
-            step(i)
-        comm.Barrier()
-        windows_s.append(MPI.Wtime() - t0)
-    if obs is not None:
-        obs.finish()  # after the timed windows: the end-of-run gather is not per-step cost
-        if obs.trace_path and comm.rank == 0:
-            os.remove(obs.trace_path)
+    def window(mode: str, first: int, count: int) -> None:
+        obs = observers[mode]
+        model.recorder = obs if obs is not None and obs.traces_layers else None
+        for i in range(first, first + count):
+            step(i, obs)
+
+    counter = 0
+    for mode in modes:  # every observer warms up (first trace spans, first notes) untimed
+        window(mode, counter, args.warmup)
+        counter += args.warmup
+    windows_s: dict[str, list[float]] = {m: [] for m in modes}
+    for r in range(args.repeats):
+        for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
+            comm.Barrier()
+            t0 = MPI.Wtime()
+            window(mode, counter, args.steps)
+            comm.Barrier()
+            windows_s[mode].append(MPI.Wtime() - t0)
+            counter += args.steps
+    for obs in observers.values():
+        if obs is not None:
+            obs.finish()  # after the timed windows: the end-of-run gather is not per-step cost
+            if obs.trace_path and comm.rank == 0:
+                os.remove(obs.trace_path)
     if comm.rank == 0:
-        report = _report(windows_s, world, args.steps, _threads())
+        if args.observe == INTERLEAVE:
+            print(json.dumps({"windows_s": windows_s, "world": world, "steps": args.steps,
+                              "threads_per_rank": _threads()}), flush=True)
+            return
+        mine = windows_s[args.observe]
+        report = _report(mine, world, args.steps, _threads())
         report["allreduce_ms_per_step"] = 1e3 * allreduce_s[0] / (
             args.warmup + args.repeats * args.steps)
         report["observe"] = args.observe
-        step_s = min(windows_s) / args.steps
+        step_s = min(mine) / args.steps
         blas_s = _blas_step_s(args.repeats, args.steps)
         report.update(step_ms=1e3 * step_s, blas_ms_per_step=1e3 * blas_s,
                       blas_gflops=_matmul_flops(BATCH_PER_RANK) / blas_s / 1e9,
@@ -384,24 +404,38 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per world: best samples/s with nothing watched, straggler+stall, and +trace; ratios."""
+    """Per world: each mode's samples/s (best window) and its cost against the unwatched step,
+    the median over cycles of (mode window / unwatched window of the same cycle)."""
     rows = []
     for world in _world_sizes(args.world_sizes):
-        best: dict[str, dict[str, Any]] = {m: {} for m in OBSERVE_MODES}
-        medians: dict[str, list[float]] = {m: [] for m in OBSERVE_MODES}
+        windows: dict[str, list[float]] = {m: [] for m in OBSERVE_MODES}
         for _ in range(args.rounds):
-            for mode in OBSERVE_MODES:  # alternate, so outside load hits all three alike
-                got = _launch("distnet", world, args, observe=mode)
-                best[mode] = _best(best[mode], got)
-                medians[mode].append(got["median_samples_per_s"])
-        base = best["none"]["best_samples_per_s"]
-        base_med = statistics.median(medians["none"])
-        rows.append({"world": world, **{
-            f"{m}_samples_per_s": best[m]["best_samples_per_s"] for m in OBSERVE_MODES}, **{
-            f"{m}_ratio_best": best[m]["best_samples_per_s"] / base for m in OBSERVE_MODES}, **{
-            f"{m}_ratio_median": statistics.median(medians[m]) / base_med
-            for m in OBSERVE_MODES}})
+            got = _launch("distnet", world, args, observe=INTERLEAVE)
+            for m in OBSERVE_MODES:
+                windows[m] += got["windows_s"][m]
+        rows.append(overhead_row(world, args.steps, windows))
     return rows
+
+
+def overhead_row(world: int, steps: int, windows: dict[str, list[float]]) -> dict[str, Any]:
+    """One world's overhead figures from per-mode window times listed cycle by cycle."""
+    samples = world * BATCH_PER_RANK * steps
+    base = windows["none"]
+    row: dict[str, Any] = {"world": world, "cycles": len(base)}
+    for m in OBSERVE_MODES:
+        paired = [t / b for t, b in zip(windows[m], base, strict=True)]
+        row[f"{m}_samples_per_s"] = samples / min(windows[m])
+        row[f"{m}_ratio_best"] = min(base) / min(windows[m])  # throughput ratio, as before
+        row[f"{m}_cost_median"] = statistics.median(paired) - 1.0  # extra time per step
+        row[f"{m}_cost_p25_p75"] = _quartiles(paired)
+    return row
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return (xs[0] - 1.0, xs[0] - 1.0)
+    q = statistics.quantiles(xs, n=4)
+    return (q[0] - 1.0, q[2] - 1.0)
 
 
 def compression(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -448,11 +482,13 @@ def _compression_table(rows: list[dict[str, Any]]) -> str:
 
 def _overhead_table(rows: list[dict[str, Any]]) -> str:
     out = [f"{'world':>5} {'mode':>10} {'samples/s':>10} {'x none (best)':>14} "
-           f"{'x none (median)':>16}"]
+           f"{'cost (median)':>14} {'cost p25..p75':>16}"]
     for r in rows:
         for m in OBSERVE_MODES:
+            lo, hi = r[f"{m}_cost_p25_p75"]
             out.append(f"{r['world']:>5} {m:>10} {r[f'{m}_samples_per_s']:10.0f} "
-                       f"{r[f'{m}_ratio_best']:14.3f} {r[f'{m}_ratio_median']:16.3f}")
+                       f"{r[f'{m}_ratio_best']:14.3f} {100 * r[f'{m}_cost_median']:+13.2f}% "
+                       f"{100 * lo:+7.2f}..{100 * hi:+.2f}%")
     return "\n".join(out)
 
 
@@ -467,9 +503,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.overhead:
             rows = overhead(args)
-            print(f"cost of watching: best of {args.rounds} x {args.repeats} x {args.steps} "
-                  "steps; straggler = arrival log + stall notes (distnet.train's defaults), "
-                  "trace = straggler + --trace")
+            print(f"cost of watching: {args.rounds} launch(es) x {args.repeats} cycles x "
+                  f"{args.steps} steps per window, modes interleaved; straggler = arrival log + "
+                  "stall notes (distnet.train's defaults), trace = straggler + --trace; cost = "
+                  "extra time per step against the unwatched window of the same cycle")
             print(_overhead_table(rows))
             if args.json:
                 with open(args.json, "w") as f:

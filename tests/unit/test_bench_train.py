@@ -20,3 +20,18 @@ def test_blas_time_is_positive_and_table_shows_the_ratio() -> None:
            "blas_gflops": 100.0, "step_gflops": 50.0}
     text = training._table([row])
     assert "step/blas" in text and "2.000" in text
+
+
+def test_overhead_pairs_each_window_with_the_unwatched_one_of_its_cycle() -> None:
+    # Cycle 2 is slowed 2x for every mode (outside load): paired ratios are unaffected by it,
+    # whereas comparing the modes' medians across cycles would not be.
+    windows = {"none": [1.0, 2.0, 1.0], "straggler": [1.01, 2.02, 1.01],
+               "trace": [1.05, 2.10, 1.05]}
+    row = training.overhead_row(world=2, steps=10, windows=windows)
+    assert row["cycles"] == 3
+    assert abs(row["straggler_cost_median"] - 0.01) < 1e-12
+    assert abs(row["trace_cost_median"] - 0.05) < 1e-12
+    assert row["none_cost_median"] == 0.0
+    assert abs(row["trace_ratio_best"] - 1 / 1.05) < 1e-12
+    text = training._overhead_table([row])
+    assert "+5.00%" in text and "+1.00%" in text
