@@ -174,10 +174,16 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         comp = get(args.compressor)(model.grads, tensors_of(model), [(0, n)],
                                     rank=args.powersgd_rank, seed=0)
 
-    def step(i: int, obs: Any) -> None:
+    # Time spent inside the arrival/stall hooks themselves, per mode: the direct cost of
+    # straggler tracking, which the paired windows can resolve only to about a percent.
+    hook_s = dict.fromkeys(modes, 0.0)
+
+    def step(i: int, obs: Any, mode: str) -> None:
         span = obs.span if obs is not None else _no_span
         if obs is not None:
+            h0 = time.perf_counter()
             obs.begin_step(i)
+            hook_s[mode] += time.perf_counter() - h0
         with span("step", "step"):
             model.zero_grad()
             with span("forward", "phase"):
@@ -195,10 +201,14 @@ def _distnet_worker(args: argparse.Namespace) -> None:
             elif world > 1:
                 t0 = MPI.Wtime()
                 if obs is not None:
+                    h0 = time.perf_counter()
                     obs.reduce_start(0)
+                    hook_s[mode] += time.perf_counter() - h0
                 reduce_fn(comm, model.grads)
                 if obs is not None:
+                    h0 = time.perf_counter()
                     obs.reduce_done(0, args.reduce)
+                    hook_s[mode] += time.perf_counter() - h0
                 allreduce_s[0] += MPI.Wtime() - t0
             with span("optimizer", "optim"):
                 opt.step()
@@ -207,12 +217,13 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         obs = observers[mode]
         model.recorder = obs if obs is not None and obs.traces_layers else None
         for i in range(first, first + count):
-            step(i, obs)
+            step(i, obs, mode)
 
     counter = 0
     for mode in modes:  # every observer warms up (first trace spans, first notes) untimed
         window(mode, counter, args.warmup)
         counter += args.warmup
+    hook_s = dict.fromkeys(modes, 0.0)  # timed windows only: first calls set things up
     windows_s: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(args.repeats):
         for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
@@ -229,8 +240,11 @@ def _distnet_worker(args: argparse.Namespace) -> None:
                 os.remove(obs.trace_path)
     if comm.rank == 0:
         if args.observe == INTERLEAVE:
+            steps_run = args.repeats * args.steps
             print(json.dumps({"windows_s": windows_s, "world": world, "steps": args.steps,
-                              "threads_per_rank": _threads()}), flush=True)
+                              "threads_per_rank": _threads(),
+                              "hook_s_per_step": {m: hook_s[m] / steps_run for m in modes}}),
+                  flush=True)
             return
         mine = windows_s[args.observe]
         report = _report(mine, world, args.steps, _threads())
@@ -409,11 +423,18 @@ def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for world in _world_sizes(args.world_sizes):
         windows: dict[str, list[float]] = {m: [] for m in OBSERVE_MODES}
+        hooks: dict[str, list[float]] = {m: [] for m in OBSERVE_MODES}
         for _ in range(args.rounds):
             got = _launch("distnet", world, args, observe=INTERLEAVE)
             for m in OBSERVE_MODES:
                 windows[m] += got["windows_s"][m]
-        rows.append(overhead_row(world, args.steps, windows))
+                hooks[m].append(got["hook_s_per_step"][m])
+        row = overhead_row(world, args.steps, windows)
+        step_s = statistics.median(windows["none"]) / args.steps
+        for m in OBSERVE_MODES:  # rank 0's hook time (it also drains the stall notes)
+            row[f"{m}_hook_us_per_step"] = 1e6 * statistics.median(hooks[m])
+            row[f"{m}_hook_share"] = statistics.median(hooks[m]) / step_s
+        rows.append(row)
     return rows
 
 
@@ -482,13 +503,15 @@ def _compression_table(rows: list[dict[str, Any]]) -> str:
 
 def _overhead_table(rows: list[dict[str, Any]]) -> str:
     out = [f"{'world':>5} {'mode':>10} {'samples/s':>10} {'x none (best)':>14} "
-           f"{'cost (median)':>14} {'cost p25..p75':>16}"]
+           f"{'cost (median)':>14} {'cost p25..p75':>16} {'hooks us/step':>14} {'hooks/step':>10}"]
     for r in rows:
         for m in OBSERVE_MODES:
             lo, hi = r[f"{m}_cost_p25_p75"]
             out.append(f"{r['world']:>5} {m:>10} {r[f'{m}_samples_per_s']:10.0f} "
                        f"{r[f'{m}_ratio_best']:14.3f} {100 * r[f'{m}_cost_median']:+13.2f}% "
-                       f"{100 * lo:+7.2f}..{100 * hi:+.2f}%")
+                       f"{100 * lo:+7.2f}..{100 * hi:+.2f}% "
+                       f"{r.get(f'{m}_hook_us_per_step', 0.0):14.1f} "
+                       f"{100 * r.get(f'{m}_hook_share', 0.0):9.3f}%")
     return "\n".join(out)
 
 
