@@ -25,6 +25,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # rank has finished the whole run. Started but never done, with status 0, is a failure.
 DONE_ENV = "DISTNET_DONE_FILE"
 EXIT_NOT_FINISHED = 3  # the same status as a fault that stopped the run (the supervisor retries)
+# The remote command a launcher starts its daemons with (ssh, or the emulated cluster's agent):
+# a launcher that sets it lets the ranks fence a hung rank on another host (distnet.ft.fence).
+FENCE_AGENT_ENV = "DISTNET_FENCE_AGENT"
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,21 @@ class Injector:
                 self.crash(f)
 
     def in_allreduce(self, step: int) -> Fault | None:
-        return self._take("crash", step, at="allreduce")
+        """The crash or hang due inside this step's reduction, after the arrival notes."""
+        return self._take("crash", step, at="allreduce") or self._take("hang", step, "allreduce")
+
+    def strike(self, fault: Fault) -> None:
+        """A fault armed inside the reduction: crash, or freeze the whole process.
+
+        A frozen process (SIGSTOP: no thread runs, its sockets stay open, the runtime sees it
+        alive) is what a rank stuck in a driver or swapped out looks like to its peers; unlike
+        a sleeping main thread, its watchdog cannot answer for it either.
+        """
+        if fault.kind == "crash":
+            self.crash(fault)
+        print(f"distnet: injected fault {fault.to_spec()}: world rank {self.world_rank} "
+              "freezes inside the reduction (SIGSTOP)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
     def arm_checkpoint_crash(self, step: int) -> Any:
         """crash at=checkpoint: die at the rename that would publish the new checkpoint.

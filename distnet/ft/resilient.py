@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ import numpy as np
 from distnet.common.errors import UserError
 from distnet.common.runner import AgreedError, abort_all, agree
 from distnet.data.shard import global_batch
-from distnet.ft import deadline, faultplan, integrity, ulfm
+from distnet.ft import deadline, faultplan, fence, integrity, ulfm
 from distnet.ft.faultycomm import FaultyComm, flip_bit
 from distnet.ft.inject import Injector
 from distnet.training.config import TrainConfig
@@ -42,6 +43,10 @@ MAX_INTEGRITY_REDOS = 2  # --ft ulfm: then the step is skipped (none and restart
 MAX_RECOVERIES_PER_STEP = 8
 ATTEMPT_ENV = "DISTNET_FT_ATTEMPT"  # set by the restart supervisor
 JOB_FILE = "ft-job.json"  # in the checkpoint directory: what every restart must keep
+# Shrink waits for every live rank: a silent one that escaped fencing would hold it forever.
+# Past this limit (or twice the step's deadline) the job aborts and a restart takes over.
+SHRINK_MIN_LIMIT_S = 30.0
+PROBE_MAX_WINDOW_S = 15.0
 
 
 class IntegrityFailure(Exception):
@@ -53,9 +58,12 @@ class FaultTolerantTrainer(Trainer):
 
     def __init__(self, comm: Any, cfg: TrainConfig, log: Any = print) -> None:
         self.mode = cfg.ft
+        self.probe: fence.Probe | None = None
         if self.mode == "ulfm":
             agree(comm, ulfm.check_support)
             comm = ulfm.harden(comm)
+            # its own duplicate: revoking the training communicators must not silence it
+            self.probe = fence.Probe(ulfm.harden(comm))
         if self.mode == "restart" and not cfg.checkpoint_dir:
             raise AgreedError("--ft restart needs --checkpoint-dir "
                               "(the supervisor resumes from it)")
@@ -88,7 +96,7 @@ class FaultTolerantTrainer(Trainer):
         self._epoch_loss_total = self.progress.epoch_loss_sum
         self._seat_epoch_loss()
         self._step_rng: dict[str, Any] | None = None
-        self._crash: Any = None  # the in-allreduce crash fault armed for this step, if any
+        self._crash: Any = None  # the in-allreduce crash or hang armed for this step, if any
         self._step_ids: list[np.ndarray] | None = None
         self._step_loss = 0.0
         self._rebuild_sync()
@@ -140,7 +148,7 @@ class FaultTolerantTrainer(Trainer):
         self.watch_sync()
 
     def _is_fault(self, exc: BaseException) -> bool:
-        return self.mode == "ulfm" and ulfm.is_failure(exc)
+        return self.mode == "ulfm" and (ulfm.is_failure(exc) or isinstance(exc, ulfm.Recovering))
 
     def _protected(self, fn: Callable[[], T]) -> T:
         """Run a collective phase; on a rank failure recover and run it again."""
@@ -155,16 +163,19 @@ class FaultTolerantTrainer(Trainer):
 
     def _agree(self, ok: bool) -> bool:
         if self.mode == "ulfm":
-            return ulfm.agree(self.comm, ok)
+            return ulfm.commit_vote(self.comm, ok)
         from mpi4py import MPI
 
         return bool(self.comm.allreduce(int(ok), op=MPI.MIN))
 
-    def _on_stuck(self, arrivals: deadline.Arrivals | None) -> None:
+    def _on_stuck(self, arrivals: deadline.Arrivals | None, reduced: threading.Event) -> None:
         """Watchdog thread: the reduction phase of this step missed its deadline."""
         lag = arrivals.laggards() if arrivals is not None else []
         if lag is None:
             return  # the step finished just now
+        # the communicators of this step: probing and fencing take a while, and a peer's revoke
+        # may have led this rank's main thread into a new communicator meanwhile
+        comms = self.fcomm.all_comms()
         lost = [self.members[r] for r in lag]
         self._stuck = lost
         step, dl = self.progress.step, self._reduce_deadline_s
@@ -175,16 +186,34 @@ class FaultTolerantTrainer(Trainer):
                   flush=True)
             self.comm.Abort(EXIT_FAULT)
             return
+        if lost:
+            said = f"world rank(s) {lost} never arrived"
+        else:
+            # Everybody reached the reduction and it is stuck: a lost message, or a rank that
+            # froze or was cut off after it arrived. Only the live, connected ones answer.
+            lost = self._silent(step, dl)
+            if reduced.is_set():
+                return  # the reduction went through while we probed: nobody is silent
+            self._stuck = lost
+            said = "every rank arrived; " + (
+                f"world rank(s) {lost} did not answer the probe (frozen or cut off)" if lost
+                else "all answered the probe (a message was lost)")
         print(f"distnet: world rank {self.world_rank}: step {step} missed the {dl:.1f} s "
-              f"deadline; " + (f"world rank(s) {lost} never arrived" if lost else
-                               "every rank arrived (a message was lost)") + "; revoking",
-              file=sys.stderr, flush=True)
+              f"deadline; {said}; revoking", file=sys.stderr, flush=True)
         self._fence(lost)
-        self._revoke_all()
+        self._revoke_all(comms)
 
-    def _revoke_all(self) -> None:
+    def _silent(self, step: int, deadline_s: float) -> list[int]:
+        """World ranks of the members that do not answer a probe (watchdog thread)."""
+        if self.probe is None:
+            return []
+        peers = [m for m in self.members if m != self.world_rank]
+        heard = self.probe.reachable(peers, step, min(deadline_s, PROBE_MAX_WINDOW_S))
+        return [m for m in peers if m not in heard]
+
+    def _revoke_all(self, comms: list[Any] | None = None) -> None:
         """Revoke self.comm and the reducer's duplicates of it (FaultyComm tracks them all)."""
-        for c in self.fcomm.all_comms():
+        for c in self.fcomm.all_comms() if comms is None else comms:
             ulfm.revoke(c)
 
     def _killers(self) -> dict[int, int]:
@@ -234,7 +263,7 @@ class FaultTolerantTrainer(Trainer):
         checked.poison_next = inj.wants_nan(step)
         self._crash = inj.in_allreduce(step)
         crash = self._crash
-        self.fcomm.begin_step(step, (lambda: inj.crash(crash)) if crash else None)
+        self.fcomm.begin_step(step, (lambda: inj.strike(crash)) if crash else None)
 
     def reduce_grads(self, loss: float, idx: np.ndarray) -> float:
         step, inj, checked = self.progress.step, self.injector, self.sync
@@ -243,10 +272,12 @@ class FaultTolerantTrainer(Trainer):
             checked.poison_next = False
         self._reduce_deadline_s = self.clock.deadline_s()
         arrivals = deadline.Arrivals(self.comm, step) if self.world > 1 else None
-        with deadline.watchdog(self._reduce_deadline_s, lambda: self._on_stuck(arrivals)):
+        reduced = threading.Event()
+        with deadline.watchdog(self._reduce_deadline_s,
+                               lambda: self._on_stuck(arrivals, reduced)):
             checked.finish()
             if self._crash is not None:  # a reduction without messages (one rank) dies here
-                inj.crash(self._crash)
+                inj.strike(self._crash)
             flip = inj.bitflip_due(step)
             if flip is not None and flip not in self.fcomm.state.consumed:
                 flip_bit(self.model.grads, seed=step)  # the algorithm used no hookable call
@@ -258,6 +289,7 @@ class FaultTolerantTrainer(Trainer):
             reason = checked.check(stats[1], stats[2], self.world)
             self._step_ids = self.comm.gather(idx, root=0) if self.cfg.track_samples else None
             ok = self._agree(reason is None)
+            reduced.set()
             if arrivals is not None:
                 # if the watchdog fired at the very last moment, the agreement still stands
                 # (it is the same everywhere); the revoked communicator fails the next step
@@ -304,9 +336,13 @@ class FaultTolerantTrainer(Trainer):
             cause = "deadline" if self._stuck else "reduction deadline"
             waited_s, self._stuck = self._reduce_deadline_s, None
         self._revoke_all()
+        if not isinstance(exc, ulfm.Recovering):
+            ulfm.join_recovery(self.comm)  # ... whose commit vote told the others already
         self.injector.in_recovery(step)
         old_world, was_rank0 = self.world, self.rank == 0
-        self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
+        limit_s = max(SHRINK_MIN_LIMIT_S, 2 * self._reduce_deadline_s)
+        with deadline.watchdog(limit_s, lambda: self._shrink_stuck(step, limit_s)):
+            self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
         self._rebuild_sync()
         # Only the ranks whose own watchdog fired know why; rank 0 writes the record.
@@ -344,22 +380,39 @@ class FaultTolerantTrainer(Trainer):
                  f"{old_world} -> {self.world}; recovered in {recovery_s * 1e3:.1f} ms; "
                  f"{'redoing the step' if redo else 'repeating the phase'}")
 
-    def _fence(self, world_ranks: list[int]) -> None:
-        """Make laggards really dead, so that Shrink (which waits for live ranks) can drop them."""
-        import signal
+    def _shrink_stuck(self, step: int, limit_s: float) -> None:
+        """Watchdog thread: the shrink outlived its limit (a live rank never joined it)."""
+        from mpi4py import MPI
 
+        print(f"distnet: error (world rank {self.world_rank}): the shrink after step {step} "
+              f"did not finish within {limit_s:.0f} s (a live rank never joined it): aborting "
+              "the job for a restart from the latest checkpoint", file=sys.stderr, flush=True)
+        MPI.COMM_WORLD.Abort(EXIT_FAULT)
+
+    def _fence(self, world_ranks: list[int]) -> None:
+        """Make silent ranks really dead, so that Shrink (which waits for live ranks) can drop
+        them; a side without a majority ends itself instead (see distnet.ft.fence)."""
+        if not world_ranks:
+            return
+        members, heard = len(self.members), len(self.members) - len(world_ranks)
+        remote = any(self.pids[w][0] != self.host for w in world_ranks)
+        if remote and not fence.may_fence(heard, members):
+            print(f"distnet: world rank {self.world_rank} on {self.host}: cut off (heard "
+                  f"{heard} of {members} ranks, no majority): ending this rank; the majority "
+                  "fences the silent side and goes on", file=sys.stderr, flush=True)
+            fence.end_self()
         for w in world_ranks:
             host, pid = self.pids[w]
-            if host != self.host:
-                print(f"distnet: error: world rank {w} on {host} is hung and cannot be fenced "
-                      f"from {self.host}: aborting the job", file=sys.stderr, flush=True)
-                self.comm.Abort(EXIT_FAULT)
-            print(f"distnet: world rank {self.world_rank}: fencing world rank {w} "
-                  f"(SIGKILL pid {pid})", file=sys.stderr, flush=True)
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                how = fence.kill(host, pid, self.host)
+            except fence.FenceError as exc:
+                print(f"distnet: error: world rank {w} on {host} is hung and cannot be fenced "
+                      f"from {self.host} ({exc}): aborting the job", file=sys.stderr, flush=True)
+                self.comm.Abort(EXIT_FAULT)
+                return
+            print(f"distnet: world rank {self.world_rank}: fencing world rank {w} "
+                  f"(SIGKILL pid {pid}{'' if how == 'SIGKILL' else ', ' + how})",
+                  file=sys.stderr, flush=True)
 
     def _rewrite_last_samples(self) -> None:
         """The dead rank 0 may have committed a step without recording its samples."""

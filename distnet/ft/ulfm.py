@@ -65,14 +65,40 @@ def harden(comm: Any) -> Any:
     return new
 
 
-def agree(comm: Any, ok: bool) -> bool:
-    """The AND of `ok` over the live ranks, the same on all of them; False if anyone failed."""
+class Recovering(Exception):
+    """The step's agreement met a failure or a peer that is already recovering."""
+
+
+# The commit vote is a bit mask (MPI_Comm_agree ANDs it): bit 0 "my checks passed", bit 1 "I am
+# committing, not recovering". A revoked communicator wakes every rank out of its collectives
+# but not out of an agreement: the ranks already voting on the commit would then wait in it
+# while the others call Shrink, whose own internal agreement could be matched with theirs (a
+# half-committed step, then a shrink that never completes). So recovery starts with a vote too
+# (`join_recovery`), which meets the commit vote of the ranks still in it and tells them.
+VOTE_OK, VOTE_COMMITTING = 1, 2
+
+
+def commit_vote(comm: Any, ok: bool) -> bool:
+    """The AND of `ok` over the live ranks, the same on all of them; raises Recovering when a
+    rank failed or another rank is recovering (then everybody recovers)."""
     try:
-        return bool(comm.Agree(int(ok)))
+        flag = int(comm.Agree(VOTE_COMMITTING | (VOTE_OK if ok else 0)))
     except Exception as exc:
         if is_failure(exc):
-            return False
+            raise Recovering("a rank failed during the commit vote") from None
         raise
+    if not flag & VOTE_COMMITTING:
+        raise Recovering("a peer is recovering")
+    return bool(flag & VOTE_OK)
+
+
+def join_recovery(comm: Any) -> None:
+    """The recovery's vote: meets the commit vote of ranks still in it (see above)."""
+    try:
+        comm.Agree(VOTE_OK)
+    except Exception as exc:
+        if not is_failure(exc):
+            raise
 
 
 def revoke(comm: Any) -> None:

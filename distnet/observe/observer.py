@@ -8,6 +8,7 @@ Hook points, in the order a step meets them:
     record_layer(phase, i, name, t0, t1)   per layer, from Sequential (trace only)
     reduce_start(bucket)              a bucket's all-reduce starts (the first one is the arrival)
     reduce_done(bucket, steps)        ... and is done; steps = schedule step times (--trace-detail)
+    reduced(seconds)                  the step's whole reduction took this long (network watch)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from distnet.observe import linkcheck
 from distnet.observe.clock import Clock, ClockMap, Offset, estimate_offsets
 from distnet.observe.stall import StallReporter
 from distnet.observe.straggler import ArrivalLog, Blame, blame
@@ -48,6 +50,7 @@ class Observer:
                        if trace_path or trace_plot else None)
         self.detail = bool(self.tracer and trace_detail)
         self.arrivals = ArrivalLog() if straggler and self.size > 1 else None
+        self.reductions = linkcheck.ReduceLog() if self.arrivals is not None else None
         self.stall = (StallReporter(comm, self.world_rank, stall_warn_s)
                       if stall_warn_s > 0 and self.size > 1 else None)
         self._start_offset: Offset = (estimate_offsets(comm, self.clock)[self.rank]
@@ -97,6 +100,10 @@ class Observer:
         if self.tracer is not None:
             self._reduce_t0[bucket] = t
 
+    def reduced(self, seconds: float) -> None:
+        if self.reductions is not None:
+            self.reductions.add(seconds)
+
     def reduce_done(self, bucket: int, algorithm: str = "",
                     steps: list[tuple[int, float, float]] | None = None) -> None:
         tr = self.tracer
@@ -138,6 +145,9 @@ class Observer:
             if self.rank == 0:
                 self.blame = blame(logs)
                 record = self.blame.record()
+            network = self._network_stragglers(comm)
+            if record is not None and network is not None:
+                record["network"] = network
         if self.tracer is not None:
             payloads = comm.gather(self.tracer.payload(cmap), root=0)
             if self.rank == 0:
@@ -151,3 +161,18 @@ class Observer:
 
                     plot_timeline(trace, self.trace_plot)
         return record
+
+    def _network_stragglers(self, comm: Any) -> dict[str, Any] | None:
+        """Collective: if any rank's reductions slowed down, measure every link (linkcheck)."""
+        from mpi4py import MPI
+
+        slow = self.reductions is not None and self.reductions.slowed_down()
+        if not comm.allreduce(int(slow), op=MPI.MAX):
+            return None
+        times = linkcheck.measure(comm)
+        gathered = comm.gather((self.world_rank, times), root=0)
+        if gathered is None:
+            return None
+        name = [w for w, _ in gathered]  # comm rank -> world rank
+        measured = {w: {name[peer]: t for peer, t in mine.items()} for w, mine in gathered}
+        return linkcheck.judge(measured).record()

@@ -183,6 +183,7 @@ class Trainer:
             t0 = time.perf_counter()
             loss_share = self.reduce_grads(loss, idx)
             t1 = time.perf_counter()
+            obs.reduced(t1 - t0)
             # commit
             with obs.span("optimizer", "optim"):
                 self.apply_update()
@@ -300,6 +301,8 @@ class Trainer:
         if blame is not None:
             self.metrics.write(blame)
             self.log(blame["line"])
+            if "network" in blame:
+                self.log(blame["network"]["line"])
         summary = {
             "event": "done", "world_size": self.world, "epochs_run": pr.epoch, "steps": pr.step,
             "val_loss": val_loss, "val_acc": val_acc, "wall_s": time.perf_counter() - start,

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class Job:
     wall_s: float
     struck_at_step: int | None
     after_strike_s: float = 0.0  # from the strike to the job's exit
+    seen_s: dict[int, float] = field(default_factory=dict)  # committed step -> first seen (s)
 
     def step_times(self) -> list[float]:
         return [r["forward_s"] + r["backward_s"] + r["allreduce_s"] + r["optim_s"]
@@ -55,6 +56,21 @@ class Job:
         k = self.struck_at_step or 0
         before = [self.step_times()[i] for i, r in enumerate(steps) if r["step"] <= k]
         after = [self.step_times()[i] for i, r in enumerate(steps) if r["step"] > k]
+        if not before or not after:
+            return 0.0
+        return max(after) - statistics.median(before)
+
+    def stall_s(self) -> float:
+        """Longest wall-clock gap between two committed steps after the strike minus the median
+        gap before it, as the test saw rank 0's samples records appear (polled every 20 ms):
+        unlike hiccup_s it includes the wait for the deadline and the recovery."""
+        k = self.struck_at_step or 0
+        steps = sorted(self.seen_s)
+        # two steps seen in one poll: their gap is shared out
+        gaps = {b: (self.seen_s[b] - self.seen_s[a]) / (b - a)
+                for a, b in zip(steps, steps[1:], strict=False)}
+        before = [g for s, g in gaps.items() if s <= k]
+        after = [g for s, g in gaps.items() if s > k]
         if not before or not after:
             return 0.0
         return max(after) - statistics.median(before)
@@ -80,9 +96,11 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
     th = threading.Thread(target=job)
     th.start()
     struck, t_strike = None, 0.0
-    while th.is_alive() and strike is not None and struck is None:
+    seen: dict[int, float] = {}
+    while th.is_alive():
         done = committed(metrics, attempt)
-        if done >= at_step:
+        seen.setdefault(done, time.perf_counter() - t0)
+        if strike is not None and struck is None and done >= at_step:
             t_strike = time.perf_counter()
             strike()
             struck = done
@@ -93,9 +111,12 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
     th.join()
     t_end = time.perf_counter()
     res = out["res"]
+    (tmp / f"{name}.out").write_text(res.stdout + res.stderr)  # kept for a failure's post-mortem
     assert not res.timed_out, f"job timed out\n{res.stderr[-3000:]}"
     recs = read_metrics(str(metrics)) if metrics.exists() else []
-    return Job(Run(res, recs, tmp), t_end - t0, struck, t_end - t_strike if struck else 0.0)
+    seen.pop(0, None)  # "nothing yet" is not a step
+    return Job(Run(res, recs, tmp), t_end - t0, struck, t_end - t_strike if struck else 0.0,
+               seen)
 
 
 def pacing(n: int) -> list[str]:

@@ -44,6 +44,10 @@ CRASHES: dict[str, tuple[int, list[str], list[int]]] = {
     "crash_in_short_last_batch": (3, ["--inject", "crash:rank=1:step=33"], [1]),
     "two_ranks_to_one": (2, ["--inject", "crash:rank=0:step=4"], [0]),
     "hang": (4, ["--inject", "hang:rank=1:step=8"], [1]),
+    # arrived, then froze after the ring's first exchange: every note came, the probe finds it
+    "frozen_in_ring_allreduce": (
+        4, ["--allreduce", "ring", "--deadline-s", "3", "--inject",
+            "hang:rank=1:step=8:at=allreduce"], [1]),
     "straggler_past_deadline": (
         4, ["--deadline-s", "3", "--inject", "slow:rank=2:step=8:seconds=60"], [2]),
 }

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from distnet.common.errors import UserError
-from distnet.common.procgroup import Finished, run_job
+from distnet.common.procgroup import FENCE_AGENT_ENV, Finished, run_job
 from topology.emulate import state
 from topology.emulate.plan import DATA_NET, Plan
 from topology.placement import place
@@ -129,8 +129,10 @@ def mpirun_cmd(plan: Plan, n: int, command: list[str], placement: str = "packed"
     env = [f"{v}={os.environ.get(v, threads)}" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")]
     extra = os.environ.get("MPIRUN_FLAGS", "") if extra_flags is None else extra_flags
     ulfm = ["--with-ft", "ulfm"] if ft else []
+    # the ranks may fence a hung rank on another host the way mpirun reaches it: the agent
+    fence = f"{FENCE_AGENT_ENV}={agent_path(plan.prefix)}"
     return [mpirun, "-n", str(n), "--host", hosts, "--map-by", "slot", *base_flags(plan), *ulfm,
-            *shlex.split(extra), "-x", env[0], "-x", env[1], *command]
+            *shlex.split(extra), "-x", env[0], "-x", env[1], "-x", fence, *command]
 
 
 def run(plan: Plan, n: int, command: list[str], timeout_s: float | None = None,
