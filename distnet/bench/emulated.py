@@ -4,13 +4,15 @@ simulator with, plus what only a rank can see: its TCP connections (5-tuples fro
 Run under `python -m topology emulate run`. Each (algorithm, size) is timed as the median of
 `--iters` barrier-separated runs (the slowest rank's time each), after one warm-up; `--probe`
 instead ping-pongs `--sizes` between rank pairs (0, 1), (2, 3)... (the calibration). Writes one
-JSON file from rank 0: {"results": [...], "connections": [[src, sport, dst, dport], ...]}.
+JSON file from rank 0: {"results": [...], "connections": [[src, sport, dst, dport,
+bytes_sent], ...]}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import time
 from typing import Any
@@ -23,19 +25,34 @@ from distnet.common.units import parse_size
 DATA_PREFIX = "198.18."  # the emulated data network (topology/emulate/plan.py)
 
 
-def connections() -> list[list[Any]]:
-    """Established TCP connections of this namespace on the data network (both ends local)."""
-    out = subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True,
-                         text=True, timeout=30).stdout
-    conns = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) < 4:
+def parse_ss(text: str) -> list[list[Any]]:
+    """[src, sport, dst, dport, bytes_sent] of every data-network connection in `ss -tniH`
+    output (a socket line, then an indented line of tcp_info; bytes_sent -1 when missing)."""
+    conns: list[list[Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
             continue
-        (src, sport), (dst, dport) = (p.rsplit(":", 1) for p in parts[-2:])
-        if src.startswith(DATA_PREFIX) and dst.startswith(DATA_PREFIX):
-            conns.append([src, int(sport), dst, int(dport)])
+        if not line[0].isspace():
+            parts = line.split()
+            if len(parts) < 4 or ":" not in parts[-1] or ":" not in parts[-2]:
+                continue
+            (src, sport), (dst, dport) = (p.rsplit(":", 1) for p in parts[-2:])
+            if src.startswith(DATA_PREFIX) and dst.startswith(DATA_PREFIX):
+                conns.append([src, int(sport), dst, int(dport), -1])
+            continue
+        m = re.search(r"\bbytes_sent:(\d+)", line)
+        if m and conns and conns[-1][4] < 0:
+            conns[-1][4] = int(m.group(1))
     return conns
+
+
+def connections() -> list[list[Any]]:
+    """Established TCP connections of this namespace on the data network (both ends local),
+    with the bytes each has sent: of several connections between two hosts (2 ranks per host)
+    the busiest is the one whose path the traffic took."""
+    out = subprocess.run(["ss", "-tniH", "state", "established"], capture_output=True,
+                         text=True, timeout=30).stdout
+    return parse_ss(out)
 
 
 def _time(comm: Any, fn: Any, buf: np.ndarray, iters: int) -> list[float]:

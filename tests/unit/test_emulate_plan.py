@@ -50,13 +50,30 @@ def test_every_command_names_only_our_devices_and_namespaces() -> None:
         assert "eth0" not in cmd and "nat" not in cmd
 
 
+def test_two_slots_share_no_address() -> None:
+    """Two live clusters (another helper's and ours) must never hold the same address."""
+    a, b = _plan(mgmt_slot=0), _plan(prefix="dz-", mgmt_slot=1)
+    for p in (a, b):
+        block = ipaddress.IPv4Network(p.data_subnet)
+        assert all(ipaddress.IPv4Address(ip) in block for c in p.cables for ip in (c.ip_a, c.ip_b))
+        assert all(r.dest == p.data_subnet for r in p.routes if r.ns in
+                   {h.namespace for h in p.hosts})
+    for attr in ("data_subnet", "mgmt_subnet"):
+        assert not ipaddress.IPv4Network(getattr(a, attr)).overlaps(
+            ipaddress.IPv4Network(getattr(b, attr)))
+    from topology.emulate.launch import base_flags
+
+    flags = base_flags(b)
+    assert flags[flags.index("btl_tcp_if_include") + 1] == b.data_subnet
+
+
 def test_ecmp_leaf_routes_split_over_both_spines() -> None:
     plan = _plan()
     leaf0 = [r for r in plan.routes if r.ns == "dn-leaf0"]
     assert sorted(r.dest for r in leaf0) == ["198.18.0.4/32", "198.18.0.6/32"]
     assert all(len(r.hops) == 2 for r in leaf0)
     host = [r for r in plan.routes if r.ns == "dn-h0"]
-    assert len(host) == 1 and host[0].dest == "198.18.0.0/16"
+    assert len(host) == 1 and host[0].dest == plan.data_subnet == "198.18.0.0/20"
     cmd = kernel.route_cmd(leaf0[0])
     assert cmd.count("nexthop") == 2
 
@@ -70,7 +87,7 @@ def _walk(plan, net, src: int, dst: int) -> list[int]:
         ip_to[c.ip_b] = (c.ns_b, c.index)
     dest = plan.hosts[dst].data_ip
     ns, cables = plan.hosts[src].namespace, []
-    first = by_ns[(ns, "198.18.0.0/16")].hops[0][0]
+    first = by_ns[(ns, plan.data_subnet)].hops[0][0]
     ns, cab = ip_to[first]
     cables.append(cab)
     while ns != plan.hosts[dst].namespace:

@@ -64,3 +64,19 @@ def test_bad_calibration_file_is_refused(content: str, tmp_path) -> None:
     p.write_text(content)
     with pytest.raises(UserError):
         validate.load_calibration(str(p))
+
+
+def test_ss_parse_keeps_each_connections_bytes_sent() -> None:
+    """Two ranks per host open two connections between a host pair; the bytes each sent tell
+    the node leaders' one (the data) from the other (barriers): paths.connection_paths keeps
+    the busiest. Loopback and other addresses are not the data network."""
+    from distnet.bench.emulated import parse_ss
+
+    text = ("0 0 198.18.0.0:40000 198.18.0.4:1024\n"
+            "\t cubic wscale:7,7 rto:204 bytes_sent:1200 bytes_acked:1200 segs_out:9\n"
+            "0 0 198.18.0.0:40001 198.18.0.4:1025\n"
+            "\t cubic wscale:7,7 rto:204 bytes_sent:9000000 bytes_acked:9000000\n"
+            "0 0 127.0.0.1:5000 127.0.0.1:5001\n\t cubic bytes_sent:5\n")
+    conns = parse_ss(text)
+    assert conns == [["198.18.0.0", 40000, "198.18.0.4", 1024, 1200],
+                     ["198.18.0.0", 40001, "198.18.0.4", 1025, 9000000]]

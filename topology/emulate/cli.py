@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of --placement random")
     r.add_argument("--timeout", type=float, default=None, help="kill the job after S seconds")
     r.add_argument("--print-cmd", action="store_true", help="print the mpirun line, run nothing")
+    r.add_argument("--shared-memory", action="store_true",
+                   help="ranks of one emulated host talk through shared memory (btl "
+                        "tcp,self,sm), as on a real node; not with ULFM")
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     _prefix(r)
     s = sub.add_parser("status", help="hosts and links of the live cluster")
@@ -184,7 +187,9 @@ def run(argv: Sequence[str]) -> int:
         if command and command[0] == "--":
             command = command[1:]
         plan, _ = state.load(a.prefix)
-        cmd = launch.mpirun_cmd(plan, a.n, command, a.placement, a.ranks_per_host, a.seed)
+        btl = "tcp,self,sm" if a.shared_memory else "tcp,self"
+        cmd = launch.mpirun_cmd(plan, a.n, command, a.placement, a.ranks_per_host, a.seed,
+                                btl=btl)
         if a.print_cmd:
             print(" ".join(cmd))
             return 0
@@ -193,7 +198,8 @@ def run(argv: Sequence[str]) -> int:
         # SIGTERM (e.g. from `timeout`) must reach the finally that kills mpirun's group
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         res = launch.run(plan, a.n, command, timeout_s=a.timeout, capture=False,
-                         placement=a.placement, ranks_per_host=a.ranks_per_host, seed=a.seed)
+                         placement=a.placement, ranks_per_host=a.ranks_per_host, seed=a.seed,
+                         btl=btl)
         if res.timed_out:
             print(f"topology: error: emulate run: killed after {a.timeout} s", file=sys.stderr)
             return 124

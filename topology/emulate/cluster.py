@@ -8,9 +8,13 @@ Python API (also what `python -m topology emulate ...` calls; see /work/coord/em
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from distnet.common.errors import UserError
 from topology.emulate import kernel, launch, state
@@ -18,6 +22,9 @@ from topology.emulate.plan import MGMT_BLOCK, MGMT_NET, Plan, build_plan, check_
 from topology.network import Network
 from topology.spec import parse_network
 
+# One lock for every cluster on the machine, whatever its DISTNET_EMULATE_DIR: two `up`s at once
+# would otherwise both see a slot free (neither bridge exists yet) and share its addresses.
+SLOT_LOCK = Path("/run/distnet-emulate.lock")
 MAX_NAMESPACES = 200  # a k=6 fat-tree (99 namespaces) is the most 2 cores can host usefully
 
 
@@ -33,7 +40,19 @@ def network_of(spec: str, link_gbps: float | None, host_gbps: float | None = Non
     return net
 
 
+@contextlib.contextmanager
+def _slot_lock() -> Iterator[None]:
+    with open(SLOT_LOCK, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _free_mgmt_slot() -> int:
+    """A slot no recorded cluster holds and whose bridge address no live one has taken (the
+    latter also sees clusters recorded in another DISTNET_EMULATE_DIR)."""
     used = state.used_mgmt_subnets()
     addrs = {ipaddress.IPv4Address(a) for a in kernel.root_addresses()}
     for slot, block in enumerate(MGMT_NET.subnets(new_prefix=MGMT_BLOCK)):
@@ -52,18 +71,19 @@ def up(spec: str, link_gbps: float | None = None, routing: str = "ecmp", prefix:
         raise UserError(f"emulate: a cluster with prefix {prefix!r} is up "
                         f"(run `python -m topology emulate down --prefix {prefix}`)")
     net = network_of(spec, link_gbps, host_gbps)
-    plan = build_plan(net, spec, prefix, routing, _free_mgmt_slot())
-    taken = ({n for n in plan.namespaces} & kernel.existing_namespaces()) | (
-        {plan.bridge, *(h.mgmt_leg for h in plan.hosts)} & kernel.root_links())
-    if taken:
-        raise UserError(f"emulate: {sorted(taken)[0]} already exists; not touching it")
-    state.save(plan, {"link_gbps": link_gbps, "host_gbps": host_gbps, "slots": slots})
-    try:
-        kernel.run_all(kernel.up_cmds(plan))
-        launch.write_files(plan, slots)
-    except BaseException:
-        down(prefix)
-        raise
+    with _slot_lock():  # held until the bridge holds its address: the slot is then visibly ours
+        plan = build_plan(net, spec, prefix, routing, _free_mgmt_slot())
+        taken = ({n for n in plan.namespaces} & kernel.existing_namespaces()) | (
+            {plan.bridge, *(h.mgmt_leg for h in plan.hosts)} & kernel.root_links())
+        if taken:
+            raise UserError(f"emulate: {sorted(taken)[0]} already exists; not touching it")
+        state.save(plan, {"link_gbps": link_gbps, "host_gbps": host_gbps, "slots": slots})
+        try:
+            kernel.run_all(kernel.up_cmds(plan))
+            launch.write_files(plan, slots)
+        except BaseException:
+            down(prefix)
+            raise
     return plan
 
 
@@ -98,7 +118,7 @@ def status(prefix: str = "dn-") -> dict:
     live = kernel.existing_namespaces()
     return {
         "prefix": plan.prefix, "spec": plan.spec, "routing": plan.routing,
-        "mgmt_subnet": plan.mgmt_subnet, "data_subnet": "198.18.0.0/16",
+        "mgmt_subnet": plan.mgmt_subnet, "data_subnet": plan.data_subnet,
         "hostfile": str(launch.hostfile_path(prefix)), "agent": str(launch.agent_path(prefix)),
         "up": all(ns in live for ns in plan.namespaces),
         "hosts": [{"name": h.name, "namespace": h.namespace, "mgmt_ip": h.mgmt_ip,

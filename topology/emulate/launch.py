@@ -6,11 +6,21 @@ ranks live in the emulated hosts while mpirun stays in the root namespace on the
 bridge. The flags (measured on Open MPI 5.0 here):
 - --prtemca plm_ssh_agent AGENT, --prtemca oob_tcp_if_include MGMT: launch and control traffic
   on the unshaped management network;
-- --mca btl tcp,self --mca btl_tcp_if_include 198.18.0.0/16: MPI's bytes on the data network
+- --mca btl tcp,self --mca btl_tcp_if_include DATA: MPI's bytes on the cluster's data block
   (no shared memory between emulated hosts: they are separate machines);
 - --mca coll ^han: han hangs every collective across these hosts (point-to-point works);
 - --bind-to none: each daemon thinks it owns the whole machine and would pin rank 0 of every
-  host to core 0.
+  host to core 0;
+- STACK_FLAGS (measured here, docs in the README's emulator section):
+  btl_tcp_flags without `put`: with put, a rendezvous message is one fragment as large as the
+  message, and the handshake of the opposite direction of an exchange queues behind all of it
+  (an 8 MiB Sendrecv took 0.35 s or 0.70 s, bimodal; pipelined 128 KiB sends: 0.35 s always);
+  btl_tcp_sndbuf/rcvbuf 256 KiB: a fixed socket buffer bounds the bytes queued ahead of a
+  control message at the shaper (autotuning grows it to MiBs, tens of ms at 0.2 Gb/s) and is
+  still >> the bandwidth-delay product of a delay-free veth;
+  mpi_yield_when_idle with a 20 us nanosleep: ranks waiting for data sleep instead of
+  busy-polling, so on 2 cores the ranks that move bytes get the CPU (one pair exchanging next to
+  2 polling ranks: 0.46-0.70 s -> 0.35 s).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from pathlib import Path
 from distnet.common.errors import UserError
 from distnet.common.procgroup import FENCE_AGENT_ENV, Finished, run_job
 from topology.emulate import state
-from topology.emulate.plan import DATA_NET, Plan
+from topology.emulate.plan import Plan
 from topology.placement import place
 
 PLACEMENTS = ("packed", "scattered", "random")
@@ -77,12 +87,25 @@ def write_files(plan: Plan, slots: int) -> None:
     hostfile_path(plan.prefix).write_text(hostfile_text(plan, slots))
 
 
-def base_flags(plan: Plan) -> list[str]:
-    """What every mpirun across the emulated hosts needs (module docstring says why)."""
+SOCKET_BUF = 256 << 10
+STACK_FLAGS = ("--mca", "btl_tcp_flags", "send,inplace,need-ack,need-csum",
+               "--mca", "btl_tcp_sndbuf", str(SOCKET_BUF), "--mca", "btl_tcp_rcvbuf",
+               str(SOCKET_BUF), "--mca", "mpi_yield_when_idle", "1",
+               "--mca", "threads_pthreads_yield_strategy", "nanosleep",
+               "--mca", "threads_pthreads_nanosleep_time", "20000")
+BTLS = ("tcp,self", "tcp,self,sm")
+
+
+def base_flags(plan: Plan, btl: str = "tcp,self") -> list[str]:
+    """What every mpirun across the emulated hosts needs (module docstring says why). `btl`
+    tcp,self,sm lets ranks of one emulated host share memory as on a real node (ULFM needs
+    tcp,self)."""
+    if btl not in BTLS:
+        raise UserError(f"emulate run: btl must be one of {', '.join(BTLS)}, got {btl!r}")
     flags = ["--prtemca", "plm_ssh_agent", str(agent_path(plan.prefix)),
              "--prtemca", "oob_tcp_if_include", plan.mgmt_subnet,
-             "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", str(DATA_NET),
-             "--mca", "coll", "^han", "--bind-to", "none"]
+             "--mca", "btl", btl, "--mca", "btl_tcp_if_include", plan.data_subnet,
+             "--mca", "coll", "^han", "--bind-to", "none", *STACK_FLAGS]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         flags.append("--allow-run-as-root")
     return flags
@@ -110,7 +133,7 @@ def rank_hosts(plan: Plan, n: int, placement: str = "packed", ranks_per_host: in
 
 def mpirun_cmd(plan: Plan, n: int, command: list[str], placement: str = "packed",
                ranks_per_host: int = 1, seed: int = 0, extra_flags: str | None = None,
-               ft: bool = False) -> list[str]:
+               ft: bool = False, btl: str = "tcp,self") -> list[str]:
     """The full mpirun command line; extra_flags defaults to $MPIRUN_FLAGS (as launch/local.sh)."""
     if not command:
         raise UserError("emulate run: give the command after --, e.g. -- python -m distnet.bench")
@@ -131,8 +154,8 @@ def mpirun_cmd(plan: Plan, n: int, command: list[str], placement: str = "packed"
     ulfm = ["--with-ft", "ulfm"] if ft else []
     # the ranks may fence a hung rank on another host the way mpirun reaches it: the agent
     fence = f"{FENCE_AGENT_ENV}={agent_path(plan.prefix)}"
-    return [mpirun, "-n", str(n), "--host", hosts, "--map-by", "slot", *base_flags(plan), *ulfm,
-            *shlex.split(extra), "-x", env[0], "-x", env[1], "-x", fence, *command]
+    return [mpirun, "-n", str(n), "--host", hosts, "--map-by", "slot", *base_flags(plan, btl),
+            *ulfm, *shlex.split(extra), "-x", env[0], "-x", env[1], "-x", fence, *command]
 
 
 def run(plan: Plan, n: int, command: list[str], timeout_s: float | None = None,

@@ -55,17 +55,20 @@ def trace(plan: Plan, src: str, sport: int, dst: str, dport: int,
 
 
 def connection_paths(plan: Plan, conns: Iterable[list[Any]]) -> dict[tuple[int, int], list[int]]:
-    """(src host, dst host) -> links of its data direction, from ss 5-tuples. Open MPI keeps
-    one connection per pair of processes; several between two hosts (2 ranks per host) that
-    hash differently keep the first (reported by `ambiguous`)."""
+    """(src host, dst host) -> links of its data direction, from ss 5-tuples [src, sport, dst,
+    dport(, bytes_sent)]. Open MPI keeps one connection per pair of processes; of several
+    between two hosts (2 ranks per host: the node leaders' carries the data, the others' only
+    barriers) the one that sent the most bytes, else the first."""
     host_of = {h.data_ip: h.index for h in plan.hosts}
     ports = _ports(plan)
-    out: dict[tuple[int, int], list[int]] = {}
-    for src, sport, dst, dport in sorted(conns):
+    best: dict[tuple[int, int], tuple[float, str, int, str, int]] = {}
+    for conn in sorted(conns):
+        src, sport, dst, dport = conn[:4]
+        sent = float(conn[4]) if len(conn) > 4 else 0.0
         key = (host_of[src], host_of[dst])
-        if key not in out:
-            out[key] = trace(plan, src, int(sport), dst, int(dport), ports)
-    return out
+        if key not in best or sent > best[key][0]:
+            best[key] = (sent, src, int(sport), dst, int(dport))
+    return {key: trace(plan, s, sp, d, dp, ports) for key, (_, s, sp, d, dp) in best.items()}
 
 
 def tx_bytes(plan: Plan) -> np.ndarray:

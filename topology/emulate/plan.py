@@ -4,11 +4,15 @@ Plain data only; nothing here touches the kernel (topology/emulate/apply.py does
 unit-tested without root. Conventions (one line of why each):
 - every host and every switch is a network namespace named PREFIX + node name: one prefix makes
   `down` (and a crashed run's cleanup) exact;
-- cable c of the Network is a veth pair with /31 addresses 198.18.0.0 + 2c (end u) and + 2c + 1
-  (end v) (RFC 3021 point-to-point links; 198.18.0.0/15 is the benchmark range, RFC 2544, so
-  nothing real is ever addressed);
-- a host's data address is its end of its first cable; the management network is a /20 of
-  198.19.0.0/16 on a bridge in the root namespace, one leg per host, never shaped or routed.
+- a cluster owns one slot: the slot-th /20 of 198.18.0.0/16 (data) and of 198.19.0.0/16
+  (management), so two live clusters never share an address (198.18.0.0/15 is the benchmark
+  range, RFC 2544, so nothing real is ever addressed). Namespaces alone keep equal addresses
+  apart in the kernel, but two concurrent clusters on the same data addresses once disturbed
+  Open MPI's TCP BTL here, and a run that reaches its twin is only ever seen as a hang;
+- cable c of the Network is a veth pair with /31 addresses block + 2c (end u) and + 2c + 1
+  (end v) (RFC 3021 point-to-point links);
+- a host's data address is its end of its first cable; the management network is on a bridge in
+  the root namespace, one leg per host, never shaped or routed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from topology.network import Network
 DATA_NET = ipaddress.IPv4Network("198.18.0.0/16")
 MGMT_NET = ipaddress.IPv4Network("198.19.0.0/16")
 MGMT_BLOCK = 20  # prefix length of one cluster's management subnet: 16 clusters side by side
+DATA_BLOCK = 20  # and of its data subnet: 2,048 cables (a k=6 fat-tree has 162)
 MAX_PREFIX = 6  # interface names are at most 15 characters: PREFIX + "m" + host number
 ROUTINGS = ("ecmp", "dmodk", "single")
 
@@ -75,6 +80,7 @@ class Plan:
     cables: list[Cable]
     routes: list[Route]
     failed: list[int] = field(default_factory=list)  # cable indices currently down
+    data_subnet: str = str(DATA_NET)  # this cluster's block (state files of older runs: all)
 
     @property
     def namespaces(self) -> list[str]:
@@ -128,15 +134,24 @@ def mgmt_block(slot: int) -> ipaddress.IPv4Network:
     return blocks[slot]
 
 
+def data_block(slot: int) -> ipaddress.IPv4Network:
+    blocks = list(DATA_NET.subnets(new_prefix=DATA_BLOCK))
+    if not 0 <= slot < len(blocks):
+        raise UserError(f"emulate: data slot {slot} out of range 0..{len(blocks) - 1}")
+    return blocks[slot]
+
+
 def build_plan(net: Network, spec: str, prefix: str = "dn-", routing: str = "ecmp",
                mgmt_slot: int = 0, failed: list[int] | None = None) -> Plan:
-    """The namespaces, cables, addresses and routes that emulate `net` (routes avoid `failed`)."""
+    """The namespaces, cables, addresses and routes that emulate `net` (routes avoid `failed`);
+    `mgmt_slot` picks both the management and the data block."""
     check_prefix(prefix)
     if routing not in ROUTINGS:
         raise UserError(f"emulate: unknown routing {routing!r} (known: {', '.join(ROUTINGS)})")
-    if 2 * net.n_cables > DATA_NET.num_addresses:
-        raise UserError(f"emulate: {net.n_cables} cables do not fit in {DATA_NET}")
     block = mgmt_block(mgmt_slot)
+    dblock = data_block(mgmt_slot)
+    if 2 * net.n_cables > dblock.num_addresses:
+        raise UserError(f"emulate: {net.n_cables} cables do not fit in {dblock}")
     if net.n_hosts > block.num_addresses - 3:
         raise UserError(f"emulate: {net.n_hosts} hosts do not fit in {block}")
     hnum = net.host_of_node
@@ -145,7 +160,7 @@ def build_plan(net: Network, spec: str, prefix: str = "dn-", routing: str = "ecm
         raise UserError("emulate: two nodes share a name")
     ns = [prefix + lab for lab in labels]
     port = np.zeros(net.n_nodes, dtype=np.int64)
-    base = int(DATA_NET.network_address)
+    base = int(dblock.network_address)
     cables: list[Cable] = []
     iface_ip: dict[tuple[int, int], tuple[str, str]] = {}  # (node, cable) -> (ifname, ip)
     for c in range(net.n_cables):
@@ -168,16 +183,17 @@ def build_plan(net: Network, spec: str, prefix: str = "dn-", routing: str = "ecm
         hosts.append(Host(labels[node], h, ns[node], str(block.network_address + 2 + h),
                           f"{prefix}m", f"{prefix}m{h}", iface_ip[(node, mine[0])][1],
                           [iface_ip[(node, c)][0] for c in mine]))
-    routes = _routes(net, ns, iface_ip, hosts, routing, set(failed or []))
+    routes = _routes(net, ns, iface_ip, hosts, routing, set(failed or []), str(dblock))
     switches = [ns[i] for i in range(net.n_nodes) if hnum[i] < 0]
     return Plan(prefix, spec, routing, str(block), f"{prefix}mgmt",
                 str(block.network_address + 1), hosts, switches, cables, routes,
-                sorted(set(failed or [])))
+                sorted(set(failed or [])), str(dblock))
 
 
 def _routes(net: Network, ns: list[str], iface_ip: dict, hosts: list[Host], routing: str,
-            failed: set[int]) -> list[Route]:
-    """Host routes (/32 per destination host) in every switch, and the data /16 on every host."""
+            failed: set[int], data_subnet: str) -> list[Route]:
+    """Host routes (/32 per destination host) in every switch, and the cluster's data block on
+    every host."""
     out: list[Route] = []
     table = next_hops(net, routing, failed)
     for (node, dest_host), hops in sorted(table.items()):
@@ -195,5 +211,5 @@ def _routes(net: Network, ns: list[str], iface_ip: dict, hosts: list[Host], rout
                if node in (net.link_u[2 * c], net.link_v[2 * c]) and c not in failed]
         gw = [(iface_ip[(nbr, c)][1], iface_ip[(node, c)][0]) for nbr, c in ups]
         if gw:
-            out.append(Route(h.namespace, str(DATA_NET), gw))
+            out.append(Route(h.namespace, data_subnet, gw))
     return out

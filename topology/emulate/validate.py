@@ -65,13 +65,16 @@ class Calibration:
 
 def _bench(plan: Plan, n: int, args: list[str], placement: str = "packed", rph: int = 1,
            extra: str = "", timeout_s: float = 600) -> dict[str, Any]:
+    """One `distnet.bench emulated` run; with several ranks per host they share memory, as on a
+    real node (over loopback TCP, the intra-node phase costs the 2 cores' CPU instead)."""
     import sys
 
     with tempfile.TemporaryDirectory(prefix="dn-validate-") as tmp:
         out = Path(tmp) / "out.json"
         res = launch.run(plan, n, [sys.executable, "-m", "distnet.bench", "emulated", *args,
                                    "--out", str(out)], timeout_s=timeout_s, placement=placement,
-                         ranks_per_host=rph, extra_flags=extra)
+                         ranks_per_host=rph, extra_flags=extra,
+                         btl="tcp,self,sm" if rph > 1 else "tcp,self")
         if res.timed_out or res.returncode or not out.exists():
             tail = (res.stderr or res.stdout)[-1500:]
             raise UserError(f"emulate validate: benchmark failed (rc {res.returncode}"
