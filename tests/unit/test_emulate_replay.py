@@ -80,3 +80,18 @@ def test_ss_parse_keeps_each_connections_bytes_sent() -> None:
     conns = parse_ss(text)
     assert conns == [["198.18.0.0", 40000, "198.18.0.4", 1024, 1200],
                      ["198.18.0.0", 40001, "198.18.0.4", 1025, 9000000]]
+
+
+def test_hierarchical_replay_uses_the_mpi_runs_leader_ring() -> None:
+    """Scattered with 2 ranks per host puts ranks 4, 5 on host 1: the MPI run's leader ring is
+    0 -> 2 -> 4 -> 6 (node ids = smallest rank), i.e. hosts 0 -> 2 -> 1 -> 3, all four flows
+    between the leaves; labelled by host number the ring would be 0 -> 1 -> 2 -> 3 (two)."""
+    net = parse_network(SPEC, link_gbps=0.2)
+    cal = validate.Calibration(0.0, 1.0, 1.0, 0.2)
+    hosts = [0, 0, 2, 2, 1, 1, 3, 3]
+    _, link_bytes = validate.simulate_point(SPEC, cal, "hierarchical", 1 << 20, hosts,
+                                            _table(net, "dmodk"))
+    up_leaf = [link for link in range(2 * net.n_cables)  # leaf (tier 1) -> spine (tier 2)
+               if net.tier[net.link_u[link]] == 1 and net.tier[net.link_v[link]] == 2]
+    assert len(up_leaf) == 4
+    assert sum(link_bytes[link] > 0 for link in up_leaf) == 4

@@ -15,9 +15,10 @@ bridge. The flags (measured on Open MPI 5.0 here):
   btl_tcp_flags without `put`: with put, a rendezvous message is one fragment as large as the
   message, and the handshake of the opposite direction of an exchange queues behind all of it
   (an 8 MiB Sendrecv took 0.35 s or 0.70 s, bimodal; pipelined 128 KiB sends: 0.35 s always);
-  btl_tcp_sndbuf/rcvbuf 256 KiB: a fixed socket buffer bounds the bytes queued ahead of a
-  control message at the shaper (autotuning grows it to MiBs, tens of ms at 0.2 Gb/s) and is
-  still >> the bandwidth-delay product of a delay-free veth;
+  btl_tcp_sndbuf/rcvbuf 64 KiB: a fixed socket buffer bounds the bytes queued at a shaper
+  ahead of the next step's handshake, which in a ring shares a port with another flow's data
+  (autotuned buffers of MiBs: ~7 ms per ring step at 0.2 Gb/s; 4 MiB ring 0.31 s -> 0.26 s,
+  the wire time), and is still >> the bandwidth-delay product of a delay-free veth;
   mpi_yield_when_idle with a 20 us nanosleep: ranks waiting for data sleep instead of
   busy-polling, so on 2 cores the ranks that move bytes get the CPU (one pair exchanging next to
   2 polling ranks: 0.46-0.70 s -> 0.35 s).
@@ -87,7 +88,7 @@ def write_files(plan: Plan, slots: int) -> None:
     hostfile_path(plan.prefix).write_text(hostfile_text(plan, slots))
 
 
-SOCKET_BUF = 256 << 10
+SOCKET_BUF = 64 << 10
 STACK_FLAGS = ("--mca", "btl_tcp_flags", "send,inplace,need-ack,need-csum",
                "--mca", "btl_tcp_sndbuf", str(SOCKET_BUF), "--mca", "btl_tcp_rcvbuf",
                str(SOCKET_BUF), "--mca", "mpi_yield_when_idle", "1",
