@@ -3,10 +3,17 @@ bucket overlap on vs off there. Root; run under the bench lock:
 
     flock /tmp/distnet-bench.lock python -m tests.emulate.measure_training --out DIR
 
-Brings up leaf-spine 2x2x2 at --link-gbps, trains two model sizes on 4 ranks (scattered, ring,
---profile), projects each with whatif on the same spec (rate x the calibrated efficiency, alpha
-from the calibration file `emulate validate --calibration` wrote), prints measured vs projected
-step and communication times, then runs `distnet.bench overlap`; tears the cluster down.
+Brings up leaf-spine 2x2x2 at --link-gbps, trains two model sizes on 4 ranks (ring, --profile),
+projects each with whatif on the same spec (rate x the calibrated efficiency, alpha from the
+calibration file `emulate validate --calibration` wrote), prints measured vs projected step and
+communication times, then runs `distnet.bench overlap`; tears the cluster down.
+
+Placement packed by default: scattered, the ring's two flows each way between the leaves share
+a spine or not by the hash of ports the kernel picks at connect time, a coin per direction that
+doubles the step or not for the whole run; whatif cannot know those ports (its own hash picks
+one outcome), so a scattered comparison measures the coin. Packed, each direction has one flow
+between the leaves and no choice matters. (`emulate validate` compares scattered runs on the
+paths they really took.)
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--link-gbps", type=float, default=0.2)
     ap.add_argument("--calibration", required=True)
     ap.add_argument("--prefix", default="dw-")
+    ap.add_argument("--placement", default="packed", choices=("packed", "scattered"))
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +59,7 @@ def main(argv: list[str]) -> int:
                                        "--samples", "6000", "--epochs", "1", "--max-steps", "25",
                                        "--batch-size", "64", "--allreduce", "ring", "--profile",
                                        "--quiet", "--metrics", str(metrics)],
-                             timeout_s=900, placement="scattered", extra_flags="")
+                             timeout_s=900, placement=a.placement, extra_flags="")
             if res.returncode:
                 print(res.stderr[-2000:], file=sys.stderr)
                 return 1
@@ -59,7 +67,7 @@ def main(argv: list[str]) -> int:
             wi = out / f"whatif-{hidden.replace(',', 'x')}.json"
             w = run_group([sys.executable, "-m", "distnet.whatif", "--metrics", str(metrics),
                            "--topology", SPEC, "--ranks", "4", "--algorithms", "ring",
-                           "--placement", "scattered",
+                           "--placement", a.placement,
                            "--link-gbps", str(a.link_gbps * cal["efficiency"]),
                            "--alpha-us", str(cal["alpha_s"] * 1e6), "--json", str(wi)], 300)
             if w.returncode:
@@ -73,7 +81,7 @@ def main(argv: list[str]) -> int:
         ov = out / "overlap.json"
         res = launch.run(plan, 4, [sys.executable, "-m", "distnet.bench", "overlap", "--hidden",
                                    "1024,1024", "--steps", "15", "--algorithm", "ring",
-                                   "--json", str(ov)], timeout_s=900, placement="scattered",
+                                   "--json", str(ov)], timeout_s=900, placement=a.placement,
                          extra_flags="")
         print(res.stdout[-3000:])
         (out / "training.json").write_text(json.dumps(rows, indent=1))

@@ -231,7 +231,9 @@ def ratios(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
               ("leaf-spine 1:1 ecmp", "scattered")),
              ("failed uplink vs intact, scattered",
               ("leaf-spine 1:1 ecmp, leaf0-spine0 failed", "scattered"),
-              ("leaf-spine 1:1 ecmp", "scattered"))]
+              ("leaf-spine 1:1 ecmp", "scattered")),
+             ("fat-tree k=4: across pods (3 tiers) vs one pod (2 tiers)",
+              (FAT_TREE.label, "scattered"), (FAT_TREE.label, "packed"))]
     for name, num, den in pairs:
         m = [t(*num, "measured_s"), t(*den, "measured_s")]
         s = [t(*num, "simulated_s"), t(*den, "simulated_s")]
