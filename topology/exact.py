@@ -43,6 +43,7 @@ class _Pattern:
     gd: np.ndarray
     members: np.ndarray  # local transfer indices, grouped by local group
     mcount: np.ndarray  # members per local group
+    inline: np.ndarray  # (groups, G_INLINE): each group's first members (0 past its count)
 
 
 class _Pairs:
@@ -120,15 +121,23 @@ def _pattern(pairs: _Pairs, src: np.ndarray, dst: np.ndarray) -> _Pattern:
     owner = np.concatenate([gs, gd[other]])
     tid = np.concatenate([np.arange(m), other])
     order = np.argsort(owner, kind="stable")
-    return _Pattern(src, dst, pairs.lookup(src, dst), ranks, gs, gd, tid[order],
-                    np.bincount(owner, minlength=ranks.size))
+    members = tid[order]
+    mcount = np.bincount(owner, minlength=ranks.size)
+    first = np.cumsum(mcount) - mcount
+    inline = np.zeros((ranks.size, K.G_INLINE), np.int64)
+    for q in range(K.G_INLINE):
+        has = mcount > q
+        inline[has, q] = members[first[has] + q]
+    return _Pattern(src, dst, pairs.lookup(src, dst), ranks, gs, gd, members, mcount, inline)
 
 
 class _Grow:
-    """An array with spare capacity at the end, cut from the front when old entries die."""
+    """An array with spare capacity at the end, cut from the front when old entries die; with
+    `cols`, a table of rows (the kernel reads a transfer's or a group's fields from one row, one
+    cache line, rather than from up to ten arrays)."""
 
-    def __init__(self, dtype, fill=0) -> None:
-        self.a = np.zeros(1024, dtype=dtype)
+    def __init__(self, dtype, fill=0, cols: int = 0) -> None:
+        self.a = np.zeros((1024, cols) if cols else 1024, dtype=dtype)
         self.a[:] = fill
         self.n = 0
         self.fill = fill
@@ -136,7 +145,8 @@ class _Grow:
     def append(self, x: np.ndarray) -> None:
         need = self.n + x.shape[0]
         if need > self.a.shape[0]:
-            bigger = np.full(max(need, 2 * self.a.shape[0]), self.fill, dtype=self.a.dtype)
+            bigger = np.full((max(need, 2 * self.a.shape[0]), *self.a.shape[1:]), self.fill,
+                             dtype=self.a.dtype)
             bigger[:self.n] = self.a[:self.n]
             self.a = bigger
         self.a[self.n:need] = x
@@ -161,6 +171,8 @@ class ExactRun:
     work: int  # links visited by the max-min rounds: the solver's share of the cost
     log: list[tuple[float, str, int, int, int]] | None
     links: int = 0  # component links summed over solves
+    ghosts: int = 0  # flows alone at injection whose drain was computed there (kernel.py)
+    revived: int = 0  # ghosts joined by another flow before their drain
 
 
 _KINDS = ("start", "drain", "done")
@@ -177,13 +189,12 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     F[K.F_ALPHA], F[K.F_GAMMA], F[K.F_DRAIN_REL], F[K.F_TIE_REL] = alpha_s, gamma, DRAIN_REL, \
         TIE_REL
     I[K.I_LOG] = int(want_log)
-    # transfers (global id - tbase), groups (global id - gbase), members (global - mbase)
-    T = {k: _Grow(dt, fill) for k, dt, fill in (
-        ("src", np.int64, 0), ("dst", np.int64, 0), ("bytes", np.float64, 0.0),
-        ("red", np.bool_, False), ("step", np.int64, 0), ("pair", np.int64, 0),
-        ("gs", np.int64, 0), ("gd", np.int64, 0), ("state", np.int8, 0), ("slot", np.int64, -1))}
-    G = {k: _Grow(np.int64, fill) for k, fill in (
-        ("rank", 0), ("left", 0), ("next", -1), ("mptr", 0), ("mlen", 0), ("step", 0))}
+    # transfers (global id - tbase), groups (global id - gbase), members (global - mbase); a
+    # transfer's step stays on this side (compaction, the log): the kernel reads its group's
+    T = _Grow(np.int64, 0, K.T_COLS)
+    t_bytes = _Grow(np.float64)
+    t_step = _Grow(np.int64)
+    G = _Grow(np.int64, 0, K.G_COLS)
     M = _Grow(np.int64)
     r_cur = np.full(p, -3, np.int64)  # -3: no group seen yet
     r_last = np.full(p, -1, np.int64)
@@ -217,28 +228,25 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             nbytes = st.count.astype(np.float64) * itemsize
             np.add.at(pairs.bytes, pat.pair, nbytes)
             t0, g0, m0 = state["tid"], state["gid"], state["mid"]
-            T["src"].append(pat.src)
-            T["dst"].append(pat.dst)
-            T["bytes"].append(nbytes)
-            T["red"].append(st.reduce)
-            T["step"].append(np.full(m, s, np.int64))
-            T["pair"].append(pat.pair)
-            T["gs"].append(g0 + pat.gs)
-            T["gd"].append(g0 + pat.gd)
-            T["state"].append(np.zeros(m, np.int8))
-            T["slot"].append(np.full(m, -1, np.int64))
+            rows = np.zeros((m, K.T_COLS), np.int64)
+            rows[:, K.T_SRC], rows[:, K.T_DST], rows[:, K.T_PAIR] = pat.src, pat.dst, pat.pair
+            rows[:, K.T_GS], rows[:, K.T_GD] = g0 + pat.gs, g0 + pat.gd
+            rows[:, K.T_SLOT], rows[:, K.T_RED] = -1, st.reduce
+            T.append(rows)
+            t_bytes.append(nbytes)
+            t_step.append(np.full(m, s, np.int64))
             ng = pat.ranks.shape[0]
             gids = g0 + np.arange(ng)
-            G["rank"].append(pat.ranks)
-            G["left"].append(pat.mcount)
-            G["next"].append(np.full(ng, -1, np.int64))
-            G["mptr"].append(m0 + np.cumsum(pat.mcount) - pat.mcount)
-            G["mlen"].append(pat.mcount)
-            G["step"].append(np.full(ng, s, np.int64))
+            grows = np.zeros((ng, K.G_COLS), np.int64)
+            grows[:, K.G_RANK], grows[:, K.G_LEFT], grows[:, K.G_NEXT] = pat.ranks, pat.mcount, -1
+            grows[:, K.G_MPTR] = m0 + np.cumsum(pat.mcount) - pat.mcount
+            grows[:, K.G_MLEN], grows[:, K.G_STEP] = pat.mcount, s
+            grows[:, K.G_M0:] = t0 + pat.inline
+            G.append(grows)
             M.append(t0 + pat.members)
             prev = r_last[pat.ranks]
             linked = prev >= 0
-            G["next"].a[prev[linked] - I[K.I_GBASE]] = gids[linked]
+            G.a[prev[linked] - I[K.I_GBASE], K.G_NEXT] = gids[linked]
             r_last[pat.ranks] = gids
             fresh = r_cur[pat.ranks] == -3
             r_cur[pat.ranks[fresh]] = gids[fresh]
@@ -255,18 +263,16 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         live = r_cur >= 0
         steps = []
         if live.any():
-            steps.append(G["step"].a[r_cur[live] - I[K.I_GBASE]].min())
+            steps.append(G.a[r_cur[live] - I[K.I_GBASE], K.G_STEP].min())
         waiting = r_cur == K.WAITING_RANK
         if waiting.any():
-            steps.append(G["step"].a[r_wait[waiting] - I[K.I_GBASE]].min())
+            steps.append(G.a[r_wait[waiting] - I[K.I_GBASE], K.G_STEP].min())
         lo = min(steps) if steps else state["hi"]
-        kt = int(np.searchsorted(T["step"].a[:T["step"].n], lo))
-        kg = int(np.searchsorted(G["step"].a[:G["step"].n], lo))
-        km = int(G["mptr"].a[kg] - I[K.I_MBASE]) if kg < G["step"].n else M.n
-        for arr in T.values():
-            arr.cut(kt)
-        for arr in G.values():
-            arr.cut(kg)
+        kt = int(np.searchsorted(t_step.a[:t_step.n], lo))
+        kg = int(np.searchsorted(G.a[:G.n, K.G_STEP], lo))
+        km = int(G.a[kg, K.G_MPTR] - I[K.I_MBASE]) if kg < G.n else M.n
+        for arr in (T, t_bytes, t_step, G):
+            arr.cut(kt if arr is not G else kg)
         M.cut(km)
         I[K.I_TBASE] += kt
         I[K.I_GBASE] += kg
@@ -342,7 +348,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     def fit_queue() -> None:
         """Heap and lanes hold at most one event per live transfer: size them to the table."""
         cap = int(Q[0])
-        need = 1 << int(T["src"].a.shape[0] - 1).bit_length()
+        need = 1 << int(T.a.shape[0] - 1).bit_length()
         if need <= cap:
             return
         n = int(I[K.I_HN])
@@ -376,13 +382,11 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         if S < pairs.stride:
             restride(pairs.stride)
             I[K.I_STRIDE] = S
-        need_cand = max(T["src"].a.shape[0], slots)
+        need_cand = max(T.a.shape[0], slots)
         if cand.shape[0] < need_cand:
             cand = np.zeros(need_cand, np.int64)
         status = K.run(
-            I, F, Q, T["src"].a, T["dst"].a, T["bytes"].a, T["red"].a, T["step"].a, T["pair"].a,
-            T["gs"].a, T["gd"].a, T["state"].a, T["slot"].a, G["rank"].a, G["left"].a, G["next"].a,
-            G["mptr"].a, G["mlen"].a, M.a, r_cur, r_wait, pend, cand, compute_free, pairs.ptr,
+            I, F, Q, T.a, t_bytes.a, G.a, M.a, r_cur, r_wait, pend, cand, compute_free, pairs.ptr,
             pairs.link, pairs.frac, pairs.lat, pairs.cls, H["t"], H["q"], H["k"], H["i"],
             A["dheap"], A["tid"], A["inj"], A["rem"], A["rate"], A["last"], A["end"], A["pos"],
             A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"], l_head, cap,
@@ -400,9 +404,9 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         waiting = waiting[r_cur[waiting] == K.WAITING_RANK]
         load(BATCH_TRANSFERS)
         while not I[K.I_ALL_LOADED] and np.any(
-                G["next"].a[r_wait[waiting] - I[K.I_GBASE]] < 0):
+                G.a[r_wait[waiting] - I[K.I_GBASE], K.G_NEXT] < 0):
             load(BATCH_TRANSFERS)
-    if np.any(T["state"].a[:T["state"].n] != K.COMPLETE):
+    if np.any(T.a[:T.n, K.T_STATE] != K.COMPLETE):
         raise UserError(f"{schedule.name}: the schedule deadlocks (a transfer's two ranks never "
                         "reach its step together)")
     if not np.all(np.isfinite(s_end)):
@@ -414,8 +418,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         n = int(I[K.I_LOG_N])
         tid = lg_i[:n]
         log = [(float(t), _KINDS[int(k)], int(s), int(a), int(b)) for t, k, s, a, b in zip(
-            lg_t[:n], lg_k[:n], T["step"].a[tid], T["src"].a[tid], T["dst"].a[tid],
+            lg_t[:n], lg_k[:n], t_step.a[tid], T.a[tid, K.T_SRC], T.a[tid, K.T_DST],
             strict=True)]
     return ExactRun(time_s, s_start, s_end, pairs.link_bytes(n_links), n_transfers,
                     int(I[K.I_EVENTS]), int(I[K.I_SOLVES]), int(I[K.I_WORK]), log,
-                    int(I[K.I_LINKS]))
+                    int(I[K.I_LINKS]), int(I[K.I_GHOSTS]), int(I[K.I_REVIVED]))

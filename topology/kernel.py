@@ -8,7 +8,13 @@ Same model as `topology.reference` (the oracle the tests compare against), organ
   is alone on its links (then its rate is its narrowest link's);
 - drains sit in an indexed heap keyed by each flow's projected drain time, so a rate change moves
   one entry instead of scanning every active flow; starts, arrivals and completions are a second
-  heap ordered by (time, sequence number), as in the reference.
+  heap ordered by (time, sequence number), as in the reference;
+- fewer events per transfer (about 2.6 instead of 3.6 for a congested ring): a flow alone on its
+  links when it enters is a *ghost* whose drain is known at once (see the ghost section), and a
+  completion that would be the very next event anyway is done in place instead of queued;
+- a transfer's fields are one row of a table (T) and a (rank, step) group's one row of another
+  (G, its first members inline): the hottest spot of the loop is the first read of a group and
+  its transfers when a rank reaches a step (cache misses), one line each instead of ten.
 The loop is resumable: it returns to its Python driver (`topology.exact`) when a rank needs steps
 that are not loaded yet or when a table is full, and carries on where it stopped. With Numba it
 is compiled; without, the very same functions run as plain Python (slow, but the same answers).
@@ -41,6 +47,9 @@ except ImportError:  # tests run the same functions uncompiled this way, as the 
 # otherwise cost an atomic increment and decrement per call (measured 2.4x on the heap), so
 # nothing in the loop may allocate.
 _JIT: dict[str, Any] = {"cache": True, "_nrt": False}
+# The small helpers of every event are inlined at Numba's level: a call passes each array as
+# seven machine words on the stack, which cost more than the helper's own work.
+_HOT: dict[str, Any] = {**_JIT, "inline": "always"}
 
 # return codes of run()
 FINISHED, NEED_STEPS, NEED_SLOTS = 0, 1, 2
@@ -48,24 +57,35 @@ FINISHED, NEED_STEPS, NEED_SLOTS = 0, 1, 2
 INJECT, ARRIVE, DONE = 0, 1, 2
 LOG_START, LOG_DRAIN, LOG_DONE = 0, 1, 2
 # transfer states
-WAITING, STARTED, ACTIVE, DRAINED, ARRIVED, COMPLETE = 0, 1, 2, 3, 4, 5
+WAITING, STARTED, ACTIVE, DRAINED, ARRIVED, COMPLETE, GHOST = 0, 1, 2, 3, 4, 5, 6
+# or-ed onto a state: the ARRIVE event queued for this transfer as a ghost is void (it was revived)
+STALE = 8
+# a_pos of a ghost slot (not in the drain heap; -1 is a flow not in it yet)
+GHOST_POS = -2
 # rank states in r_cur besides a group id
 FINISHED_RANK, WAITING_RANK = -1, -2
 
+# columns of the transfer table T (one row per loaded transfer: one cache line) and of the group
+# table G (one row per (rank, step) group, its first G_INLINE members inline)
+T_SRC, T_DST, T_PAIR, T_GS, T_GD, T_SLOT, T_STATE, T_RED, T_COLS = range(9)
+G_RANK, G_LEFT, G_NEXT, G_MPTR, G_MLEN, G_STEP, G_M0, G_M1, G_COLS = range(9)
+G_INLINE = G_COLS - G_M0
+
 # indices into the integer scalar array `I`
 (I_TBASE, I_GBASE, I_MBASE, I_SEQ, I_HN, I_DN, I_NFREE, I_STRIDE, I_ALL_LOADED, I_PEND_N,
- I_STALLS, I_EPOCH, I_LOG, I_LOG_N, I_SOLVES, I_EVENTS, I_WORK, I_LINKS, I_INJ, I_N) = range(20)
+ I_STALLS, I_EPOCH, I_LOG, I_LOG_N, I_SOLVES, I_EVENTS, I_WORK, I_LINKS, I_INJ, I_GHOSTS,
+ I_REVIVED, I_N) = range(22)
 # indices into the float scalar array `F`
 F_ALPHA, F_GAMMA, F_DRAIN_REL, F_TIE_REL, F_PEND_T, F_NOW, F_N = range(7)
 
 
 # ---- event heap: (time, seq) min-heap of (kind, transfer id) -----------------------------------
-@njit(**_JIT)
+@njit(**_HOT)
 def _less(h_t, h_q, a, b):
     return h_t[a] < h_t[b] or (h_t[a] == h_t[b] and h_q[a] < h_q[b])
 
 
-@njit(**_JIT)
+@njit(**_HOT)
 def _swap(h_t, h_q, h_k, h_i, a, b):
     h_t[a], h_t[b] = h_t[b], h_t[a]
     h_q[a], h_q[b] = h_q[b], h_q[a]
@@ -111,18 +131,19 @@ def _hpop(I, h_t, h_q, h_k, h_i):
 # now + the path latency of one latency class, completions at now): such a push appends to
 # that kind's lane in O(1); only an out-of-order one goes to the heap. Each lane and the heap are
 # sorted by (time, seq), so taking the least head of all of them is exactly the heap order.
-# Lane j lives at h_*[CAP*(j+1) : CAP*(j+2)] as a ring; Q = [CAP, NL, heads..., tails...].
+# Lane j lives at h_*[CAP*(j+1) : CAP*(j+2)] as a ring; Q = [CAP, NL, heads..., tails...]. CAP is
+# a power of two, so a position in a ring is a mask, not a division (9 lanes are read per event).
 LANE_INJECT, LANE_DONE, LANE_REDUCED, LANE_ARRIVE = 0, 1, 2, 3
 
 
-@njit(**_JIT)
+@njit(**_HOT)
 def _push(I, Q, h_t, h_q, h_k, h_i, t, kind, tid, lane):
     if lane >= 0:
         cap, nl = Q[0], Q[1]
         head, tail = Q[2 + lane], Q[2 + nl + lane]
         base = cap * (lane + 1)
-        if tail == head or h_t[base + (tail - 1) % cap] <= t:
-            j = base + tail % cap
+        if tail == head or h_t[base + ((tail - 1) & (cap - 1))] <= t:
+            j = base + (tail & (cap - 1))
             h_t[j], h_q[j], h_k[j], h_i[j] = t, I[I_SEQ], kind, tid
             I[I_SEQ] += 1
             Q[2 + nl + lane] = tail + 1
@@ -130,7 +151,7 @@ def _push(I, Q, h_t, h_q, h_k, h_i, t, kind, tid, lane):
     _hpush(I, h_t, h_q, h_k, h_i, t, kind, tid)
 
 
-@njit(**_JIT)
+@njit(**_HOT)
 def _front(I, Q, h_t, h_q):
     """Position in h_* of the least (time, seq) event, -1 when there is none."""
     cap, nl = Q[0], Q[1]
@@ -138,13 +159,13 @@ def _front(I, Q, h_t, h_q):
     for lane in range(nl):
         head = Q[2 + lane]
         if head != Q[2 + nl + lane]:
-            j = cap * (lane + 1) + head % cap
+            j = cap * (lane + 1) + (head & (cap - 1))
             if best < 0 or h_t[j] < h_t[best] or (h_t[j] == h_t[best] and h_q[j] < h_q[best]):
                 best = j
     return best
 
 
-@njit(**_JIT)
+@njit(**_HOT)
 def _take(I, Q, h_t, h_q, h_k, h_i, pos):
     if pos == 0:
         _hpop(I, h_t, h_q, h_k, h_i)
@@ -153,7 +174,7 @@ def _take(I, Q, h_t, h_q, h_k, h_i, pos):
 
 
 # ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
-@njit(**_JIT)
+@njit(**_HOT)
 def _dless(a_end, a_key, x, y):
     """Earlier projected drain first; ties in injection order (a_key)."""
     return a_end[x] < a_end[y] or (a_end[x] == a_end[y] and a_key[x] < a_key[y])
@@ -211,7 +232,7 @@ def _dremove(I, d_heap, a_pos, a_end, a_key, slot):
 @njit(cache=True, inline="always")
 def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last, a_end, a_pos,
                      a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap, l_mark, l_res, l_w,
-                     l_cnt, comp, comp_links, d_heap):
+                     l_cnt, comp, comp_links, d_heap, T, a_tid):
     """Progressive filling (as `topology.maxmin`, same tie rule) on the flows reachable from the
     seed slots through shared links; flows whose rate changes get a new projected drain time."""
     I[I_EPOCH] += 1
@@ -244,6 +265,8 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
                         a_mark[s2] = ep
                         comp[nc] = s2
                         nc += 1
+                        if a_pos[s2] == GHOST_POS:  # a ghost meets a flow: it is one again
+                            _revive(I, now, s2, a_rem, a_rate, a_last, a_pos, T, a_tid)
                     e = e_next[e]
     I[I_LINKS] += nl
     for k in range(nc):
@@ -303,7 +326,56 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
         nl = m
 
 
-@njit(**_JIT)
+# ---- ghosts: flows alone on their links, drained on paper -----------------------------------
+# A flow that enters links nobody else uses runs at its narrowest link's rate until someone joins
+# it, so its drain time is known at injection: its arrival is queued right away and it never
+# enters the drain heap (two fewer events per transfer). It stays threaded on its links so a
+# flow that joins before that drain finds it and turns it back into an ordinary flow (revival:
+# its queued arrival becomes void, STALE); after that drain it is dropped from a link's list by
+# whoever looks at the link next (an expired ghost takes no part in anything), or at its arrival.
+@njit(**_HOT)
+def _revive(I, now, s, a_rem, a_rate, a_last, a_pos, T, a_tid):
+    a_rem[s] -= a_rate[s] * (now - a_last[s])
+    a_last[s] = now
+    a_rate[s] = 0.0  # so that the solve sets its rate and puts it in the drain heap
+    a_pos[s] = -1
+    k = a_tid[s] - I[I_TBASE]
+    T[k, T_STATE] = ACTIVE | STALE
+    I[I_REVIVED] += 1
+
+
+@njit(**_HOT)
+def _expire(I, s, S, a_n, a_tid, a_pos, a_free, e_link, e_next, e_prev, l_head, T):
+    """Unthread a slot from its links and free it (a ghost past its drain)."""
+    for q in range(a_n[s]):
+        e = s * S + q
+        if e_prev[e] >= 0:
+            e_next[e_prev[e]] = e_next[e]
+        else:
+            l_head[e_link[e]] = e_next[e]
+        if e_next[e] >= 0:
+            e_prev[e_next[e]] = e_prev[e]
+    T[a_tid[s] - I[I_TBASE], T_SLOT] = -1
+    a_pos[s] = -1
+    a_free[I[I_NFREE]] = s
+    I[I_NFREE] += 1
+
+
+@njit(**_HOT)
+def _prune(I, now, lk, S, a_n, a_tid, a_pos, a_end, a_free, e_link, e_next, e_prev, l_head, T):
+    """Drop the ghosts past their drain from link lk's list; True if a flow is left on it."""
+    e = l_head[lk]
+    while e >= 0:
+        nxt = e_next[e]
+        s = e // S
+        # as in the reference, a drain at `now` happens before an injection at `now`
+        if a_pos[s] == GHOST_POS and a_end[s] <= now:
+            _expire(I, s, S, a_n, a_tid, a_pos, a_free, e_link, e_next, e_prev, l_head, T)
+        e = nxt
+    return l_head[lk] >= 0
+
+
+@njit(**_HOT)
 def _set_rate(I, now, s, rate, a_key, a_rem, a_rate, a_last, a_end, a_pos, d_heap):
     if rate == a_rate[s]:
         return
@@ -352,7 +424,7 @@ def _sort_prefix(a, n):
         a[j + 1] = x
 
 
-@njit(**_JIT)
+@njit(**_HOT)
 def _log(I, lg_t, lg_k, lg_i, t, kind, tid):
     if I[I_LOG]:
         n = I[I_LOG_N]
@@ -361,9 +433,8 @@ def _log(I, lg_t, lg_k, lg_i, t, kind, tid):
 
 
 @njit(cache=True, inline="always")
-def _start_ready(I, F, Q, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_tid, t_src,
-                 t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i, lg_t, lg_k,
-                 lg_i):
+def _start_ready(I, F, Q, now, ranks, n_ranks, cand, r_cur, T, G, m_tid, s_start, h_t, h_q, h_k,
+                 h_i, lg_t, lg_k, lg_i):
     """Start every transfer of the ranks' current groups whose other end is there too, in
     transfer order (the reference's sorted candidate set)."""
     tb, gb, mb = I[I_TBASE], I[I_GBASE], I[I_MBASE]
@@ -373,38 +444,38 @@ def _start_ready(I, F, Q, now, ranks, n_ranks, cand, r_cur, g_mptr, g_mlen, m_ti
         g = r_cur[r]
         if g < 0:
             continue
-        lo = g_mptr[g - gb] - mb
-        for q in range(lo, lo + g_mlen[g - gb]):
-            tid = m_tid[q]
+        gl = g - gb
+        lo = G[gl, G_MPTR] - mb
+        for q in range(G[gl, G_MLEN]):
+            # a group's first members sit in its own row: no trip to the member table
+            tid = G[gl, G_M0 + q] if q < G_INLINE else m_tid[lo + q]
             k = tid - tb
-            if t_state[k] != WAITING:
+            if T[k, T_STATE] != WAITING:
                 continue
-            if t_src[k] == r:
-                ok = r_cur[t_dst[k]] == t_gd[k]
+            if T[k, T_SRC] == r:
+                ok = r_cur[T[k, T_DST]] == T[k, T_GD]
             else:
-                ok = r_cur[t_src[k]] == t_gs[k]
+                ok = r_cur[T[k, T_SRC]] == T[k, T_GS]
             if ok:
-                t_state[k] = STARTED  # also dedupes a transfer both ends bring in
+                T[k, T_STATE] = STARTED  # also dedupes a transfer both ends bring in
                 cand[nc] = tid
                 nc += 1
+                st = G[gl, G_STEP]
+                if now < s_start[st]:
+                    s_start[st] = now
     if nc == 0:
         return
     _sort_prefix(cand, nc)
     alpha = F[F_ALPHA]
     for j in range(nc):
         tid = cand[j]
-        k = tid - tb
         _log(I, lg_t, lg_k, lg_i, now, LOG_START, tid)
-        s = t_step[k]
-        if now < s_start[s]:
-            s_start[s] = now
         _push(I, Q, h_t, h_q, h_k, h_i, now + alpha, INJECT, tid, LANE_INJECT)
 
 
 @njit(**_JIT)
 def run(
-        I, F, Q, t_src, t_dst, t_bytes, t_red, t_step, t_pair, t_gs, t_gd, t_state, t_slot, g_rank,
-        g_left, g_next, g_mptr, g_mlen, m_tid, r_cur, r_wait, pend, cand, compute_free, p_ptr,
+        I, F, Q, T, t_bytes, G, m_tid, r_cur, r_wait, pend, cand, compute_free, p_ptr,
         p_link, p_frac, p_lat, p_cls, h_t, h_q, h_k, h_i, d_heap, a_tid, a_inj, a_rem, a_rate,
         a_last, a_end, a_pos, a_n, a_mark, a_free, e_link, e_frac, e_next, e_prev, l_head, l_cap,
         l_mark, l_res, l_w, l_cnt, comp, comp_links, seeds, moved, s_start, s_end, lg_t, lg_k,
@@ -418,7 +489,7 @@ def run(
         for j in range(I[I_PEND_N]):
             r = pend[j]
             if r_cur[r] == WAITING_RANK:
-                nxt = g_next[r_wait[r] - gb]
+                nxt = G[r_wait[r] - gb, G_NEXT]
                 if nxt >= 0:
                     r_cur[r] = nxt
                 elif I[I_ALL_LOADED]:
@@ -428,9 +499,8 @@ def run(
         n = I[I_PEND_N]
         I[I_PEND_N] = 0
         _sort_prefix(pend, n)
-        _start_ready(I, F, Q, F[F_PEND_T], pend, n, cand, r_cur, g_mptr, g_mlen,
-                     m_tid, t_src, t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k,
-                     h_i, lg_t, lg_k, lg_i)
+        _start_ready(I, F, Q, F[F_PEND_T], pend, n, cand, r_cur, T, G, m_tid, s_start, h_t, h_q,
+                     h_k, h_i, lg_t, lg_k, lg_i)
     while True:
         pos = _front(I, Q, h_t, h_q)
         t_ev = h_t[pos] if pos >= 0 else np.inf
@@ -458,8 +528,8 @@ def run(
                 tid = a_tid[s]
                 k = tid - I[I_TBASE]
                 _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
-                t_state[k] = DRAINED
-                pr = t_pair[k]
+                T[k, T_STATE] = DRAINED | (T[k, T_STATE] & STALE)
+                pr = T[k, T_PAIR]
                 _push(I, Q, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid,
                       LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
                 # unlink; its neighbours on shared links are the seeds of the re-solve
@@ -477,7 +547,7 @@ def run(
                     if x >= 0:
                         seeds[ns] = x // S
                         ns += 1
-                t_slot[k] = -1
+                T[k, T_SLOT] = -1
                 a_free[I[I_NFREE]] = s
                 I[I_NFREE] += 1
             if ns > 0:
@@ -485,13 +555,14 @@ def run(
                 m = 0
                 for j in range(ns):
                     s = seeds[j]
-                    if t_slot[a_tid[s] - I[I_TBASE]] == s:
+                    if T[a_tid[s] - I[I_TBASE], T_SLOT] == s:
                         seeds[m] = s
                         m += 1
                 if m > 0:
                     _solve_component(I, F, now, seeds, m, S, a_inj, a_rem, a_rate, a_last,
                                      a_end, a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head,
-                                     l_cap, l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap)
+                                     l_cap, l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap,
+                                     T, a_tid)
             continue
         kind, tid = h_k[pos], h_i[pos]
         if kind == INJECT and I[I_NFREE] == 0:
@@ -499,7 +570,7 @@ def run(
         now = t_ev
         _take(I, Q, h_t, h_q, h_k, h_i, pos)
         k = tid - I[I_TBASE]
-        pr = t_pair[k]
+        pr = T[k, T_PAIR]
         if kind == INJECT:
             # every injection due now enters before rates are re-solved once (as the
             # reference does with all heap events of one instant): a synchronous step of p
@@ -509,14 +580,14 @@ def run(
                 n_e = p_ptr[pr + 1] - p_ptr[pr]
                 if t_bytes[k] == 0.0 or n_e == 0:
                     _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
-                    t_state[k] = DRAINED
+                    T[k, T_STATE] = DRAINED
                     _push(I, Q, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid,
                           LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
                 else:
                     I[I_NFREE] -= 1
                     s = a_free[I[I_NFREE]]
-                    t_slot[k] = s
-                    t_state[k] = ACTIVE
+                    T[k, T_SLOT] = s
+                    T[k, T_STATE] = ACTIVE
                     a_tid[s] = tid
                     a_inj[s] = I[I_INJ]  # drains of one instant go in injection order
                     I[I_INJ] += 1
@@ -533,7 +604,8 @@ def run(
                         e = s * S + q
                         e_link[e] = lk
                         e_frac[e] = fr
-                        if l_head[lk] >= 0:
+                        if l_head[lk] >= 0 and _prune(I, now, lk, S, a_n, a_tid, a_pos, a_end,
+                                                      a_free, e_link, e_next, e_prev, l_head, T):
                             alone = False
                             e_prev[l_head[lk]] = e
                         e_next[e] = l_head[lk]
@@ -541,7 +613,17 @@ def run(
                         l_head[lk] = e
                         if l_cap[lk] / fr < rate:
                             rate = l_cap[lk] / fr
-                    if alone:  # its own component: the narrowest link is its bottleneck
+                    if alone and not I[I_LOG]:
+                        # its own component, the narrowest link its bottleneck until someone
+                        # joins: a ghost (the event log keeps every drain, so not when logging)
+                        a_rate[s] = rate
+                        a_end[s] = now + t_bytes[k] / rate
+                        a_pos[s] = GHOST_POS
+                        T[k, T_STATE] = GHOST
+                        I[I_GHOSTS] += 1
+                        _push(I, Q, h_t, h_q, h_k, h_i, a_end[s] + p_lat[pr], ARRIVE, tid,
+                              LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
+                    elif alone:  # its own component: the narrowest link is its bottleneck
                         _set_rate(I, now, s, rate, a_inj, a_rem, a_rate, a_last, a_end, a_pos,
                                   d_heap)
                     else:
@@ -553,28 +635,43 @@ def run(
                 tid = h_i[pos]
                 _take(I, Q, h_t, h_q, h_k, h_i, pos)
                 k = tid - I[I_TBASE]
-                pr = t_pair[k]
+                pr = T[k, T_PAIR]
             if ns > 0:
                 _solve_component(I, F, now, seeds, ns, S, a_inj, a_rem, a_rate, a_last, a_end,
                                  a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap,
-                                 l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap)
+                                 l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap, T, a_tid)
         elif kind == ARRIVE:
+            st = T[k, T_STATE]
+            if st & STALE:  # queued when it was a ghost; it was revived and drains again
+                T[k, T_STATE] = st & ~STALE
+                continue
+            if st == GHOST and T[k, T_SLOT] >= 0:
+                _expire(I, T[k, T_SLOT], S, a_n, a_tid, a_pos, a_free, e_link, e_next, e_prev,
+                        l_head, T)
             done_t = now
-            if t_red[k]:
-                d = t_dst[k]
+            if T[k, T_RED]:
+                d = T[k, T_DST]
                 done_t = max(now, compute_free[d]) + gamma * t_bytes[k]
                 compute_free[d] = done_t
-            t_state[k] = ARRIVED
-            _push(I, Q, h_t, h_q, h_k, h_i, done_t, DONE, tid,
-                  LANE_REDUCED if t_red[k] else LANE_DONE)
-        else:
+            T[k, T_STATE] = ARRIVED
+            nxt_pos = _front(I, Q, h_t, h_q)
+            if done_t == now and (nxt_pos < 0 or h_t[nxt_pos] > now) and (
+                    I[I_DN] == 0 or a_end[d_heap[0]] > now):
+                # its completion would be the very next event (latest sequence number, nothing
+                # else due by now): complete it here instead of queueing it
+                I[I_SEQ] += 1
+                kind = DONE
+            else:
+                _push(I, Q, h_t, h_q, h_k, h_i, done_t, DONE, tid,
+                      LANE_REDUCED if T[k, T_RED] else LANE_DONE)
+        if kind == DONE:
             _log(I, lg_t, lg_k, lg_i, now, LOG_DONE, tid)
-            t_state[k] = COMPLETE
-            st = t_step[k]
+            T[k, T_STATE] = COMPLETE
+            st = G[T[k, T_GS] - I[I_GBASE], G_STEP]
             if now > s_end[st]:
                 s_end[st] = now
-            a, b = t_src[k], t_dst[k]
-            ga, gbb = t_gs[k], t_gd[k]
+            a, b = T[k, T_SRC], T[k, T_DST]
+            ga, gbb = T[k, T_GS], T[k, T_GD]
             if a > b:  # ranks in order, as the reference's sorted({src, dst})
                 a, b, ga, gbb = b, a, gbb, ga
             nm = 0
@@ -582,9 +679,9 @@ def run(
             for side in range(2 if a != b else 1):
                 r, g = (a, ga) if side == 0 else (b, gbb)
                 gl = g - I[I_GBASE]
-                g_left[gl] -= 1
-                if g_left[gl] == 0:
-                    nxt = g_next[gl]
+                G[gl, G_LEFT] -= 1
+                if G[gl, G_LEFT] == 0:
+                    nxt = G[gl, G_NEXT]
                     if nxt >= 0:
                         r_cur[r] = nxt
                     elif I[I_ALL_LOADED]:
@@ -603,6 +700,5 @@ def run(
                 F[F_PEND_T] = now
                 return NEED_STEPS
             if nm > 0:
-                _start_ready(I, F, Q, now, moved, nm, cand, r_cur, g_mptr, g_mlen, m_tid, t_src,
-                             t_dst, t_gs, t_gd, t_state, t_step, s_start, h_t, h_q, h_k, h_i,
-                             lg_t, lg_k, lg_i)
+                _start_ready(I, F, Q, now, moved, nm, cand, r_cur, T, G, m_tid, s_start, h_t,
+                             h_q, h_k, h_i, lg_t, lg_k, lg_i)
