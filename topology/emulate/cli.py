@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report on earlier --json files instead of measuring")
     v.add_argument("--calibration", default=None, metavar="PATH",
                    help="reuse this calibration (JSON); written here when it does not exist")
+    v.add_argument("--collision-draws", type=int, default=0, metavar="K",
+                   help="instead of the matrix: one packed and K scattered 4-rank rings on "
+                        "leaf-spine 1:1, each its own mpirun (own ports, own ECMP hash draw); "
+                        "needs --calibration")
     return ap
 
 
@@ -98,7 +102,7 @@ def _networks(text: str) -> tuple:
 
 
 def _validate(a: argparse.Namespace) -> int:
-    from distnet.common.units import parse_size
+    from distnet.common.units import human_bytes, parse_size
     from topology.emulate import validate as val
 
     if not 0.001 <= a.link_gbps <= 10 or not 1 <= a.iters <= 100:
@@ -109,6 +113,24 @@ def _validate(a: argparse.Namespace) -> int:
     import os
 
     cal = None
+    if a.collision_draws:
+        if not 1 <= a.collision_draws <= 50 or not a.calibration:
+            raise UserError("--collision-draws must be 1..50 and needs an existing --calibration")
+        res = val.collision_draws(a.link_gbps, val.load_calibration(a.calibration), max(sizes),
+                                  a.iters, a.collision_draws, a.prefix)
+        for d in res["draws"]:
+            print(f"run {d['run']:>2} {d['placement']:<9} {human_bytes(d['bytes'])} measured "
+                  f"{d['measured_s'] * 1e3:.1f} ms simulated {d['simulated_s'] * 1e3:.1f} ms"
+                  f"{'  collided' if d['collided'] else ''}")
+        print(f"{res['collided']} of {res['of']} scattered runs collided")
+        r = res.get("ratio")
+        if r:
+            print(f"{r['what']}: measured x{r['measured_ratio']:.2f}, simulated "
+                  f"x{r['simulated_ratio']:.2f} ({r['error'] * 100:+.1f} %)")
+        if a.json:
+            with open(a.json, "w", encoding="utf-8") as fh:
+                json.dump(res, fh, indent=1)
+        return 0
     if a.merge:
         parts = []
         for path in (p.strip() for p in a.merge.split(",") if p.strip()):

@@ -186,6 +186,45 @@ def measure_network(nw: Net, rate_gbps: float, cal: Calibration | None, sizes: l
     return cal, rows, links
 
 
+def collision_draws(rate_gbps: float, cal: Calibration, size: int, iters: int, draws: int,
+                    prefix: str) -> dict[str, Any]:
+    """ECMP collisions measured, not waited for: on leaf-spine 1:1, one packed ring (no flow
+    choice between the leaves) and `draws` scattered rings, each its own mpirun, so its own
+    ephemeral ports and so its own draw of the kernel's 5-tuple hash. Each scattered run is
+    simulated on the paths its connections took; the slowdown is over the runs whose paths
+    put two flows on one uplink (the simulator's replay says which), against packed."""
+    nw = NETWORKS[0]
+    cluster.up(nw.spec, rate_gbps, nw.routing, prefix)
+    out: list[dict[str, Any]] = []
+    try:
+        plan, _ = state.load(prefix)
+        args = ["--algorithms", "ring", "--sizes", str(size), "--iters", str(iters)]
+        for k, placement in enumerate(["packed"] + ["scattered"] * draws):
+            data = _bench(plan, 4, args, placement)
+            table = paths.connection_paths(plan, data["connections"])
+            hosts = launch.rank_hosts(plan, 4, placement)
+            r = data["results"][0]
+            t_sim, _ = simulate_point(nw.spec, cal, "ring", r["bytes"], hosts, table)
+            # a collision: two of the ring's flows (rank r -> r + 1) on one directed link
+            used = [link for rank in range(4)
+                    for link in table.get((hosts[rank], hosts[(rank + 1) % 4]), [])]
+            shared = len(used) != len(set(used))
+            out.append({"run": k, "placement": placement, "bytes": r["bytes"],
+                        "measured_s": r["median_s"], "simulated_s": t_sim, "collided": shared})
+    finally:
+        cluster.down(prefix)
+    base = out[0]
+    hit = [d for d in out[1:] if d["collided"]]
+    res: dict[str, Any] = {"draws": out, "collided": len(hit), "of": draws}
+    if hit:
+        mr = float(np.median([d["measured_s"] for d in hit])) / base["measured_s"]
+        sr = float(np.median([d["simulated_s"] for d in hit])) / base["simulated_s"]
+        res["ratio"] = {"what": "ECMP collision (scattered runs that collided) vs packed, 1:1",
+                        "bytes": size, "measured_ratio": mr, "simulated_ratio": sr,
+                        "error": sr / mr - 1.0}
+    return res
+
+
 def _link_check(label: str, placement: str, plan: Plan, wire: np.ndarray,
                 sim_bytes: np.ndarray, cal: Calibration) -> list[dict[str, Any]]:
     out = []
@@ -225,6 +264,8 @@ def ratios(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
     out = []
     pairs = [("scattered vs packed (ECMP collisions), 1:1", ("leaf-spine 1:1 ecmp", "scattered"),
               ("leaf-spine 1:1 ecmp", "packed")),
+             ("oversubscription 2:1 vs 1:1, packed (one flow each way between the leaves)",
+              ("leaf-spine 2:1 ecmp", "packed"), ("leaf-spine 1:1 ecmp", "packed")),
              ("oversubscription 2:1 vs 1:1, scattered", ("leaf-spine 2:1 ecmp", "scattered"),
               ("leaf-spine 1:1 ecmp", "scattered")),
              ("single path vs ECMP, scattered", ("leaf-spine 1:1 single-path", "scattered"),
