@@ -95,3 +95,13 @@ def test_hierarchical_replay_uses_the_mpi_runs_leader_ring() -> None:
                if net.tier[net.link_u[link]] == 1 and net.tier[net.link_v[link]] == 2]
     assert len(up_leaf) == 4
     assert sum(link_bytes[link] > 0 for link in up_leaf) == 4
+
+
+@pytest.mark.parametrize("argv", [["--collision-draws", "3"],
+                                  ["--collision-draws", "99", "--calibration", "x.json"]])
+def test_collision_draws_needs_a_calibration_and_a_sane_count(argv) -> None:
+    """One calibration for everything: the draws never calibrate on their own."""
+    from topology.emulate import cli
+
+    with pytest.raises(UserError):
+        cli.run(["validate", *argv])
