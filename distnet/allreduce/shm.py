@@ -1,36 +1,46 @@
 """`shm`: single-copy all-reduce for the ranks of one node, through one MPI-3 shared window.
 
 Every rank owns one segment of a window made by ``MPI.Win.Allocate_shared`` on the
-``Split_type(COMM_TYPE_SHARED)`` communicator, and maps every peer's segment too. A call is
+``Split_type(COMM_TYPE_SHARED)`` communicator, and maps every peer's segment too. Two paths:
 
-1. copy the input into my segment (skipped when the buffer already *is* my segment: see
-   `ShmAllreduce.buffer`, which the Bucketer uses so backward writes gradients straight in);
-2. sync: every input is in place;
-3. reduce my slice [n·r/p, n·(r+1)/p) straight out of the p segments, cache block by cache block,
-   always in rank order 0, 1, …, p−1 (so the result does not depend on who computes it), and
-   write each finished block into that slice of *every* segment;
-4. sync: every slice of every segment holds the result; copy my segment out (skipped as in 1).
+*Zero copy* (the buffer lies in a window: `ShmAllreduce.buffer`, which the trainers use for the
+flat gradient buffer so backward writes straight into it): sync (every input is in place);
+reduce my slice [n·r/p, n·(r+1)/p) straight out of the p segments, cache block by cache block,
+in rank order 0, 1, …, p−1, writing each finished block into that slice of *every* segment;
+sync (every slice of every segment holds the result). Nothing is copied but the result.
 
-Nothing passes through an MPI transport: the transports of `native` and the schedules copy every
-byte twice (into a bounce segment and out again), this copies it once on the way in and once on
-the way out, and a zero-copy buffer not at all. Two syncs per call suffice: after sync 2 a rank
-touches only its own segment, and a peer reads it only after the next call's sync 1.
+*Private buffer*, chunk by chunk (≤ CHUNK_BYTES, so the p inputs of a chunk stay in cache):
+copy the peers' slices of my input into my slot (my own slice is reduced straight out of my
+buffer), sync, copy the previous chunk's result slices of the peers out, reduce my slice in
+rank order into my slot and my buffer; one last sync and copy-out. Up to SMALL_BYTES every rank
+instead copies all of its input in, syncs once and reduces the whole message itself.
+
+Every rank ends bitwise identical: each element is summed in rank order, by one rank or by all.
+Nothing passes through an MPI transport. Open MPI's `sm` transport with CMA (single copy) moves
+each byte once into the peer plus a reduce; the private-buffer path moves it into the window,
+reduces, and out again (one copy more), so it ties native; the zero-copy path has no copy at
+all and is where `shm` beats it (README, "Measured here").
 
 Cost, per rank (n bytes, p ranks; α_s one sync, β_m memory copy time per byte, γ reduce time
-per byte; c = 1 if the buffer must be copied in and out, 0 for a zero-copy buffer):
-    2α_s + 2c·nβ_m + ((p−1)/p)·nγ + ((p−1)/p)·nβ_m
-— the reduce reads p slices of n/p and the write-back stores p−1 of them. Each term is a memory
-access, not a message, and p ranks run them at once on a shared memory bus, so the sum is
-bounded below by the node's copy bandwidth, not by a link.
+per byte; k = ⌈n / CHUNK_BYTES⌉ chunks):
+    zero copy:       2α_s + ((p−1)/p)·nγ + ((p−1)/p)·nβ_m
+    private buffer:  (k+1)α_s + ((p−1)/p)·nγ + (2(p−1)/p + 1/p)·nβ_m
+    small (≤ SMALL_BYTES): α_s + nβ_m + (p−1)·nγ
+— the zero-copy reduce reads p slices of n/p and the write-back stores p−1 of them; the private
+path copies (p−1)/p of the input in, its own result slice out of the window and (p−1)/p of the
+result out. Each term is a memory access, not a message, and p ranks run them at once on a
+shared memory bus, so the sum is bounded below by the node's copy bandwidth, not by a link.
 
 The simulator should see `shm` as node-local: it has no schedule (no sender, receiver, or
 link), so `hierarchical` replays as a binomial tree inside a node, and a cluster model should
 cost the intra-node part as the formula above with β_m from the memory bandwidth
 `python -m distnet.bench` prints.
 
-Synchronisation: `sync="spin"` (default) spins on per-rank epoch flags in the window and yields
-the core (``sched_yield``) between looks, then sleeps with backoff, so a waiting rank gives its
-core to the rank it waits for when ranks outnumber cores; `sync="barrier"` calls
+Synchronisation: `sync="spin"` (default) spins on per-rank epoch flags in the window, first
+without giving up the core (a peer on the other core arrives within microseconds, and a yield
+would hand the core to any foreign process for a whole time slice), then yielding it
+(``sched_yield``) between looks, so a waiting rank gives its core to the rank it waits for when
+ranks outnumber cores, then sleeping; `sync="barrier"` calls
 ``Barrier`` on the node communicator instead. Measured in the README's bench section.
 
 A communicator spanning several nodes (or emulated nodes, DISTNET_RANKS_PER_NODE) has no common
@@ -57,8 +67,21 @@ from distnet.allreduce.ops import SUM, resolve_op
 from distnet.common.errors import UserError
 
 FLAG_BYTES = 64  # one cache line per rank for its epoch flag: no false sharing between ranks
-BLOCK_BYTES = 128 << 10  # a reduce block per input: p of them stay in L2 while summed
-MIN_CAPACITY = 64 << 10
+# A message is reduced chunk by chunk: copy in, sync, reduce, (next chunk's copy in), sync, copy
+# out. The p inputs of a chunk (p · CHUNK_BYTES) stay in the 4 MiB L2s and the shared L3 while
+# they are summed, so a 64 MiB message runs at cache speed instead of memory speed.
+CHUNK_BYTES = 1 << 20  # 256 KiB – 4 MiB measured within noise of each other here
+SLOTS = 3  # chunk slots per rank, used in turn: see `ShmAllreduce._copy_reduce` for why three
+# Up to this size every rank reduces the whole message itself after one sync (_copy_reduce_small)
+SMALL_BYTES = 16 << 10  # 4 KiB: 6.5 µs against 14 µs for two syncs (native 4.5 µs)
+# A reduce block per input: p of them stay in L2 while summed. Measured zero-copy at 1 MiB, p = 2:
+# 16 KiB blocks 124 µs, 64 KiB 101 µs, 256 KiB 92 µs (more NumPy calls cost more than the cache)
+BLOCK_BYTES = 256 << 10
+MIN_CAPACITY = 4 << 10
+# Looks at a flag before a waiting rank yields its core: a yield hands the core to any other
+# runnable process for a whole time slice (a foreign process on a shared machine: 4 KiB calls
+# of 40 µs instead of 5), so a short wait (the peer runs on the other core) is spun out.
+SPIN_LOOKS = 100
 # Looks (each yielding the core) before a waiting rank sleeps. Sleeping early is what costs: a
 # 2-core run with 200 looks then backoff to 1 ms had 256 KiB calls of 3.8 ms (barrier: 44 µs).
 SPIN_YIELDS = 100_000
@@ -73,24 +96,37 @@ def _capacity(nbytes: int) -> int:
 
 @dataclass
 class _Window:
-    """One shared window: this rank's view of every segment and of every rank's flag."""
+    """One shared window: this rank's view of every segment and of every rank's flag.
+
+    A segment is `slots` slots of `slot_bytes` each (three chunk slots for the copy path, one
+    slot spanning it all for a zero-copy buffer).
+    """
 
     win: Any
     node: Any  # the communicator the window lives on (ours, from Split_type)
     capacity: int
     segments: list[np.ndarray]  # uint8 views, one per rank, `capacity` bytes each
     flags: list[np.ndarray]  # one int64 per rank
+    slots: int = 1
     epoch: int = 0
-    typed: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict)
+    turn: int = 0  # chunks reduced so far: chunk c uses slot c % slots
+    typed: dict[tuple[str, int, int], list[np.ndarray]] = field(default_factory=dict)
 
-    def views(self, dtype: np.dtype, n: int) -> list[np.ndarray]:
-        """The first n elements of every segment as dtype (cached: the hot loop reuses them)."""
-        key = (dtype.str, n)
+    @property
+    def slot_bytes(self) -> int:
+        return self.capacity // self.slots
+
+    def views(self, dtype: np.dtype, n: int, slot: int = 0) -> list[np.ndarray]:
+        """The first n elements of slot `slot` of every segment as dtype (cached: the hot loop
+        reuses them)."""
+        key = (dtype.str, n, slot)
         got = self.typed.get(key)
         if got is None:
-            if len(self.typed) > 32:
+            if len(self.typed) > 48:
                 self.typed.clear()
-            got = self.typed[key] = [s[:n * dtype.itemsize].view(dtype) for s in self.segments]
+            at = slot * self.slot_bytes
+            got = self.typed[key] = [s[at:at + n * dtype.itemsize].view(dtype)
+                                     for s in self.segments]
         return got
 
     def free(self) -> None:
@@ -98,7 +134,7 @@ class _Window:
         self.win.Free()
 
 
-def _allocate(node: Any, capacity: int) -> _Window:
+def _allocate(node: Any, capacity: int, slots: int = 1) -> _Window:
     """Collective over node: a window of `capacity` data bytes plus one flag line per rank."""
     from mpi4py import MPI
 
@@ -112,7 +148,7 @@ def _allocate(node: Any, capacity: int) -> _Window:
     flags[node.rank][0] = 0
     win.Lock_all()  # one passive epoch for the window's life: Win.Sync needs one
     node.Barrier()  # every flag is zero before anyone can raise one
-    return _Window(win, node, capacity, segments, flags)
+    return _Window(win, node, capacity, segments, flags, slots)
 
 
 @dataclass
@@ -202,12 +238,13 @@ class ShmAllreduce:
         self._owned = []
 
     def _window(self, st: _CommState, nbytes: int) -> _Window:
+        slot = _capacity(min(nbytes, CHUNK_BYTES))
         w = st.window
-        if w is None or w.capacity < nbytes:
+        if w is None or w.slot_bytes < slot:
             if w is not None:
                 w.free()
                 st.window = None
-            st.window = w = _allocate(st.node, _capacity(nbytes))
+            st.window = w = _allocate(st.node, SLOTS * slot, SLOTS)
             self._evict()
         return w
 
@@ -231,6 +268,17 @@ class ShmAllreduce:
         mine = w.segments[node.rank][:n * dt.itemsize].view(dt)
         mine.fill(0)
         return mine
+
+    def release(self, buf: np.ndarray) -> None:
+        """Free the window of a buffer from `buffer` (collective; buf must not be used again).
+        A plain array (a communicator spanning nodes) is left to the garbage collector."""
+        found = self._owner(buf)
+        if found is None:
+            return
+        w = found[0]
+        self._owned.remove(w)
+        w.free()
+        w.node.Free()
 
     def _owner(self, buf: np.ndarray) -> tuple[_Window, int] | None:
         """(window, byte offset) if buf lies in one of the zero-copy buffers."""
@@ -256,26 +304,80 @@ class ShmAllreduce:
 
             hierarchical_allreduce(comm, buf, op=op)
             return
-        n = buf.shape[0]
-        owner = self._owner(buf)
-        if owner is not None and owner[0].node.size != comm.size:
-            raise UserError("a zero-copy shm buffer must be reduced on the communicator it "
-                            "was made for (or a duplicate of it)")
+        # A small message takes the one-sync path even from a zero-copy buffer: its two syncs
+        # cost more than copying a few KiB (4 KiB: 5.2 µs against 9.3 µs).
+        owner = None if buf.nbytes <= SMALL_BYTES else self._owner(buf)
         if owner is None:
             w = self._window(st, buf.nbytes)
-            segs = w.views(buf.dtype, n)
-            np.copyto(segs[st.node.rank], buf)
-        else:
-            w, offset = owner
-            if offset % buf.itemsize:
-                raise UserError("a zero-copy shm buffer slice must be element-aligned")
-            first = offset // buf.itemsize
-            segs = [v[first:first + n] for v in w.views(buf.dtype, first + n)]
+            if buf.nbytes <= SMALL_BYTES:
+                self._copy_reduce_small(w, buf, ufunc)
+            else:
+                self._copy_reduce(w, buf, st.node.rank, ufunc)
+            return
+        w, offset = owner
+        if w.node.size != comm.size:
+            raise UserError("a zero-copy shm buffer must be reduced on the communicator it "
+                            "was made for (or a duplicate of it)")
+        if offset % buf.itemsize:
+            raise UserError("a zero-copy shm buffer slice must be element-aligned")
+        first, n = offset // buf.itemsize, buf.shape[0]
+        segs = [v[first:first + n] for v in w.views(buf.dtype, first + n)]
         self._sync(w)
         _reduce_slice(segs, st.node.rank, ufunc)
         self._sync(w)
-        if owner is None:
-            np.copyto(buf, segs[st.node.rank])
+
+    def _copy_reduce_small(self, w: _Window, buf: np.ndarray, ufunc: np.ufunc) -> None:
+        """A small buf: copy it in, sync once, and every rank reduces all of it from the p
+        slots in rank order (the same sum everywhere). p·n reads instead of n, but one sync
+        and four NumPy calls: at a few KiB the calls are the cost, not the bytes.
+
+        One sync suffices: a peer reads my slot only before its next sync, and I write this
+        slot again three chunks later, after two more syncs (the slot rule of _copy_reduce).
+        """
+        segs = w.views(buf.dtype, buf.shape[0], w.turn % SLOTS)
+        w.turn += 1
+        np.copyto(segs[w.node.rank], buf)
+        self._sync(w)
+        ufunc(segs[0], segs[1], out=buf)
+        for s in segs[2:]:
+            ufunc(buf, s, out=buf)
+
+    def _copy_reduce(self, w: _Window, buf: np.ndarray, r: int, ufunc: np.ufunc) -> None:
+        """buf (private memory) through the window, one chunk of at most a slot at a time.
+
+        Per chunk: copy the peers' slices of my input into my slot (my own slice I reduce
+        straight out of buf), sync, copy out the previous chunk's result, reduce my slice of
+        this one into my slot and into buf. The sync after a chunk's copy-in is the sync
+        before the previous chunk's copy-out, so a message of k chunks costs k + 1 syncs.
+
+        Three slots, because a peer may still copy chunk c's result out of my slot c % 3
+        (until it reaches the sync after chunk c + 1's copy-in) while I already copy chunk
+        c + 2 in; I reach chunk c + 3's copy-in only after that sync. The chunk counter runs
+        on across calls, so the next call's first copy-in is safe for the same reason.
+        """
+        p = len(w.segments)
+        n = buf.shape[0]
+        per = w.slot_bytes // buf.itemsize
+        pending: tuple[list[np.ndarray], np.ndarray, tuple[int, ...]] | None = None
+        for o in range(0, n, per):
+            m = min(per, n - o)
+            segs = w.views(buf.dtype, m, w.turn % SLOTS)
+            w.turn += 1
+            cuts = _cuts(m, p)
+            lo, hi = cuts[r], cuts[r + 1]
+            mine, chunk = segs[r], buf[o:o + m]
+            if lo:
+                np.copyto(mine[:lo], chunk[:lo])
+            if hi < m:
+                np.copyto(mine[hi:], chunk[hi:])
+            self._sync(w)
+            if pending is not None:
+                _copy_out(*pending, r)
+            _reduce_own(segs, chunk, r, lo, hi, ufunc)
+            pending = (segs, chunk, cuts)
+        self._sync(w)
+        if pending is not None:
+            _copy_out(*pending, r)
 
     def _sync(self, w: _Window) -> None:
         if self.sync == "barrier":
@@ -289,11 +391,45 @@ class ShmAllreduce:
         for f in w.flags:
             while f[0] < e:
                 looks += 1
+                if looks < SPIN_LOOKS:
+                    continue  # the peer is on its own core and almost there: keep ours
                 if looks < SPIN_YIELDS:
                     os.sched_yield()  # hand the core to a rank we wait for
                 else:
                     time.sleep(SLEEP_S)  # a peer is gone for long (stopped, debugger): idle
         w.win.Sync()  # and the peers' data is visible after their flags are
+
+
+def _cuts(m: int, p: int) -> tuple[int, ...]:
+    """Slice bounds of p ranks over m elements: rank j owns [m·j/p, m·(j+1)/p)."""
+    return tuple(m * j // p for j in range(p + 1))
+
+
+def _reduce_own(segs: list[np.ndarray], chunk: np.ndarray, r: int, lo: int, hi: int,
+                ufunc: np.ufunc) -> None:
+    """Slice [lo, hi) of the chunk reduced in rank order into my slot and into chunk (mine).
+
+    My own input is chunk itself (never copied into the window); the running sum lives in my
+    slot's slice, which no copy-in touched, so it aliases no input.
+    """
+    ins = list(segs)
+    ins[r] = chunk
+    acc_all = segs[r]
+    step = max(1, BLOCK_BYTES // chunk.itemsize)
+    for b in range(lo, hi, step):
+        e = min(hi, b + step)
+        acc = acc_all[b:e]
+        ufunc(ins[0][b:e], ins[1][b:e], out=acc)
+        for x in ins[2:]:
+            ufunc(acc, x[b:e], out=acc)
+        np.copyto(chunk[b:e], acc)
+
+
+def _copy_out(segs: list[np.ndarray], chunk: np.ndarray, cuts: tuple[int, ...], r: int) -> None:
+    """Every peer's reduced slice of a chunk from its slot into my buffer."""
+    for j, seg in enumerate(segs):
+        if j != r:
+            np.copyto(chunk[cuts[j]:cuts[j + 1]], seg[cuts[j]:cuts[j + 1]])
 
 
 def _reduce_slice(segs: list[np.ndarray], r: int, ufunc: np.ufunc) -> None:

@@ -37,11 +37,14 @@ def add_ratios(records: list[Record]) -> None:
         r["ratio_to_native"] = t / r["avg_s"] if t is not None and r["avg_s"] > 0 else None
 
 
-def best_by_size(records: list[Record], exclude: tuple[str, ...] = ("auto",)) -> dict[int, Record]:
-    """Fastest record (lowest median_s; first measured wins ties) per size, among non-excluded."""
+def best_by_size(records: list[Record], exclude: tuple[str, ...] = ("auto",),
+                 placed: bool = False) -> dict[int, Record]:
+    """Fastest record (lowest median_s; first measured wins ties) per size, among non-excluded;
+    rows timed on an algorithm's own buffer (NAME@window) only with placed=True, since auto and
+    the tune table run on whatever buffer the caller has."""
     best: dict[int, Record] = {}
     for r in records:
-        if r["algorithm"] in exclude:
+        if r["algorithm"] in exclude or (bench.is_placed(r["algorithm"]) and not placed):
             continue
         cur = best.get(r["bytes"])
         if cur is None or r["median_s"] < cur["median_s"]:
@@ -68,22 +71,38 @@ def tune_entries(records: list[Record]) -> list[tuple[int, str]]:
     return entries
 
 
+# The issue's targets: best custom / native time ratio at 256 KiB – 64 MiB (1.5x with two ranks,
+# 1.2x with more, where ranks outnumber the cores here), >= 0.5x at 4 KiB, auto within 10 % of
+# the best at >= 90 % of the sizes.
+BIG_RANGE = (256 << 10, 64 << 20)
+AUTO_SLACK = 1.10
+AUTO_SHARE = 0.90
+
+
+def big_target(p: int) -> float:
+    return 1.5 if p <= 2 else 1.2
+
+
 def verdicts(records: list[Record]) -> list[str]:
     """The targets, one PASS/FAIL/n/a line each, all judged on median times."""
-    custom = best_by_size(records, exclude=NOT_CUSTOM)
+    custom = best_by_size(records, exclude=NOT_CUSTOM, placed=True)
     native = {r["bytes"]: r for r in records if r["algorithm"] == "native"}
     overall = best_by_size(records)
     autos = {r["bytes"]: r for r in records if r["algorithm"] == "auto"}
     lines = []
 
     # busbw ratio = time ratio at equal size and p, so compare times.
-    big = [s for s in sorted(custom) if s >= bench.MIB and s in native]
+    lo, hi = BIG_RANGE
+    big = [s for s in sorted(custom) if lo <= s <= hi and s in native]
     if big:
-        worst = min(native[s]["median_s"] / custom[s]["median_s"] for s in big)
-        lines.append(f"{_v(worst >= 1.0)} best custom busbw >= 1.0x native at every size "
-                     f">= 1 MiB (worst {worst:.2f}x)")
+        goal = big_target(records[0]["ranks"])
+        ratios = {s: native[s]["median_s"] / custom[s]["median_s"] for s in big}
+        worst = min(big, key=lambda s: ratios[s])
+        lines.append(f"{_v(ratios[worst] >= goal)} best custom >= {goal}x native at every size "
+                     f"256 KiB - 64 MiB (worst {ratios[worst]:.2f}x at {human_bytes(worst)}, "
+                     f"{custom[worst]['algorithm']})")
     else:
-        lines.append("n/a  best custom busbw >= 1.0x native at >= 1 MiB (no such size measured)")
+        lines.append("n/a  best custom vs native at 256 KiB - 64 MiB (no such size measured)")
 
     s4k = 4096
     if s4k in custom and s4k in native:
@@ -98,10 +117,10 @@ def verdicts(records: list[Record]) -> list[str]:
         slow = {s: autos[s]["median_s"] / autos[s].get("best_same_pass_s", overall[s]["median_s"])
                 for s in sizes}
         worst_s = max(slow, key=lambda s: slow[s])
-        misses = sum(v > 1.10 for v in slow.values())
-        lines.append(f"{_v(misses == 0)} auto within 10% of the best at every size "
-                     f"({misses}/{len(sizes)} sizes miss; worst {slow[worst_s]:.2f}x at "
-                     f"{human_bytes(worst_s)})")
+        misses = sum(v > AUTO_SLACK for v in slow.values())
+        lines.append(f"{_v(misses <= (1 - AUTO_SHARE) * len(sizes))} auto within 10% of the best "
+                     f"at >= 90% of sizes ({misses}/{len(sizes)} sizes miss; worst "
+                     f"{slow[worst_s]:.2f}x at {human_bytes(worst_s)})")
     else:
         lines.append("n/a  auto within 10% of the best (auto not measured)")
     return lines
@@ -139,7 +158,7 @@ def format_table(records: list[Record], header: Record) -> str:
     ]
     # busbw next to the copy rate all ranks get at once: how far from the memory bus it runs.
     copy_gbps = header.get("mem_copy_gbps_per_rank_all") or 0.0
-    best = best_by_size(records)
+    best = best_by_size(records, placed=True)
     for s in sorted({r["bytes"] for r in records}):
         for r in (r for r in records if r["bytes"] == s):
             ratio = r.get("ratio_to_native")

@@ -117,6 +117,28 @@ def available_algorithms() -> dict[str, Callable[..., None]]:
     return dict(ALGORITHMS)
 
 
+# `NAME@window` times NAME on a buffer NAME allocates itself (`fn.buffer(comm, n, dtype)`, the
+# flat gradient buffer the trainers use), instead of on private memory: for `shm` that buffer
+# lies in its shared window and the reduction copies nothing in or out.
+WINDOW = "@window"
+
+
+def is_placed(name: str) -> bool:
+    """A row timed on the algorithm's own buffer (auto and the tune table never pick these)."""
+    return name.endswith(WINDOW)
+
+
+def bench_names(algos: dict[str, Callable[..., None]]) -> list[str]:
+    """Every name --algorithms accepts: the registered ones, each followed by NAME@window when
+    the algorithm can allocate its own buffer."""
+    names: list[str] = []
+    for name, fn in algos.items():
+        names.append(name)
+        if callable(getattr(fn, "buffer", None)):
+            names.append(name + WINDOW)
+    return names
+
+
 class RankParser(argparse.ArgumentParser):
     """argparse that raises UserError instead of printing usage and exiting on every rank."""
 
@@ -206,11 +228,11 @@ def parse_args(argv: list[str], rank: int = 0) -> argparse.Namespace:
         raise UserError(f"--min-busbw must be a finite number >= 0, got {args.min_busbw}")
     if args.plot is not None and not args.plot.endswith(".png"):
         raise UserError("--plot needs a path ending in .png")
-    known = list(available_algorithms())
+    known = bench_names(available_algorithms())
     if args.algorithms is not None:
         args.algorithms = parse_algorithms(args.algorithms, known)
     elif args.tune is not None:
-        args.algorithms = [a for a in known if a != "auto"]
+        args.algorithms = [a for a in known if a != "auto" and not is_placed(a)]
     else:
         args.algorithms = known
     if args.plot is not None:
@@ -322,21 +344,25 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
         n = nbytes // np.dtype(dtype).itemsize
         base = (np.arange(n) % PATTERN_PERIOD).astype(dtype)
         expected = base * p + p * (p + 1) // 2
-        buf = np.empty_like(base)
+        private = np.empty_like(base)
         it = iters if iters is not None else default_iters(nbytes)
         wu = warmup if warmup is not None else default_warmup(it)
         for name in algorithms:
             progress.set_postfix_str(f"{human_bytes(nbytes)} {name}")
             label = f"{name} {human_bytes(nbytes)}"
-            t, wrong = time_algorithm(comm, algos[name], base, buf, expected, it, wu,
+            fn = algos[name.removesuffix(WINDOW)]
+            buf = fn.buffer(comm, n, dtype) if is_placed(name) else private  # type: ignore
+            t, wrong = time_algorithm(comm, fn, base, buf, expected, it, wu,
                                       observer=observer, label=label)
             rec = {"algorithm": name, "bytes": nbytes, "ranks": p,
                    "dtype": np.dtype(dtype).name, "iters": it, **stats("", t, wrong, nbytes, p)}
             if out_of_place:
-                t, wrong = time_algorithm(comm, algos[name], base, buf, expected, it, wu,
-                                          oop=out_of_place_fn(name, algos[name]),
+                t, wrong = time_algorithm(comm, fn, base, buf, expected, it, wu,
+                                          oop=out_of_place_fn(name, fn),
                                           observer=observer, label=label)
                 rec.update(stats("oop_", t, wrong, nbytes, p))
+            if buf is not private:
+                fn.release(buf)  # type: ignore[attr-defined]  # collective, like buffer()
             records.append(rec)
             progress.update()
     progress.close()

@@ -41,7 +41,8 @@ def spread_rows(records: list[Record], exclude: tuple[str, ...] = ("auto",)) -> 
     sizes = sorted({r["bytes"] for r in records})
     rows = []
     for s in sizes:
-        ranked = sorted((r for r in records if r["bytes"] == s and r["algorithm"] not in exclude),
+        ranked = sorted((r for r in records if r["bytes"] == s and r["algorithm"] not in exclude
+                         and "@" not in r["algorithm"]),  # NAME@window: not for auto
                         key=lambda r: r["median_s"])
         if not ranked:
             continue

@@ -97,3 +97,29 @@ def test_freed_communicators_windows_are_dropped_everywhere() -> None:
         comm.Free()
     assert len(shm._states) <= 1  # only the last, freed one until the next miss
     shm.close()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_chunked_and_small_paths_match_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tiny chunks, so every message runs several chunks through the three rotating slots; the
+    # lengths alternate between the one-sync small path and the chunked one, so a slot reused
+    # too early (a peer still copying out of it) would show up as a wrong element.
+    from mpi4py import MPI
+
+    import distnet.allreduce.shm as shm_module
+
+    monkeypatch.setattr(shm_module, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(shm_module, "SMALL_BYTES", 256)
+    comm = _comm()
+    shm = ShmAllreduce()
+    rng = np.random.default_rng(7 + comm.rank)
+    try:
+        for n in (5_003, 3, 64, 1_024, 1_025, 17, 20_011, 1, 4_099):
+            for dtype in (np.float32, np.float64):
+                buf = rng.integers(-1000, 1000, size=n).astype(dtype)
+                ref = buf.copy()
+                comm.Allreduce(MPI.IN_PLACE, ref)
+                shm(comm, buf)
+                assert np.array_equal(buf, ref), f"n={n} {dtype.__name__}"
+    finally:
+        shm.close()

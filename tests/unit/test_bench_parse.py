@@ -87,8 +87,15 @@ def test_verdicts_and_ratios() -> None:
     report.add_ratios(recs)
     assert recs[1]["ratio_to_native"] == pytest.approx(1 / 1.5)
     lines = report.verdicts(recs)
-    assert lines[0].startswith("PASS") and lines[1].startswith("PASS")
+    assert lines[0].startswith("FAIL") and "1.11x at 1MiB" in lines[0]  # p = 4: 1.2x wanted
+    # Timed on its own (window) buffer, shm is a custom winner, but auto is judged against
+    # the best on a private buffer (auto runs on the caller's).
+    recs.append(_rec("shm@window", mib, 0.5))
+    lines = report.verdicts(recs)
+    assert lines[0].startswith("PASS") and "shm@window" in lines[0]
+    assert lines[1].startswith("PASS")
     assert lines[2].startswith("PASS")
+    assert report.tune_entries(recs)[-1] == (mib, "ring")
     recs[2]["median_s"] = 1.2  # auto 20% slower than native at 4 KiB
     assert report.verdicts(recs)[2].startswith("FAIL")
     recs[2]["best_same_pass_s"] = 1.15  # ... but the winner re-timed next to it was slow too
