@@ -2,13 +2,17 @@
 broadcast within each node.
 
 Only one rank per node (its leader, the node's smallest rank) touches the slow inter-node links,
-and it moves 2((m−1)/m)n bytes there instead of every rank doing so. Inside a node a binomial tree
-reduces to the leader and later broadcasts back. Which ranks share a node comes from
-`MPI.COMM_TYPE_SHARED`, or from DISTNET_RANKS_PER_NODE=k (ranks r // k form a node) so that tests
-can emulate several nodes on one machine; the map is computed once per communicator.
+and it moves 2((m−1)/m)n bytes there instead of every rank doing so. Run blocking, inside a node
+it is `shm` (the shared-window all-reduce, no transport copies) and the leader then broadcasts
+the result back; the schedule (`hierarchical_schedule`, which the simulator replays and the
+non-blocking `start` runs) models the node part as a binomial tree to the leader and back.
+Which ranks share a node comes from `MPI.COMM_TYPE_SHARED`, or from DISTNET_RANKS_PER_NODE=k
+(ranks r // k form a node) so that tests can emulate several nodes on one machine; the map is
+computed once per communicator.
 
 Cost (k ranks per node, m nodes, L = ⌈log2 k⌉; intra-node β_in, inter-node β_out):
-    2Lα + 2L·nβ_in + L·nγ  +  2(m−1)α + 2((m−1)/m)nβ_out + ((m−1)/m)nγ
+    schedule:  2Lα + 2L·nβ_in + L·nγ  +  2(m−1)α + 2((m−1)/m)nβ_out + ((m−1)/m)nγ
+    blocking:  shm's (module distnet.allreduce.shm)  +  the same ring  +  a node broadcast
 """
 
 from __future__ import annotations
@@ -95,8 +99,48 @@ def node_map(comm: Any, ranks_per_node: int | None = None) -> tuple[int, ...]:
 
 def hierarchical_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM,
                            ranks_per_node: int | None = None) -> None:
-    """Reduce in node, ring across leaders, broadcast in node (cost in the module docstring)."""
-    execute(comm, buf, hierarchical_schedule, op, node_of=node_map(comm, ranks_per_node))
+    """`shm` in node, ring across leaders, broadcast in node (cost in the module docstring)."""
+    from distnet.allreduce.mpi import validate
+    from distnet.allreduce.ring import ring_schedule
+
+    validate(buf)  # a bad buffer fails here, on every rank, before any rank communicates
+    nodes = node_map(comm, ranks_per_node)
+    if comm.Get_size() == 1:
+        return
+    node, leaders, shm = _node_parts(comm, nodes)
+    if node.Get_size() > 1:
+        shm(node, buf, op=op)
+    if leaders is not None and leaders.Get_size() > 1:
+        execute(leaders, buf, ring_schedule, op)
+    if node.Get_size() > 1:
+        node.Bcast(buf, root=0)
+
+
+def _node_parts(comm: Any, nodes: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    """(my node's communicator, the leaders' one or None off leaders, the shm that reduces on
+    the node's), made once per communicator and node map (collective then) and kept in its
+    CommState.
+
+    Each communicator gets its own ShmAllreduce rather than the registry's: that one's cache
+    evicts windows by its own history, which differs between ranks of different nodes (each
+    holds its own node's communicator), and an eviction is a collective Win.Free — a rank
+    freeing a window its peers still use hangs them. One node communicator per instance
+    never evicts anything.
+    """
+    from mpi4py import MPI
+
+    from distnet.allreduce.shm import ShmAllreduce
+
+    state = comm_state(comm)
+    parts = state.node_parts.get(nodes)
+    if parts is None:
+        rank = comm.Get_rank()
+        node = comm.Split(nodes[rank], key=rank)
+        first = node.Get_rank() == 0
+        leaders = comm.Split(0 if first else MPI.UNDEFINED, key=rank)
+        parts = state.node_parts[nodes] = (
+            node, None if leaders == MPI.COMM_NULL else leaders, ShmAllreduce(max_comms=1))
+    return parts
 
 
 def hierarchical_start(comm: Any, buf: np.ndarray, op: ReduceOp) -> ScheduleRequest:

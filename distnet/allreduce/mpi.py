@@ -334,6 +334,8 @@ class CommState:
         self.check_lengths = os.environ.get(CHECK_ENV, "") not in ("", "0")
         # hierarchical: ranks_per_node setting (None: shared-memory split) -> node id per rank
         self.node_maps: dict[int | None, tuple[int, ...]] = {}
+        # hierarchical: node map -> (node communicator, leaders' or None, its ShmAllreduce)
+        self.node_parts: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         # auto: rank 0's tune table once agreed, and the choice per message size
         self.auto_table: dict[int, list[tuple[int, str]]] | None = None
         self.auto_choices: dict[int, Callable[..., None]] = {}
@@ -371,6 +373,14 @@ class _StateAttribute:
         last = self._last
         if last is not None and last[1] is state:
             self._last = None
+        # hierarchical's node parts die with their communicator. Free is collective over comm,
+        # so every rank of every node communicator frees its window here, in the same order.
+        for node, leaders, shm in state.node_parts.values():
+            shm.close()
+            node.Free()
+            if leaders is not None:
+                leaders.Free()
+        state.node_parts.clear()
 
 
 _STATE = _StateAttribute()

@@ -316,8 +316,9 @@ class ShmAllreduce:
             return
         w, offset = owner
         if w.node.size != comm.size:
-            raise UserError("a zero-copy shm buffer must be reduced on the communicator it "
-                            "was made for (or a duplicate of it)")
+            # made for another communicator (a shrunk one after a failure): copy it through
+            self._copy_reduce(self._window(st, buf.nbytes), buf, st.node.rank, ufunc)
+            return
         if offset % buf.itemsize:
             raise UserError("a zero-copy shm buffer slice must be element-aligned")
         first, n = offset // buf.itemsize, buf.shape[0]

@@ -159,6 +159,9 @@ def _distnet_worker(args: argparse.Namespace) -> None:
     world = comm.size
     reduce_fn = get_allreduce(args.reduce)
     model = build_mlp(N_IN, HIDDEN, N_OUT, activation="relu", dtype=np.float32, seed=0)
+    if world > 1 and args.compressor is None and hasattr(reduce_fn, "buffer"):
+        # shm: the gradients live in its shared window, so the reduction copies nothing in
+        model.use_grad_buffer(reduce_fn.buffer(comm, model.grads.shape[0], np.float32))
     opt = SGD(model.params, model.grads, lr=LR)
     xs, ys = _data(comm.rank)
     global_batch = BATCH_PER_RANK * world
@@ -185,7 +188,7 @@ def _distnet_worker(args: argparse.Namespace) -> None:
             obs.begin_step(i)
             hook_s[mode] += time.perf_counter() - h0
         with span("step", "step"):
-            model.zero_grad()
+            model.zero_grad(clear=False)  # backward overwrites every gradient
             with span("forward", "phase"):
                 logits = model.forward(xs[i % N_BATCHES], train=True)
                 # Global batch as denom: the SUM all-reduce yields the mean gradient.

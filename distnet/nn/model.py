@@ -50,6 +50,19 @@ class Sequential:
             self._slice_of_layer[i] = (start, end)
             start = end
 
+    def use_grad_buffer(self, buf: np.ndarray) -> None:
+        """Move the gradients into `buf` (same length and dtype; the current values come along)
+        and point every layer's gradient views at it. For a buffer the all-reduce reads in
+        place (the `shm` window): backward then writes straight where the peers read. Call it
+        before building the optimiser, which holds `grads`."""
+        if buf.shape != self.grads.shape or buf.dtype != self.dtype:
+            raise UserError(f"gradient buffer must be {self.grads.shape} {self.dtype}, got "
+                            f"{buf.shape} {buf.dtype}")
+        np.copyto(buf, self.grads)
+        self.grads = buf
+        for i, (start, end) in self._slice_of_layer.items():
+            self.layers[i].bind(self.params[start:end], buf[start:end])
+
     @property
     def n_params(self) -> int:
         return int(self.params.size)
@@ -107,13 +120,21 @@ class Sequential:
                 hook(*self._slice_of_layer[i])
         return np.array(d, copy=True) if need_input_grad else None
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, clear: bool = True) -> None:
         """Zero `grads`. The next backward of each Dense layer then stores its gradients
-        directly instead of adding them to zeros, so do not write into `grads` in between."""
-        self.grads.fill(0)
-        for layer in self.layers:
+        directly instead of adding them to zeros, so do not write into `grads` in between.
+
+        clear=False skips the memory writes for the Dense layers' slices (their next backward
+        overwrites them anyway), as PyTorch's set_to_none: until that backward they hold the
+        last step's values. Filling the 7 MiB of the bench MLP costs 0.6 ms of a 9 ms step.
+        """
+        for i, (start, end) in self._slice_of_layer.items():
+            layer = self.layers[i]
             if isinstance(layer, Dense):
                 layer.grads_are_zero = True
+                if not clear:
+                    continue
+            self.grads[start:end] = 0
 
     def get_rng_state(self) -> dict[str, Any]:
         """The dropout generator's state as plain JSON-serialisable data."""

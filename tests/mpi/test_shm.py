@@ -123,3 +123,33 @@ def test_chunked_and_small_paths_match_native(monkeypatch: pytest.MonkeyPatch) -
                 assert np.array_equal(buf, ref), f"n={n} {dtype.__name__}"
     finally:
         shm.close()
+
+
+@pytest.mark.mpi(min_size=4)
+def test_hierarchical_runs_shm_inside_emulated_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two-rank emulated nodes: shm inside each, the ring across leaders, a broadcast back; a
+    # message of several shm chunks, odd lengths, two communicators at once (each has its own
+    # node parts and windows: no rank frees a window its node peers still use).
+    from mpi4py import MPI
+
+    from distnet.allreduce.hierarchical import hierarchical_allreduce
+    from distnet.allreduce.mpi import comm_state
+
+    monkeypatch.setenv("DISTNET_RANKS_PER_NODE", "2")
+    comms = [_comm().Dup(), _comm().Dup()]
+    rng = np.random.default_rng(3 + comms[0].rank)
+    try:
+        for n in (1, 7, 5_003, 300_001, 13):
+            for comm in comms:
+                buf = rng.integers(-1000, 1000, size=n).astype(np.float64)
+                ref = buf.copy()
+                comm.Allreduce(MPI.IN_PLACE, ref)
+                hierarchical_allreduce(comm, buf)
+                assert np.array_equal(buf, ref), f"n={n}"
+        for comm in comms:
+            ((node, leaders, shm),) = comm_state(comm).node_parts.values()
+            assert node.size == 2 and (leaders is None) == (node.rank != 0)
+            assert shm._state(node).single_node  # the node part ran shm, not a fallback
+    finally:
+        for comm in comms:
+            comm.Free()
