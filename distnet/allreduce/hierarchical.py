@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from distnet.allreduce.mpi import ScheduleRequest, comm_state, execute, start_schedule
-from distnet.allreduce.ops import SUM, ReduceOp
+from distnet.allreduce.ops import SUM, ReduceOp, resolve_op
 from distnet.allreduce.ring import ring_step_fn
 from distnet.allreduce.schedule import Schedule, Step, make_step
 from distnet.common.errors import UserError
@@ -103,7 +103,8 @@ def hierarchical_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM,
     from distnet.allreduce.mpi import validate
     from distnet.allreduce.ring import ring_schedule
 
-    validate(buf)  # a bad buffer fails here, on every rank, before any rank communicates
+    validate(buf)  # a bad buffer or op fails here, on every rank, before any communication
+    resolve_op(op)
     nodes = node_map(comm, ranks_per_node)
     if comm.Get_size() == 1:
         return
