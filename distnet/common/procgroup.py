@@ -51,6 +51,11 @@ def mpirun_prefix(n: int, ft: bool = False) -> list[str]:
     if ft:
         # ULFM needs the TCP transport: with shared memory a dead peer hangs the survivors.
         cmd += ["--with-ft", "ulfm", "--mca", "btl", "tcp,self"]
+        if "OMPI_MCA_btl_tcp_if_include" not in os.environ:
+            # One host: loopback only. Otherwise the TCP transport also binds to whatever other
+            # interfaces exist at start-up (an emulated cluster's bridge), and one that vanishes
+            # mid-run makes a reconnect after a failure fail and the survivors hang.
+            cmd += ["--mca", "btl_tcp_if_include", "127.0.0.1/8"]
     return cmd
 
 

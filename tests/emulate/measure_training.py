@@ -29,7 +29,8 @@ from distnet.training.metrics import read_metrics
 from topology.emulate import cluster, launch
 
 SPEC = "leaf-spine:leaves=2,spines=2,hosts=2"
-MODELS = {"small (0.1 MB)": "128,128", "large (4.4 MB)": "1024,1024"}
+MODELS = {"small (0.1 MB)": "128,128", "medium (1.2 MB)": "512,512",
+          "large (4.4 MB)": "1024,1024"}
 
 
 def _steps(path: Path) -> tuple[float, float]:
@@ -45,6 +46,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--calibration", required=True)
     ap.add_argument("--prefix", default="dw-")
     ap.add_argument("--placement", default="packed", choices=("packed", "scattered"))
+    ap.add_argument("--models", default=",".join(m.split()[0] for m in MODELS),
+                    help="which of small,medium,large")
+    ap.add_argument("--no-overlap", action="store_true", help="skip the overlap bench")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +56,10 @@ def main(argv: list[str]) -> int:
     plan = cluster.up(SPEC, a.link_gbps, prefix=a.prefix)
     rows = []
     try:
+        wanted = set(a.models.split(","))
         for label, hidden in MODELS.items():
+            if label.split()[0] not in wanted:
+                continue
             metrics = out / f"train-{hidden.replace(',', 'x')}.jsonl"
             metrics.unlink(missing_ok=True)
             res = launch.run(plan, 4, [sys.executable, "-m", "distnet.train", "--hidden", hidden,
@@ -78,13 +85,15 @@ def main(argv: list[str]) -> int:
                          "whatif_text": w.stdout})
             print(f"{label}: measured step {step_s * 1e3:.1f} ms, all-reduce {comm_s * 1e3:.1f} ms")
             print(w.stdout)
+        (out / "training.json").write_text(json.dumps(rows, indent=1))
+        if a.no_overlap:
+            return 0
         ov = out / "overlap.json"
         res = launch.run(plan, 4, [sys.executable, "-m", "distnet.bench", "overlap", "--hidden",
                                    "1024,1024", "--steps", "15", "--algorithm", "ring",
                                    "--json", str(ov)], timeout_s=900, placement=a.placement,
                          extra_flags="")
         print(res.stdout[-3000:])
-        (out / "training.json").write_text(json.dumps(rows, indent=1))
     finally:
         cluster.down(a.prefix)
     return 0
