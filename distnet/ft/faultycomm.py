@@ -93,7 +93,8 @@ class FaultyComm:
             # a collective is already "in the middle" for the peers; a p2p algorithm dies
             # after its first exchange
             if st.crash is not None and (st.calls > 1 or name in ("Allreduce", "Iallreduce")):
-                st.crash()
+                strike, st.crash = st.crash, None  # once: a hang that ends must not repeat
+                strike()
             delay = self._active("delay")
             if delay is not None:
                 time.sleep(delay.seconds)

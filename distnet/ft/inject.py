@@ -92,6 +92,13 @@ class Injector:
         """
         if fault.kind == "crash":
             self.crash(fault)
+        if fault.seconds:
+            # a main thread stuck in user code (a deadlock): the watchdog thread still runs
+            print(f"distnet: injected fault {fault.to_spec()}: world rank {self.world_rank} "
+                  f"stops inside the reduction for {fault.seconds:g} s", file=sys.stderr,
+                  flush=True)
+            time.sleep(fault.seconds)
+            return
         print(f"distnet: injected fault {fault.to_spec()}: world rank {self.world_rank} "
               "freezes inside the reduction (SIGSTOP)", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGSTOP)

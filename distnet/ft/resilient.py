@@ -263,7 +263,12 @@ class FaultTolerantTrainer(Trainer):
         checked.poison_next = inj.wants_nan(step)
         self._crash = inj.in_allreduce(step)
         crash = self._crash
-        self.fcomm.begin_step(step, (lambda: inj.strike(crash)) if crash else None)
+
+        def strike() -> None:
+            self._crash = None  # fired (a hang that ends must not fire again below)
+            inj.strike(crash)
+
+        self.fcomm.begin_step(step, strike if crash else None)
 
     def reduce_grads(self, loss: float, idx: np.ndarray) -> float:
         step, inj, checked = self.progress.step, self.injector, self.sync
@@ -336,12 +341,12 @@ class FaultTolerantTrainer(Trainer):
             cause = "deadline" if self._stuck else "reduction deadline"
             waited_s, self._stuck = self._reduce_deadline_s, None
         self._revoke_all()
-        if not isinstance(exc, ulfm.Recovering):
-            ulfm.join_recovery(self.comm)  # ... whose commit vote told the others already
-        self.injector.in_recovery(step)
         old_world, was_rank0 = self.world, self.rank == 0
         limit_s = max(SHRINK_MIN_LIMIT_S, 2 * self._reduce_deadline_s)
         with deadline.watchdog(limit_s, lambda: self._shrink_stuck(step, limit_s)):
+            if not isinstance(exc, ulfm.Recovering):
+                ulfm.join_recovery(self.comm)  # ... whose commit vote told the others already
+            self.injector.in_recovery(step)
             self.comm, self.members, failed = ulfm.shrink(self.comm, self.members)
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
         self._rebuild_sync()

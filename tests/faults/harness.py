@@ -52,13 +52,13 @@ class Run:
 
 def train(tmp: Path, *args: str, n: int = WORLD, ft: str = "ulfm", name: str = "run",
           timeout_s: float = TIMEOUT_S, base: list[str] | None = None,
-          ulfm_mpirun: bool | None = None) -> Run:
+          ulfm_mpirun: bool | None = None, env: dict[str, str] | None = None) -> Run:
     """One training job; ft='ulfm' also starts mpirun with ULFM over TCP."""
     metrics = tmp / f"{name}.jsonl"
     argv = ["-m", "distnet.train", *(BASE_ARGS if base is None else base),
             "--metrics", str(metrics), "--ft", ft, *args]
     with_ft = ft == "ulfm" if ulfm_mpirun is None else ulfm_mpirun
-    res = mpi_python(n, *argv, timeout_s=timeout_s, ft=with_ft)
+    res = mpi_python(n, *argv, timeout_s=timeout_s, ft=with_ft, env=env)
     assert not res.timed_out, f"mpirun -n {n} timed out: {argv}\n{res.stderr[-3000:]}"
     recs = read_metrics(str(metrics)) if metrics.exists() else []
     return Run(res, recs, tmp)

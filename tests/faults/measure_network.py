@@ -44,9 +44,10 @@ def scenarios(e: Emulated) -> list[Scenario]:
          dict(n=3, rph=1, strike=link(e, "rate", "h2", "leaf1", SLOW_LINK_GBPS)),
          list(SLOW_LINK_MODEL)),
         ("hung rank on another host (3 -> 2)",
-         dict(n=3, rph=1), [*DEADLINE, "--inject", "hang:rank=2:step=6"]),
+         dict(n=3, rph=1, fault_step=6), [*DEADLINE, "--inject", "hang:rank=2:step=6"]),
         ("rank frozen inside the reduction, another host (3 -> 2)",
-         dict(n=3, rph=1), [*DEADLINE, "--inject", "hang:rank=2:step=6:at=allreduce"]),
+         dict(n=3, rph=1, fault_step=6),
+         [*DEADLINE, "--inject", "hang:rank=2:step=6:at=allreduce"]),
     ]
 
 

@@ -78,8 +78,10 @@ class Job:
 
 def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft: str,
               extra: list[str], strike: Any = None, at_step: int = 5,
-              attempt: int = 0, timeout_s: float = JOB_TIMEOUT_S) -> Job:
-    """One training job across emulated hosts; `strike()` runs once step `at_step` is in."""
+              attempt: int = 0, timeout_s: float = JOB_TIMEOUT_S,
+              fault_step: int | None = None) -> Job:
+    """One training job across emulated hosts; `strike()` runs once step `at_step` is in. An
+    injected fault has no strike: `fault_step` (its step) then marks before and after."""
     metrics = tmp / f"{name}.jsonl"
     flags = "--with-ft ulfm" if ft == "ulfm" else ""
     env = {"MPIRUN_FLAGS": f"{flags} -x DISTNET_FT_ATTEMPT", "DISTNET_FT_ATTEMPT": str(attempt)}
@@ -115,6 +117,9 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
     assert not res.timed_out, f"job timed out\n{res.stderr[-3000:]}"
     recs = read_metrics(str(metrics)) if metrics.exists() else []
     seen.pop(0, None)  # "nothing yet" is not a step
+    # samples records count from 0: the fault of step=S strikes once record S - 1 is in
+    if strike is None and fault_step is not None and fault_step - 1 in seen:
+        struck, t_strike = fault_step - 1, t0 + seen[fault_step - 1]
     return Job(Run(res, recs, tmp), t_end - t0, struck, t_end - t_strike if struck else 0.0,
                seen)
 

@@ -49,11 +49,11 @@ class Emulated:
 
     def job(self, name: str, n: int, rph: int, ft: str, extra: list[str] | None = None,
             strike: Callable[[], object] | None = None, attempt: int = 0,
-            timeout_s: float = JOB_TIMEOUT_S) -> Job:
+            timeout_s: float = JOB_TIMEOUT_S, fault_step: int | None = None) -> Job:
         d = self.tmp / name
         d.mkdir(exist_ok=True)
         return train_job(self.prefix, d, name, n, rph, ft, extra or [], strike,
-                         attempt=attempt, timeout_s=timeout_s)
+                         attempt=attempt, timeout_s=timeout_s, fault_step=fault_step)
 
     def reference(self, n: int, rph: int, extra: tuple[str, ...] = ()) -> Job:
         key = (n, rph, *extra)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from distnet.ft.faultplan import FATAL, chaos_plan
+from distnet.ft.resilient import ATTEMPT_ENV
 from distnet.training import checkpoint
 from tests.faults.harness import (
     Run,
@@ -23,6 +24,7 @@ from tests.faults.harness import (
     train,
     write_plan,
 )
+from tests.faults.test_none_restart import committed_steps
 
 # id: (world size, extra CLI arguments, world ranks that must be reported failed)
 CRASHES: dict[str, tuple[int, list[str], list[int]]] = {
@@ -99,3 +101,23 @@ def test_chaos(seed: int, tmp_path: Path, reference: Run) -> None:
     assert_samples_exactly_once(run)
     if fatal:
         assert_recovery(run, fatal)
+
+
+def test_rank_stuck_in_user_code_aborts_at_the_shrink_limit(tmp_path: Path, reference: Run) -> None:
+    """A live rank whose main thread is stuck inside the reduction while its watchdog thread
+    still answers the probe looks like a lost message: nobody may kill it, and the shrink waits
+    for it. The honest answer is abort-and-restart: the shrink's time limit (30 s) aborts the
+    job with one line, and the restart from the latest checkpoint (what the supervisor passes:
+    --resume, the next attempt) finishes it as one run."""
+    ckpt = tmp_path / "ckpt"
+    args = ["--deadline-s", "3", "--checkpoint-dir", str(ckpt), "--checkpoint-every", "4"]
+    first = train(tmp_path, *args, "--inject", "hang:rank=1:step=9:at=allreduce:seconds=150",
+                  name="job")
+    assert first.result.returncode != 0, first.tail()
+    said = " ".join(first.output.split())
+    assert "all answered the probe" in said and "did not finish within 30 s" in said, first.tail()
+    assert not first.events("done") and not first.events("ft_done"), first.tail()
+    again = train(tmp_path, *args, "--resume", name="job", env={ATTEMPT_ENV: "1"})
+    assert_finished(again, 4)
+    assert_loss_close(again, reference)
+    assert_samples_exactly_once(again, steps=committed_steps(again))
