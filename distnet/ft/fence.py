@@ -54,19 +54,21 @@ def agent() -> list[str] | None:
     return shlex.split(raw) if raw else None
 
 
-def kill(host: str, pid: int, my_host: str) -> str:
-    """SIGKILL pid on host; returns how ("SIGKILL" or "through the agent"); FenceError if not."""
+def kill(host: str, pids: list[int], my_host: str) -> str:
+    """SIGKILL pids on host; returns how ("SIGKILL" or "through the agent ..."); FenceError
+    if there is no way."""
     if host == my_host:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # died already
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # died already
         return "SIGKILL"
     cmd = agent()
     if cmd is None:
         raise FenceError(f"no launcher agent (${FENCE_AGENT_ENV}) to reach {host}")
     try:
-        res = subprocess.run([*cmd, host, "kill", "-KILL", str(pid)], capture_output=True,
+        res = subprocess.run([*cmd, host, "kill", "-KILL", *map(str, pids)], capture_output=True,
                              text=True, timeout=AGENT_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FenceError(f"agent {cmd[0]} on {host}: {exc}") from None

@@ -200,8 +200,11 @@ class FaultTolerantTrainer(Trainer):
                 else "all answered the probe (a message was lost)")
         print(f"distnet: world rank {self.world_rank}: step {step} missed the {dl:.1f} s "
               f"deadline; {said}; revoking", file=sys.stderr, flush=True)
-        self._fence(lost)
+        members = list(self.members)
+        # revoke first: every rank leaves the step's collectives at once and meets the others
+        # in the recovery's vote, which then waits only for the fenced ranks to be dead
         self._revoke_all(comms)
+        self._fence(lost, members)
 
     def _silent(self, step: int, deadline_s: float) -> list[int]:
         """World ranks of the members that do not answer a probe (watchdog thread)."""
@@ -394,30 +397,37 @@ class FaultTolerantTrainer(Trainer):
               "the job for a restart from the latest checkpoint", file=sys.stderr, flush=True)
         MPI.COMM_WORLD.Abort(EXIT_FAULT)
 
-    def _fence(self, world_ranks: list[int]) -> None:
+    def _fence(self, world_ranks: list[int], members: list[int]) -> None:
         """Make silent ranks really dead, so that Shrink (which waits for live ranks) can drop
         them; a side without a majority ends itself instead (see distnet.ft.fence)."""
         if not world_ranks:
             return
-        members, heard = len(self.members), len(self.members) - len(world_ranks)
+        heard = len(members) - len(world_ranks)
         remote = any(self.pids[w][0] != self.host for w in world_ranks)
-        if remote and not fence.may_fence(heard, members):
+        if remote and not fence.may_fence(heard, len(members)):
             print(f"distnet: world rank {self.world_rank} on {self.host}: cut off (heard "
-                  f"{heard} of {members} ranks, no majority): ending this rank; the majority "
-                  "fences the silent side and goes on", file=sys.stderr, flush=True)
+                  f"{heard} of {len(members)} ranks, no majority): ending this rank; the "
+                  "majority fences the silent side and goes on", file=sys.stderr, flush=True)
             fence.end_self()
+        by_host: dict[str, list[int]] = {}
         for w in world_ranks:
-            host, pid = self.pids[w]
+            by_host.setdefault(self.pids[w][0], []).append(w)
+        for host, ranks in by_host.items():  # one agent call per host
+            pids = [self.pids[w][1] for w in ranks]
             try:
-                how = fence.kill(host, pid, self.host)
+                how = fence.kill(host, pids, self.host)
             except fence.FenceError as exc:
-                print(f"distnet: error: world rank {w} on {host} is hung and cannot be fenced "
-                      f"from {self.host} ({exc}): aborting the job", file=sys.stderr, flush=True)
-                self.comm.Abort(EXIT_FAULT)
+                print(f"distnet: error: world rank(s) {ranks} on {host} are hung and cannot be "
+                      f"fenced from {self.host} ({exc}): aborting the job", file=sys.stderr,
+                      flush=True)
+                from mpi4py import MPI
+
+                MPI.COMM_WORLD.Abort(EXIT_FAULT)
                 return
-            print(f"distnet: world rank {self.world_rank}: fencing world rank {w} "
-                  f"(SIGKILL pid {pid}{'' if how == 'SIGKILL' else ', ' + how})",
-                  file=sys.stderr, flush=True)
+            for w, pid in zip(ranks, pids, strict=True):
+                print(f"distnet: world rank {self.world_rank}: fencing world rank {w} "
+                      f"(SIGKILL pid {pid}{'' if how == 'SIGKILL' else ', ' + how})",
+                      file=sys.stderr, flush=True)
 
     def _rewrite_last_samples(self) -> None:
         """The dead rank 0 may have committed a step without recording its samples."""

@@ -27,9 +27,9 @@ def test_only_a_strict_majority_fences(heard: int, members: int, ok: bool) -> No
 def test_fence_on_this_host_is_sigkill() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert fence.kill("here", child.pid, "here") == "SIGKILL"
+        assert fence.kill("here", [child.pid], "here") == "SIGKILL"
         assert child.wait(timeout=20) == -9
-        fence.kill("here", child.pid, "here")  # gone already: not an error
+        fence.kill("here", [child.pid], "here")  # gone already: not an error
     finally:
         child.kill()
 
@@ -41,21 +41,22 @@ def test_fence_on_another_host_goes_through_the_agent(tmp_path: Path,
     agent.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     agent.chmod(0o755)
     monkeypatch.setenv(FENCE_AGENT_ENV, f"{agent} -o BatchMode=yes")
-    assert fence.kill("node07", 4242, "node01") == "through the agent on node07"
-    assert log.read_text().split() == ["-o", "BatchMode=yes", "node07", "kill", "-KILL", "4242"]
+    assert fence.kill("node07", [4242, 4243], "node01") == "through the agent on node07"
+    assert log.read_text().split() == ["-o", "BatchMode=yes", "node07", "kill", "-KILL", "4242",
+                                       "4243"]
 
 
 def test_fence_on_another_host_without_agent_or_failing_agent(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FENCE_AGENT_ENV, raising=False)
     with pytest.raises(fence.FenceError, match="no launcher agent"):
-        fence.kill("node07", os.getpid(), "node01")
+        fence.kill("node07", [os.getpid()], "node01")
     agent = tmp_path / "agent"
     agent.write_text("#!/bin/sh\necho 'no route to host' >&2\nexit 255\n")
     agent.chmod(0o755)
     monkeypatch.setenv(FENCE_AGENT_ENV, str(agent))
     with pytest.raises(fence.FenceError, match="exited 255: no route to host"):
-        fence.kill("node07", os.getpid(), "node01")
+        fence.kill("node07", [os.getpid()], "node01")
 
 
 @pytest.mark.parametrize("size", range(1, 9))
