@@ -79,7 +79,7 @@ class Job:
 def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft: str,
               extra: list[str], strike: Any = None, at_step: int = 5,
               attempt: int = 0, timeout_s: float = JOB_TIMEOUT_S,
-              fault_step: int | None = None) -> Job:
+              fault_step: int | None = None, pace_s: float = PACE_S) -> Job:
     """One training job across emulated hosts; `strike()` runs once step `at_step` is in. An
     injected fault has no strike: `fault_step` (its step) then marks before and after."""
     metrics = tmp / f"{name}.jsonl"
@@ -87,7 +87,7 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
     env = {"MPIRUN_FLAGS": f"{flags} -x DISTNET_FT_ATTEMPT", "DISTNET_FT_ATTEMPT": str(attempt)}
     cmd = [PYTHON, "-m", "topology", "emulate", "run", "-n", str(n), "--ranks-per-host",
            str(ranks_per_host), "--timeout", str(int(timeout_s)), "--prefix", prefix, "--",
-           PYTHON, "-m", "distnet.train", *ARGS, *pacing(n), "--profile", "--metrics",
+           PYTHON, "-m", "distnet.train", *ARGS, *pacing(n, pace_s), "--profile", "--metrics",
            str(metrics), "--ft", ft, *extra]
     out: dict[str, Any] = {}
 
@@ -124,11 +124,11 @@ def train_job(prefix: str, tmp: Path, name: str, n: int, ranks_per_host: int, ft
                seen)
 
 
-def pacing(n: int) -> list[str]:
+def pacing(n: int, pace_s: float = PACE_S) -> list[str]:
     """Every rank a little slower, alike (no straggler): a strike from the CLI takes about a
     second to land, and must land mid-run on a fast machine too."""
     return [a for r in range(n) for a in ("--inject", f"slow:rank={r}:step=1:seconds="
-                                          f"{PACE_S}:steps={STEPS}")]
+                                          f"{pace_s}:steps={STEPS}")]
 
 
 def committed(metrics: Path, attempt: int) -> int:

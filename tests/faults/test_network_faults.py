@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,11 +50,12 @@ class Emulated:
 
     def job(self, name: str, n: int, rph: int, ft: str, extra: list[str] | None = None,
             strike: Callable[[], object] | None = None, attempt: int = 0,
-            timeout_s: float = JOB_TIMEOUT_S, fault_step: int | None = None) -> Job:
+            timeout_s: float = JOB_TIMEOUT_S, fault_step: int | None = None,
+            **kw: Any) -> Job:
         d = self.tmp / name
         d.mkdir(exist_ok=True)
         return train_job(self.prefix, d, name, n, rph, ft, extra or [], strike,
-                         attempt=attempt, timeout_s=timeout_s, fault_step=fault_step)
+                         attempt=attempt, timeout_s=timeout_s, fault_step=fault_step, **kw)
 
     def reference(self, n: int, rph: int, extra: tuple[str, ...] = ()) -> Job:
         key = (n, rph, *extra)
@@ -161,7 +163,10 @@ def test_partition_majority_goes_on(net: Emulated) -> None:
 def test_partition_of_a_two_rank_host(net: Emulated) -> None:
     """The cut-off side is two ranks that still hear each other: 2 of 6 is no majority."""
     ref = net.reference(6, 2)
-    job = net.job("partition-6", 6, 2, "ulfm", DEADLINE, strike=link(net, "down", "h2", "leaf1"))
+    # 6 ranks take only 17 steps: early and slower steps, so the strike (a CLI call, seconds on a
+    # loaded machine) still lands mid-run
+    job = net.job("partition-6", 6, 2, "ulfm", DEADLINE, strike=link(net, "down", "h2", "leaf1"),
+                  at_step=2, pace_s=0.3)
     assert job.run.result.returncode == 0, job.run.tail()
     assert_finished(job.run, 4)
     assert_one_brain(job, [4, 5])
