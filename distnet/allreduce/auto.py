@@ -176,6 +176,13 @@ def _choice(state: CommState, comm: Any, nbytes: int) -> Callable[..., None]:
     return found
 
 
+# The last (communicator, size, algorithm): a trainer calls auto on one communicator with the
+# same few sizes, and at 8 B – 2 KiB the lookup (validate, CommState, dict) was 0.5 µs on top of
+# a 1.9 µs recursive doubling (auto 1.25x the best). Holding the communicator keeps its object
+# alive, so `is` cannot match a new one; the chosen algorithm validates the buffer itself.
+_last: tuple[Any, int, Callable[..., None]] | None = None
+
+
 def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
     """All-reduce buf in place with the algorithm the tune table picks for its size and p.
 
@@ -183,8 +190,14 @@ def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
     communicator is used. The choice per (communicator, size) is made once and kept in the
     communicator's CommState.
     """
-    nbytes = validate(buf).nbytes  # a bad buffer fails here, before any rank communicates
-    fn = _choice(comm_state(comm), comm, nbytes)
+    global _last
+    last = _last
+    if last is not None and last[0] is comm and last[1] == getattr(buf, "nbytes", -1):
+        fn = last[2]
+    else:
+        nbytes = validate(buf).nbytes  # a bad buffer fails here, before any communication
+        fn = _choice(comm_state(comm), comm, nbytes)
+        _last = (comm, nbytes, fn)
     if op is None:
         fn(comm, buf)
     else:
