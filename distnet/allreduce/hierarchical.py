@@ -108,6 +108,11 @@ def hierarchical_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM,
     nodes = node_map(comm, ranks_per_node)
     if comm.Get_size() == 1:
         return
+    if buf.dtype.itemsize == 2:
+        # The 16-bit wire types of compression: the schedule's executor moves them as bits and
+        # sums in float32 (mpi4py cannot Bcast a bfloat16 buffer).
+        execute(comm, buf, hierarchical_schedule, op, node_of=nodes)
+        return
     node, leaders, shm = _node_parts(comm, nodes)
     if node.Get_size() > 1:
         shm(node, buf, op=op)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from distnet.common.errors import UserError
 from distnet.common.procgroup import FENCE_AGENT_ENV
 
 PROBE_TAG = 7011
@@ -49,9 +51,19 @@ def may_fence(heard: int, members: int) -> bool:
 
 
 def agent() -> list[str] | None:
-    """The launcher's remote command (`$DISTNET_FENCE_AGENT`, e.g. `ssh -o BatchMode=yes`)."""
+    """The launcher's remote command (`$DISTNET_FENCE_AGENT`, e.g. `ssh -o BatchMode=yes`).
+
+    UserError when it is set but unusable (unbalanced quotes, an empty or unknown program)."""
     raw = os.environ.get(FENCE_AGENT_ENV, "").strip()
-    return shlex.split(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        cmd = shlex.split(raw)
+    except ValueError as exc:
+        raise UserError(f"${FENCE_AGENT_ENV}: {exc} in {raw[:200]!r}") from None
+    if not cmd or not cmd[0] or shutil.which(cmd[0]) is None:
+        raise UserError(f"${FENCE_AGENT_ENV}: no such program {cmd[0] if cmd else ''!r}")
+    return cmd
 
 
 def kill(host: str, pids: list[int], my_host: str) -> str:
@@ -63,8 +75,13 @@ def kill(host: str, pids: list[int], my_host: str) -> str:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass  # died already
+            except PermissionError as exc:
+                raise FenceError(f"pid {pid}: {exc}") from None
         return "SIGKILL"
-    cmd = agent()
+    try:
+        cmd = agent()
+    except UserError as exc:
+        raise FenceError(str(exc)) from None
     if cmd is None:
         raise FenceError(f"no launcher agent (${FENCE_AGENT_ENV}) to reach {host}")
     try:

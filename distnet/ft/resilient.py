@@ -61,6 +61,7 @@ class FaultTolerantTrainer(Trainer):
         self.probe: fence.Probe | None = None
         if self.mode == "ulfm":
             agree(comm, ulfm.check_support)
+            agree(comm, fence.agent)  # a malformed $DISTNET_FENCE_AGENT: one line, exit 2
             comm = ulfm.harden(comm)
             # its own duplicate: revoking the training communicators must not silence it
             self.probe = fence.Probe(ulfm.harden(comm))
@@ -170,16 +171,17 @@ class FaultTolerantTrainer(Trainer):
 
     def _on_stuck(self, arrivals: deadline.Arrivals | None, reduced: threading.Event) -> None:
         """Watchdog thread: the reduction phase of this step missed its deadline."""
+        # This step's communicators and members, taken before the waits below (the notes'
+        # grace, the probe): meanwhile a peer's revoke may have led this rank's main thread
+        # through a recovery into a new communicator, whose indices mean other ranks.
+        comm0, members0, comms = self.comm, list(self.members), self.fcomm.all_comms()
         lag = arrivals.laggards() if arrivals is not None else []
-        if lag is None:
-            return  # the step finished just now
-        # the communicators of this step: probing and fencing take a while, and a peer's revoke
-        # may have led this rank's main thread into a new communicator meanwhile
-        comms = self.fcomm.all_comms()
-        lost = [self.members[r] for r in lag]
-        self._stuck = lost
+        if lag is None or reduced.is_set() or self.comm is not comm0:
+            return  # the step finished just now, or a recovery has already moved on
+        lost = [members0[r] for r in lag]
         step, dl = self.progress.step, self._reduce_deadline_s
         if self.mode != "ulfm":
+            self._stuck = lost
             who = f"world rank(s) {lost} missed" if lost else "the gradient reduction missed"
             print(f"distnet: error (world rank {self.world_rank}): {who} the {dl:.1f} s "
                   f"deadline at step {step} (--ft {self.mode}): aborting", file=sys.stderr,
@@ -191,26 +193,25 @@ class FaultTolerantTrainer(Trainer):
         else:
             # Everybody reached the reduction and it is stuck: a lost message, or a rank that
             # froze or was cut off after it arrived. Only the live, connected ones answer.
-            lost = self._silent(step, dl)
-            if reduced.is_set():
-                return  # the reduction went through while we probed: nobody is silent
-            self._stuck = lost
+            lost = self._silent(step, dl, members0)
+            if reduced.is_set() or self.comm is not comm0:
+                return  # the reduction went through, or a recovery began, while we probed
             said = "every rank arrived; " + (
                 f"world rank(s) {lost} did not answer the probe (frozen or cut off)" if lost
                 else "all answered the probe (a message was lost)")
         print(f"distnet: world rank {self.world_rank}: step {step} missed the {dl:.1f} s "
               f"deadline; {said}; revoking", file=sys.stderr, flush=True)
-        members = list(self.members)
+        self._stuck = lost  # the cause the recovery will report
         # revoke first: every rank leaves the step's collectives at once and meets the others
         # in the recovery's vote, which then waits only for the fenced ranks to be dead
         self._revoke_all(comms)
-        self._fence(lost, members)
+        self._fence(lost, members0)
 
-    def _silent(self, step: int, deadline_s: float) -> list[int]:
+    def _silent(self, step: int, deadline_s: float, members: list[int]) -> list[int]:
         """World ranks of the members that do not answer a probe (watchdog thread)."""
         if self.probe is None:
             return []
-        peers = [m for m in self.members if m != self.world_rank]
+        peers = [m for m in members if m != self.world_rank]
         heard = self.probe.reachable(peers, step, min(deadline_s, PROBE_MAX_WINDOW_S))
         return [m for m in peers if m not in heard]
 
@@ -404,6 +405,15 @@ class FaultTolerantTrainer(Trainer):
             return
         heard = len(members) - len(world_ranks)
         remote = any(self.pids[w][0] != self.host for w in world_ranks)
+        if remote and 2 * heard == len(members):
+            # Neither side may go on, and ending only this side could leave the other one
+            # (hung, not cut off) waiting forever: the job ends for a restart.
+            print(f"distnet: error (world rank {self.world_rank}): heard {heard} of "
+                  f"{len(members)} ranks, no majority on either side: aborting the job for a "
+                  "restart from the latest checkpoint", file=sys.stderr, flush=True)
+            from mpi4py import MPI
+
+            MPI.COMM_WORLD.Abort(EXIT_FAULT)
         if remote and not fence.may_fence(heard, len(members)):
             print(f"distnet: world rank {self.world_rank} on {self.host}: cut off (heard "
                   f"{heard} of {len(members)} ranks, no majority): ending this rank; the "

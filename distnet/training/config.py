@@ -134,3 +134,9 @@ def validate(cfg: TrainConfig) -> None:
         pyplot()  # a missing matplotlib is refused before training, not after
     parse_hidden(cfg.hidden)  # raises a UserError naming the bad size
     get(cfg.allreduce)  # raises a UserError listing the known algorithms
+    if cfg.ft == "ulfm" and cfg.allreduce in ("shm", "hierarchical"):
+        # Their ranks wait on flags in shared memory, outside MPI: a revoke cannot wake them,
+        # so a failed peer would end the job at the shrink limit instead of being recovered.
+        raise UserError(f"--allreduce {cfg.allreduce} cannot recover under --ft ulfm (its "
+                        "shared-memory waits are not revocable); use ring, tree, rabenseifner, "
+                        "recursive_doubling or native")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from distnet.common.errors import UserError
 from distnet.common.procgroup import FENCE_AGENT_ENV
 from distnet.ft import fence
 from distnet.observe import linkcheck
@@ -29,7 +30,10 @@ def test_fence_on_this_host_is_sigkill() -> None:
     try:
         assert fence.kill("here", [child.pid], "here") == "SIGKILL"
         assert child.wait(timeout=20) == -9
-        fence.kill("here", [child.pid], "here")  # gone already: not an error
+        # gone already is not an error: a pid above the kernel's maximum stands for a process
+        # that has exited (the reaped child's own pid may have been reused meanwhile)
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        fence.kill("here", [pid_max + 1], "here")
     finally:
         child.kill()
 
@@ -102,3 +106,13 @@ def test_reduce_log_sees_a_lasting_slowdown_only() -> None:
     for t in [0.002, 0.2, 0.2]:
         short.add(t)
     assert not short.slowed_down()
+
+
+@pytest.mark.parametrize("value", ["ssh -o 'BatchMode=yes", "no-such-agent-program-dn -x"])
+def test_a_malformed_fence_agent_is_bad_input(value: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FENCE_AGENT_ENV, value)
+    with pytest.raises(UserError, match=FENCE_AGENT_ENV):
+        fence.agent()
+    with pytest.raises(fence.FenceError):  # and a kill through it says so, no traceback
+        fence.kill("node07", [4242], "node01")

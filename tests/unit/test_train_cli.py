@@ -144,6 +144,11 @@ def test_resume_without_checkpoint(tmp_path: Path) -> None:
     assert_clean_error(res, "no checkpoint")
 
 
+def test_shared_memory_reductions_are_refused_under_ulfm() -> None:
+    res = train(2, *SMALL, "--ft", "ulfm", "--allreduce", "shm")
+    assert_clean_error(res, "--allreduce shm", "--ft ulfm")
+
+
 def test_unwritable_output_fails_before_training() -> None:
     res = train(2, *SMALL, "--save", "/proc/nope/params.npz")
     assert_clean_error(res, "--save", "/proc/nope")
