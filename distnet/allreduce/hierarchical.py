@@ -108,18 +108,14 @@ def hierarchical_allreduce(comm: Any, buf: np.ndarray, op: Any = SUM,
     nodes = node_map(comm, ranks_per_node)
     if comm.Get_size() == 1:
         return
-    if buf.dtype.itemsize == 2:
-        # The 16-bit wire types of compression: the schedule's executor moves them as bits and
-        # sums in float32 (mpi4py cannot Bcast a bfloat16 buffer).
-        execute(comm, buf, hierarchical_schedule, op, node_of=nodes)
-        return
     node, leaders, shm = _node_parts(comm, nodes)
     if node.Get_size() > 1:
         shm(node, buf, op=op)
     if leaders is not None and leaders.Get_size() > 1:
         execute(leaders, buf, ring_schedule, op)
     if node.Get_size() > 1:
-        node.Bcast(buf, root=0)
+        # a 16-bit float (compression's wire types) travels as its bits: mpi4py has no bfloat16
+        node.Bcast(buf.view(np.uint16) if buf.dtype.itemsize == 2 else buf, root=0)
 
 
 def _node_parts(comm: Any, nodes: tuple[int, ...]) -> tuple[Any, Any, Any]:
