@@ -20,7 +20,14 @@ from distnet.allreduce.recursive_doubling import (
     recursive_doubling_allreduce,
     recursive_doubling_schedule,
 )
-from distnet.allreduce.registry import ALGORITHMS, SCHEDULES, get, get_schedule, register
+from distnet.allreduce.registry import (
+    ALGORITHMS,
+    NOT_REVOCABLE,
+    SCHEDULES,
+    get,
+    get_schedule,
+    register,
+)
 from distnet.allreduce.ring import (
     ring_allreduce,
     ring_pipelined_allreduce,
@@ -43,13 +50,14 @@ register("tree", tree_allreduce, tree_schedule)
 register("tree_pipelined", tree_pipelined_allreduce, tree_pipelined_schedule)
 register("recursive_doubling", recursive_doubling_allreduce, recursive_doubling_schedule)
 register("rabenseifner", rabenseifner_allreduce, rabenseifner_schedule)
-register("hierarchical", hierarchical_allreduce, hierarchical_schedule, start=hierarchical_start)
+register("hierarchical", hierarchical_allreduce, hierarchical_schedule, start=hierarchical_start,
+         revocable=False)  # its node part is shm
 # Node-local, no schedule: its transfers are memory reads of a shared window, not messages (the
 # simulator sees it as intra-node; see shm.py). The instance owns its bounded window cache.
-register("shm", ShmAllreduce())
+register("shm", ShmAllreduce(), revocable=False)
 register("auto", auto_allreduce)  # picks one of the above per size; no schedule of its own
 
 __all__ = [
-    "ALGORITHMS", "MAX", "MIN", "PROD", "SCHEDULES", "SUM", "get", "get_schedule", "register",
-    "start",
+    "ALGORITHMS", "MAX", "MIN", "NOT_REVOCABLE", "PROD", "SCHEDULES", "SUM", "get", "get_schedule",
+    "register", "start",
 ]

@@ -26,7 +26,7 @@ from typing import Any
 from distnet.allreduce import cost
 from distnet.allreduce.mpi import CommState, comm_state, validate
 from distnet.allreduce.native import native_allreduce
-from distnet.allreduce.registry import ALGORITHMS
+from distnet.allreduce.registry import ALGORITHMS, NOT_REVOCABLE
 
 TUNE_ENV = "DISTNET_TUNE_FILE"
 DEFAULT_TUNE_PATH = Path("~/.cache/distnet/allreduce_tune.json")
@@ -147,9 +147,11 @@ def choose(table: TuneTable, p: int, nbytes: int, known: set[str] | frozenset[st
     return builtin_choice(p, nbytes, known)
 
 
-def candidates() -> frozenset[str]:
-    """Algorithms auto may pick: everything registered except itself (native always)."""
-    return frozenset(ALGORITHMS) - {"auto"} | {"native"}
+def candidates(revocable_only: bool = False) -> frozenset[str]:
+    """Algorithms auto may pick: everything registered except itself (native always); on a
+    fault-tolerant communicator only those a revoke can wake."""
+    names = frozenset(ALGORITHMS) - {"auto"} | {"native"}
+    return names - NOT_REVOCABLE if revocable_only else names
 
 
 def agreed_table(comm: Any) -> TuneTable:
@@ -162,7 +164,8 @@ def agreed_table(comm: Any) -> TuneTable:
 
 def resolve(comm: Any, nbytes: int) -> str:
     """The concrete algorithm `auto` runs for nbytes on comm (collective on first use per comm)."""
-    return choose(agreed_table(comm), comm.size, nbytes, candidates())
+    return choose(agreed_table(comm), comm.size, nbytes,
+                  candidates(comm_state(comm).revocable_only))
 
 
 def _choice(state: CommState, comm: Any, nbytes: int) -> Callable[..., None]:

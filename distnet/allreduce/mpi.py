@@ -339,6 +339,8 @@ class CommState:
         # auto: rank 0's tune table once agreed, and the choice per message size
         self.auto_table: dict[int, list[tuple[int, str]]] | None = None
         self.auto_choices: dict[int, Callable[..., None]] = {}
+        # set by fault tolerance (ft/ulfm.py): auto must pick only algorithms a revoke can wake
+        self.revocable_only = False
 
 
 class _StateAttribute:

@@ -20,16 +20,21 @@ Starter = Callable[..., Any]
 ALGORITHMS: dict[str, AllreduceFn] = {}
 SCHEDULES: dict[str, ScheduleBuilder] = {}
 STARTERS: dict[str, Starter] = {}
+# Algorithms whose ranks wait outside MPI (on flags in shared memory): a revoked communicator
+# cannot wake them, so fault-tolerant (ULFM) runs must not use them.
+NOT_REVOCABLE: set[str] = set()
 
 
 def register(name: str, fn: AllreduceFn, schedule: ScheduleBuilder | None = None,
-             start: Starter | None = None) -> AllreduceFn:
+             start: Starter | None = None, revocable: bool = True) -> AllreduceFn:
     """Add an algorithm, with its schedule builder and its own non-blocking start if it has
     them (an algorithm with a schedule but no `start` runs non-blocking as that schedule);
-    duplicate names are refused."""
+    `revocable=False` marks one that waits outside MPI. Duplicate names are refused."""
     if name in ALGORITHMS:
         raise ValueError(f"all-reduce algorithm {name!r} is already registered")
     ALGORITHMS[name] = fn
+    if not revocable:
+        NOT_REVOCABLE.add(name)
     if schedule is not None:
         SCHEDULES[name] = schedule
     if start is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from distnet.allreduce.mpi import comm_state
 from distnet.common.errors import UserError
 
 
@@ -57,11 +58,13 @@ def is_failure(exc: BaseException) -> bool:
 
 
 def harden(comm: Any) -> Any:
-    """A private duplicate whose errors raise instead of aborting the job."""
+    """A private duplicate whose errors raise instead of aborting the job, on which `auto`
+    picks only algorithms a revoke can wake."""
     from mpi4py import MPI
 
     new = comm.Dup()
     new.Set_errhandler(MPI.ERRORS_RETURN)
+    comm_state(new).revocable_only = True
     return new
 
 
@@ -119,6 +122,7 @@ def shrink(comm: Any, members: list[int]) -> tuple[Any, list[int], list[int]]:
 
     new = comm.Shrink()
     new.Set_errhandler(MPI.ERRORS_RETURN)
+    comm_state(new).revocable_only = True  # attributes do not survive a shrink
     old_ranks = list(range(comm.Get_size()))
     where = MPI.Group.Translate_ranks(comm.Get_group(), old_ranks, new.Get_group())
     kept = sorted((w, members[i]) for i, w in enumerate(where) if w != MPI.UNDEFINED)

@@ -123,7 +123,7 @@ def validate(cfg: TrainConfig) -> None:
     check_options(cfg)
     if cfg.resume and not cfg.checkpoint_dir:
         raise UserError("--resume needs --checkpoint-dir")
-    from distnet.allreduce import get
+    from distnet.allreduce import ALGORITHMS, NOT_REVOCABLE, get
     from distnet.nn.model import parse_hidden
 
     if cfg.trace_plot is not None and not cfg.trace_plot.endswith(".png"):
@@ -134,9 +134,9 @@ def validate(cfg: TrainConfig) -> None:
         pyplot()  # a missing matplotlib is refused before training, not after
     parse_hidden(cfg.hidden)  # raises a UserError naming the bad size
     get(cfg.allreduce)  # raises a UserError listing the known algorithms
-    if cfg.ft == "ulfm" and cfg.allreduce in ("shm", "hierarchical"):
+    if cfg.ft == "ulfm" and cfg.allreduce in NOT_REVOCABLE:
         # Their ranks wait on flags in shared memory, outside MPI: a revoke cannot wake them,
         # so a failed peer would end the job at the shrink limit instead of being recovered.
+        usable = ", ".join(sorted(set(ALGORITHMS) - NOT_REVOCABLE))
         raise UserError(f"--allreduce {cfg.allreduce} cannot recover under --ft ulfm (its "
-                        "shared-memory waits are not revocable); use ring, tree, rabenseifner, "
-                        "recursive_doubling or native")
+                        f"shared-memory waits are not revocable); use one of {usable}")

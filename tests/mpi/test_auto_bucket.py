@@ -171,3 +171,32 @@ def test_bucketer_finish_reduces_unreported_and_uncovered() -> None:
         bucketer.hook(50, 100)
         bucketer.finish()
     assert np.array_equal(grads, ref)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_auto_on_a_fault_tolerant_comm_skips_shared_memory_waits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ULFM a revoke must wake every rank: a table that names shm or hierarchical is
+    stepped past on a hardened communicator (and on the plain one it is followed)."""
+    from distnet.allreduce.registry import NOT_REVOCABLE
+    from distnet.ft.ulfm import harden
+
+    comm = _comm()
+    assert {"shm", "hierarchical"} <= NOT_REVOCABLE
+    tmp = tempfile.TemporaryDirectory()
+    path = Path(tmp.name) / "tune.json"
+    path.write_text(json.dumps({str(comm.size): [[64, "shm"], [1 << 30, "hierarchical"]]}))
+    monkeypatch.setenv(auto.TUNE_ENV, str(path))
+    plain, hardened = comm.Dup(), harden(comm)
+    try:
+        assert auto.resolve(plain, 8) == "shm"
+        for nbytes in (8, 800, 8 << 20):
+            assert auto.resolve(hardened, nbytes) not in NOT_REVOCABLE
+        x = _data(1001, comm.rank, seed=9)
+        ref = _reference(comm, x)
+        auto.auto_allreduce(hardened, x)
+        assert np.array_equal(x, ref)
+    finally:
+        plain.Free()
+        hardened.Free()
+        tmp.cleanup()
