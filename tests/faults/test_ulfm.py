@@ -7,11 +7,13 @@ epoch is used exactly once, and the recovery is reported with its time and redon
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from distnet.allreduce.auto import TUNE_ENV
 from distnet.ft.faultplan import FATAL, chaos_plan
 from distnet.ft.resilient import ATTEMPT_ENV
 from distnet.training import checkpoint
@@ -73,6 +75,21 @@ def test_crash_of_rank0_hands_over_log_and_metrics(tmp_path: Path, reference: Ru
     # the metrics written after the crash come from the new rank 0, appended to the same file
     assert [e["epoch"] for e in run.events("epoch")] == [1, 2]
     assert run.one("ft_done")["members"] == [1, 2, 3]
+
+
+def test_auto_recovers_although_its_table_names_shared_memory(tmp_path: Path,
+                                                              reference: Run) -> None:
+    """A tune table that picks shm everywhere: under --ft ulfm auto must step past it. The
+    straggler's peers wait in the reduction until the deadline fences it; a revoke cannot wake
+    them out of a shared-memory wait, only out of MPI's."""
+    table = tmp_path / "tune.json"
+    table.write_text(json.dumps({str(p): [[1 << 40, "shm"]] for p in (3, 4)}))
+    run = train(tmp_path, "--allreduce", "auto", "--deadline-s", "3",
+                "--inject", "slow:rank=2:step=8:seconds=60", env={TUNE_ENV: str(table)})
+    assert_finished(run, survivors=3)
+    assert_loss_close(run, reference)
+    assert_samples_exactly_once(run)
+    assert_recovery(run, [2])
 
 
 def test_crash_while_writing_checkpoint(tmp_path: Path, reference: Run) -> None:
