@@ -44,7 +44,7 @@ ranks outnumber cores, then sleeping; `sync="barrier"` calls
 ``Barrier`` on the node communicator instead. Measured in the README's bench section.
 
 A communicator spanning several nodes (or emulated nodes, DISTNET_RANKS_PER_NODE) has no common
-shared memory: `shm` then runs `hierarchical` (binomial trees inside nodes, ring across node
+shared memory: `shm` then runs `hierarchical` (shm inside each node, a ring across the node
 leaders) — said here, not hidden.
 
 Open MPI's UCX one-sided component prints errors on ``Allocate_shared`` when it cannot serve a
@@ -151,6 +151,21 @@ def _allocate(node: Any, capacity: int, slots: int = 1) -> _Window:
     return _Window(win, node, capacity, segments, flags, slots)
 
 
+def one_shared_node(shared: bool, nodes: tuple[int, ...]) -> bool:
+    """Whether a communicator is one node whose ranks share memory: `shared` is what MPI
+    says (every rank in one COMM_TYPE_SHARED group), `nodes` the node map (which
+    DISTNET_RANKS_PER_NODE may set). A map that puts ranks without common memory on one node is
+    refused: believed, `hierarchical` would hand this same communicator back to shm for ever."""
+    from distnet.allreduce.hierarchical import RANKS_PER_NODE_ENV
+
+    one_node = len(set(nodes)) == 1
+    if one_node and not shared:
+        raise UserError(f"{RANKS_PER_NODE_ENV}={os.environ.get(RANKS_PER_NODE_ENV, '')} puts "
+                        f"{len(nodes)} ranks that do not share memory on one node; set it to "
+                        "at most the ranks per host, or unset it")
+    return one_node and shared
+
+
 @dataclass
 class _CommState:
     comm: Any  # held so the key's handle cannot be recycled while the entry lives
@@ -199,8 +214,8 @@ class ShmAllreduce:
 
         node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
         # node_map honours DISTNET_RANKS_PER_NODE, so emulated nodes take the fallback too.
-        single = comm.allreduce(node.size == comm.size, op=MPI.LAND) and len(
-            set(node_map(comm))) == 1
+        shared = bool(comm.allreduce(node.size == comm.size, op=MPI.LAND))
+        single = one_shared_node(shared, node_map(comm))
         st = self._states[key] = _CommState(comm, node, single)
         self._evict()
         return st

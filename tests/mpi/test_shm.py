@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distnet.allreduce import ALGORITHMS
-from distnet.allreduce.shm import ShmAllreduce
+from distnet.allreduce.shm import ShmAllreduce, one_shared_node
 from distnet.common.errors import UserError
 
 
@@ -74,6 +74,17 @@ def test_emulated_nodes_fall_back_to_hierarchical(monkeypatch: pytest.MonkeyPatc
 def test_unknown_sync_is_refused() -> None:
     with pytest.raises(UserError, match="sync"):
         ShmAllreduce(sync="busy")
+
+
+def test_a_node_map_over_unshared_memory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DISTNET_RANKS_PER_NODE claiming one node for ranks on two hosts: one clear error, not
+    shm -> hierarchical -> shm on the same communicator until the stack runs out."""
+    monkeypatch.setenv("DISTNET_RANKS_PER_NODE", "8")
+    assert one_shared_node(True, (0, 0, 0)) is True
+    assert one_shared_node(False, (0, 0, 1, 1)) is False
+    assert one_shared_node(True, (0, 1)) is False
+    with pytest.raises(UserError, match="DISTNET_RANKS_PER_NODE=8 puts 4 ranks"):
+        one_shared_node(False, (0, 0, 0, 0))
 
 
 @pytest.mark.mpi(min_size=1)
