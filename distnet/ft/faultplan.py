@@ -10,6 +10,7 @@ A fault is written either as a spec string, `kind:key=value:key=value`, e.g.
     hang:rank=1:step=6             rank 1 stops responding (sleeps forever)
     hang:rank=1:step=6:at=allreduce    ... freezes (SIGSTOP) inside the reduction, after arriving
     hang:rank=1:step=6:at=allreduce:seconds=60   ... only its main thread sleeps there (60 s)
+    hang:rank=1:step=6:at=evaluation   ... freezes in the first evaluation at or after step 6
     slow:rank=1:step=2:seconds=0.05:steps=5   a straggler: 50 ms extra per step for 5 steps
     nan:rank=3:step=4              rank 3's local gradient gets a NaN
     bitflip:rank=1:step=4          a bit flips in a gradient chunk rank 1 receives
@@ -35,7 +36,7 @@ from distnet.common.errors import UserError
 from distnet.common.jsonfile import read_json
 
 KINDS = ("crash", "kill", "hang", "slow", "nan", "bitflip", "delay", "drop")
-PLACES = ("compute", "allreduce", "checkpoint", "recovery")
+PLACES = ("compute", "allreduce", "checkpoint", "recovery", "evaluation")
 CHAOS_KINDS = ("crash", "kill", "nan", "bitflip", "slow")
 FATAL = ("crash", "kill", "hang")
 # Bounds that keep a plan's cost small: a chaos plan is drawn before training starts, and a
@@ -103,9 +104,12 @@ def make_fault(raw: dict[str, Any], where: str) -> Fault:
                         f"<= {MAX_STEP}")
     if fault.at not in PLACES:
         raise UserError(f"{where}: unknown place at={fault.at!r} (known: {', '.join(PLACES)})")
-    if fault.at != "compute" and not (fault.kind == "crash" or
-                                      (fault.kind == "hang" and fault.at == "allreduce")):
-        raise UserError(f"{where}: at= is only for crash faults (and hang at=allreduce)")
+    if fault.at == "evaluation" and fault.kind != "hang":
+        raise UserError(f"{where}: at=evaluation is only for hang faults")
+    if fault.at not in ("compute", "evaluation") and not (
+            fault.kind == "crash" or (fault.kind == "hang" and fault.at == "allreduce")):
+        raise UserError(f"{where}: at= is only for crash faults (and hang at=allreduce or "
+                        "at=evaluation)")
     return fault
 
 

@@ -17,6 +17,9 @@ from typing import Any
 
 from distnet.ft.faultplan import Fault
 
+# how the log names the phase an armed fault strikes in
+PHASE = {"allreduce": "reduction", "evaluation": "evaluation"}
+
 
 class Injector:
     def __init__(self, faults: list[Fault], world_rank: int, attempt: int = 0) -> None:
@@ -79,12 +82,20 @@ class Injector:
             if f.kind == "crash" and f.at == "recovery" and step >= f.step:
                 self.crash(f)
 
+    def in_evaluation(self, step: int) -> None:
+        """hang at=evaluation strikes in the first evaluation at or after its step."""
+        for f in self.mine:
+            if f.kind == "hang" and f.at == "evaluation" and step >= f.step and f not in self.fired:
+                self.fired.add(f)
+                self.strike(f)
+
     def in_allreduce(self, step: int) -> Fault | None:
         """The crash or hang due inside this step's reduction, after the arrival notes."""
         return self._take("crash", step, at="allreduce") or self._take("hang", step, "allreduce")
 
     def strike(self, fault: Fault) -> None:
-        """A fault armed inside the reduction: crash, or freeze the whole process.
+        """A fault armed inside the reduction (or an evaluation): crash, or freeze the whole
+        process.
 
         A frozen process (SIGSTOP: no thread runs, its sockets stay open, the runtime sees it
         alive) is what a rank stuck in a driver or swapped out looks like to its peers; unlike
@@ -95,12 +106,12 @@ class Injector:
         if fault.seconds:
             # a main thread stuck in user code (a deadlock): the watchdog thread still runs
             print(f"distnet: injected fault {fault.to_spec()}: world rank {self.world_rank} "
-                  f"stops inside the reduction for {fault.seconds:g} s", file=sys.stderr,
+                  f"stops inside the {PHASE[fault.at]} for {fault.seconds:g} s", file=sys.stderr,
                   flush=True)
             time.sleep(fault.seconds)
             return
         print(f"distnet: injected fault {fault.to_spec()}: world rank {self.world_rank} "
-              "freezes inside the reduction (SIGSTOP)", file=sys.stderr, flush=True)
+              f"freezes inside the {PHASE[fault.at]} (SIGSTOP)", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGSTOP)
 
     def arm_checkpoint_crash(self, step: int) -> Any:

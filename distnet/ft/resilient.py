@@ -16,12 +16,15 @@ a clear error (the restart supervisor then continues it from the latest checkpoi
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -46,6 +49,13 @@ JOB_FILE = "ft-job.json"  # in the checkpoint directory: what every restart must
 # Shrink waits for every live rank: a silent one that escaped fencing would hold it forever.
 # Past this limit (or twice the step's deadline) the job aborts and a restart takes over.
 SHRINK_MIN_LIMIT_S = 30.0
+# A phase outside a step (evaluation, checkpoint, epoch end, final digest) posts no arrival
+# notes, so a rank that freezes in it cannot be named and fenced; past its limit the job aborts
+# for a restart instead of waiting forever. The limit is far above the phase's expected time:
+# PHASE_FACTOR x the longer of its longest run so far and an estimate from the step pace.
+PHASE_MIN_LIMIT_S = 30.0
+PHASE_FACTOR = 10.0
+CHECKPOINT_SLOW_BYTES_PER_S = 20e6  # a slow network disk: what a checkpoint write is priced at
 PROBE_MAX_WINDOW_S = 15.0
 
 
@@ -91,6 +101,8 @@ class FaultTolerantTrainer(Trainer):
         self._reduce_deadline_s = 0.0
         self._last_samples: dict[str, Any] | None = None
         self._stuck: list[int] | None = None  # laggards named by the last watchdog, if it fired
+        self._phase_longest_s: dict[str, float] = {}  # per phase outside a step
+        self._phases: list[str] = []  # the ones running now, innermost last (epoch end > eval)
         # The loss of each step is reduced with the checksum, so every rank knows the epoch's
         # total; rank 0 holds it as its share (Progress.epoch_loss_sum) and the others hold 0,
         # so after a shrink the new rank 0 can take the share over without losing a dead rank's.
@@ -151,16 +163,53 @@ class FaultTolerantTrainer(Trainer):
     def _is_fault(self, exc: BaseException) -> bool:
         return self.mode == "ulfm" and (ulfm.is_failure(exc) or isinstance(exc, ulfm.Recovering))
 
-    def _protected(self, fn: Callable[[], T]) -> T:
-        """Run a collective phase; on a rank failure recover and run it again."""
+    def _protected(self, phase: str, fn: Callable[[], T], estimate_s: float = 0.0) -> T:
+        """Run a collective phase outside a step under its limit (`phase_limit_s`); on a rank
+        failure recover (under the shrink's own limit) and run it again."""
         for _ in range(MAX_RECOVERIES_PER_STEP):
+            limit_s = self.phase_limit_s(phase, estimate_s)
+            t0 = time.perf_counter()
+            self._phases.append(phase)
             try:
-                return fn()
+                with deadline.watchdog(limit_s, partial(self._phase_stuck, limit_s)):
+                    result = fn()
             except Exception as exc:
                 if not self._is_fault(exc):
                     raise
                 self._recover(exc, redo=False)
+                continue
+            finally:
+                self._phases.pop()
+            took = time.perf_counter() - t0
+            self._phase_longest_s[phase] = max(took, self._phase_longest_s.get(phase, 0.0))
+            return result
         raise abort_all(f"gave up after {MAX_RECOVERIES_PER_STEP} recoveries in one phase")
+
+    def phase_limit_s(self, phase: str, estimate_s: float = 0.0) -> float:
+        """How long `phase` may run before the job aborts (see PHASE_MIN_LIMIT_S)."""
+        longest = max(estimate_s, self._phase_longest_s.get(phase, 0.0))
+        return max(PHASE_MIN_LIMIT_S, PHASE_FACTOR * longest)
+
+    def _phase_stuck(self, limit_s: float) -> None:
+        """Watchdog thread: a phase outside a step outlived its limit (named: the innermost
+        running, where the rank is stuck)."""
+        from mpi4py import MPI
+
+        phase = self._phases[-1] if self._phases else "phase"
+        print(f"distnet: error (world rank {self.world_rank}): the {phase} at step "
+              f"{self.progress.step} did not finish within {limit_s:.0f} s (a rank stopped "
+              "answering outside a step, where it cannot be fenced): aborting the job for a "
+              "restart from the latest checkpoint", file=sys.stderr, flush=True)
+        MPI.COMM_WORLD.Abort(EXIT_FAULT)
+
+    def _evaluation_estimate_s(self) -> float:
+        """A forward pass over this rank's share of the validation set, priced at the step
+        pace (a step also runs backward, so this overestimates)."""
+        if not self.clock.intervals:
+            return 0.0
+        local_batch = max(1.0, self._job_batch / self.world)
+        batches = math.ceil(len(self.data.y_val) / self.world / local_batch)
+        return batches * statistics.median(self.clock.intervals)
 
     def _agree(self, ok: bool) -> bool:
         if self.mode == "ulfm":
@@ -461,10 +510,16 @@ class FaultTolerantTrainer(Trainer):
 
     # ---- phases outside a step --------------------------------------------------------------
     def evaluate(self) -> tuple[float, float]:
-        return self._protected(super().evaluate)
+        def run() -> tuple[float, float]:
+            self.injector.in_evaluation(self.progress.step)
+            return super(FaultTolerantTrainer, self).evaluate()
+
+        return self._protected("evaluation", run, self._evaluation_estimate_s())
 
     def _end_epoch(self, wall_s: float) -> dict[str, Any]:
-        record = self._protected(lambda: super(FaultTolerantTrainer, self)._end_epoch(wall_s))
+        record = self._protected(  # it holds an evaluation, so its limit covers one
+            "epoch end", lambda: super(FaultTolerantTrainer, self)._end_epoch(wall_s),
+            self._evaluation_estimate_s())
         self._epoch_loss_total = 0.0
         self.clock.relax()
         return record
@@ -472,15 +527,25 @@ class FaultTolerantTrainer(Trainer):
     def save_checkpoint(self) -> None:
         undo = self.injector.arm_checkpoint_crash(self.progress.step)
         try:
-            self._protected(super().save_checkpoint)
+            self._protected("checkpoint", self._save_and_wait, self._checkpoint_estimate_s())
         finally:
             undo()
         self.clock.relax()
 
+    def _save_and_wait(self) -> None:
+        super().save_checkpoint()
+        # Everyone waits for rank 0's write here, under the phase's limit; going on instead,
+        # the peers would hold a long write to the next step's deadline and fence rank 0.
+        self.comm.Barrier()
+
+    def _checkpoint_estimate_s(self) -> float:
+        """Parameters and up to two optimiser moments per parameter, at a slow disk's pace."""
+        return 3 * self.model.params.nbytes / CHECKPOINT_SLOW_BYTES_PER_S
+
     def fit(self) -> dict[str, Any]:
         summary = super().fit()
         digest = integrity.param_digest(self.model.params)
-        digests = self._protected(lambda: self.comm.allgather(digest))
+        digests = self._protected("final digest", lambda: self.comm.allgather(digest))
         recoveries = [e for e in self.events if e["event"] == "recovery"]
         record = {
             "event": "ft_done", "mode": self.mode, "world_size": self.world,

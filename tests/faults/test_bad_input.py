@@ -65,6 +65,7 @@ def test_malformed_fault_plan(name: str, tmp_path: Path) -> None:
     ("crash:rank=1:step=2:when=now", "bad field"),
     ("slow:rank=1:step=2:at=checkpoint", "only for crash"),
     ("hang:rank=1:step=2:at=checkpoint", "only for crash"),
+    ("crash:rank=1:step=2:at=evaluation", "at=evaluation is only for hang"),
     ("hang:rank=1:step=2:at=allreduce:seconds=-3", "seconds >= 0"),
     ("slow:rank=1:step=2:seconds=nan", "seconds must be a finite number"),
     ("slow:rank=1:step=2:seconds=1e300", "seconds must be <= 86400"),

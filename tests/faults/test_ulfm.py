@@ -92,6 +92,18 @@ def test_auto_recovers_although_its_table_names_shared_memory(tmp_path: Path,
     assert_recovery(run, [2])
 
 
+def test_rank_frozen_in_an_evaluation_aborts_at_the_phase_limit(tmp_path: Path) -> None:
+    """Outside a step nobody posts arrival notes, so a rank frozen in an evaluation cannot be
+    named and fenced: past the phase's limit (30 s here) the job ends with one line and a
+    failure status instead of waiting for ever."""
+    run = train(tmp_path, "--inject", "hang:rank=1:step=0:at=evaluation")
+    assert run.result.returncode != 0, run.tail()
+    said = " ".join(run.output.split())
+    assert "freezes inside the evaluation" in said, run.tail()
+    assert "the evaluation at step" in said and "did not finish within 30 s" in said, run.tail()
+    assert not run.events("done") and not run.events("ft_done"), run.tail()
+
+
 def test_crash_while_writing_checkpoint(tmp_path: Path, reference: Run) -> None:
     ckpt = tmp_path / "ckpt"
     run = train(tmp_path, "--checkpoint-dir", str(ckpt), "--checkpoint-every", "5",
@@ -99,7 +111,7 @@ def test_crash_while_writing_checkpoint(tmp_path: Path, reference: Run) -> None:
     assert_finished(run, survivors=3)
     assert_loss_close(run, reference)
     assert_samples_exactly_once(run)
-    assert_recovery(run, [0])
+    assert_recovery(run, [0], in_step=False)  # the peers wait for the write: phase repeated
     latest = checkpoint.latest(str(ckpt))
     assert latest is not None
     _, meta = checkpoint.load(latest)

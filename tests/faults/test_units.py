@@ -17,7 +17,7 @@ from distnet.ft.integrity import check_reduced, param_digest
 def test_spec_round_trip() -> None:
     for spec in ["crash:rank=2:step=5", "crash:rank=0:step=3:at=allreduce",
                  "slow:rank=1:step=2:seconds=0.05:steps=5", "kill:rank=3:step=1:attempt=1",
-                 "hang:rank=2:step=6:at=allreduce"]:
+                 "hang:rank=2:step=6:at=allreduce", "hang:rank=1:step=0:at=evaluation"]:
         assert parse_spec(spec).to_spec() == spec
 
 
