@@ -13,7 +13,9 @@ survivors can go on. Three questions, one function each:
   (`may_fence`). A cut-off host hears nobody but itself, so it does not kill the majority
   (no split brain, no second copy training on alone); it ends itself instead, like a crashed
   process. On one host there is no partition, so a silent peer there is simply hung.
-- how? Same host: SIGKILL. Another host: through the launcher's agent, the command Open MPI
+- how? Same host: SIGKILL, through a pidfd and only if the pid's start time is still the
+  one the rank reported at start-up (a rank that died already may have left its pid to
+  another process). Another host: through the launcher's agent, the command Open MPI
   itself starts remote daemons with (ssh, or the emulated cluster's agent), run as
   `AGENT HOST kill -KILL PID` over the management network, which a data-network fault leaves up.
   Without an agent there is no honest way to reach it: the job aborts and is restarted.
@@ -66,17 +68,46 @@ def agent() -> list[str] | None:
     return cmd
 
 
-def kill(host: str, pids: list[int], my_host: str) -> str:
+def start_ticks(pid: int) -> int | None:
+    """When process pid started (clock ticks since boot, /proc/PID/stat field 22); None if it
+    is gone or there is no /proc. With the pid it names one process: pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may hold spaces or parentheses itself
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def _kill_here(pid: int, start: int | None) -> None:
+    try:
+        fd = os.pidfd_open(pid)  # from here on a reuse of the pid cannot redirect the signal
+    except ProcessLookupError:
+        return  # died already
+    except PermissionError as exc:
+        raise FenceError(f"pid {pid}: {exc}") from None
+    try:
+        if start is not None and start_ticks(pid) != start:
+            return  # the rank died already and another process now holds its pid
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise FenceError(f"pid {pid}: {exc}") from None
+    finally:
+        os.close(fd)
+
+
+def kill(host: str, pids: list[int], my_host: str,
+         starts: list[int | None] | None = None) -> str:
     """SIGKILL pids on host; returns how ("SIGKILL" or "through the agent ..."); FenceError
-    if there is no way."""
+    if there is no way. `starts` (their `start_ticks` at start-up) guards the same host's
+    pids against reuse; the agent's `kill` on another host cannot be guarded that way."""
     if host == my_host:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # died already
-            except PermissionError as exc:
-                raise FenceError(f"pid {pid}: {exc}") from None
+        for pid, start in zip(pids, starts or [None] * len(pids), strict=True):
+            _kill_here(pid, start)
         return "SIGKILL"
     try:
         cmd = agent()

@@ -92,6 +92,7 @@ class FaultTolerantTrainer(Trainer):
         self.host = socket.gethostname()
         self.pids: dict[int, tuple[str, int]] = dict(enumerate(
             comm.allgather((self.host, os.getpid()))))
+        self.starts: list[int | None] = comm.allgather(fence.start_ticks(os.getpid()))
         self.injector = Injector(self.faults, self.world_rank, self.attempt)
         self.clock = deadline.DeadlineClock(cfg.deadline_s)
         self.events: list[dict[str, Any]] = []
@@ -474,7 +475,7 @@ class FaultTolerantTrainer(Trainer):
         for host, ranks in by_host.items():  # one agent call per host
             pids = [self.pids[w][1] for w in ranks]
             try:
-                how = fence.kill(host, pids, self.host)
+                how = fence.kill(host, pids, self.host, [self.starts[w] for w in ranks])
             except fence.FenceError as exc:
                 print(f"distnet: error: world rank(s) {ranks} on {host} are hung and cannot be "
                       f"fenced from {self.host} ({exc}): aborting the job", file=sys.stderr,

@@ -38,6 +38,20 @@ def test_fence_on_this_host_is_sigkill() -> None:
         child.kill()
 
 
+def test_fence_on_this_host_spares_a_reused_pid() -> None:
+    """A pid whose start time is not the rank's any more belongs to somebody else now."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = fence.start_ticks(child.pid)
+        assert start is not None and start > 0
+        fence.kill("here", [child.pid], "here", [start + 1])  # "the rank started earlier"
+        assert child.poll() is None  # spared
+        fence.kill("here", [child.pid], "here", [start])
+        assert child.wait(timeout=20) == -9
+    finally:
+        child.kill()
+
+
 def test_fence_on_another_host_goes_through_the_agent(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "agent.log"
