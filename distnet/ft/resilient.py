@@ -47,8 +47,11 @@ MAX_RECOVERIES_PER_STEP = 8
 ATTEMPT_ENV = "DISTNET_FT_ATTEMPT"  # set by the restart supervisor
 JOB_FILE = "ft-job.json"  # in the checkpoint directory: what every restart must keep
 # Shrink waits for every live rank: a silent one that escaped fencing would hold it forever.
-# Past this limit (or twice the step's deadline) the job aborts and a restart takes over.
+# Past this limit (or twice the step's deadline, or the longest a fence can take: a probe
+# window plus one agent call per other host, and a margin) the job aborts and a restart takes
+# over. Ranks that met a failure first may be in the shrink while another still fences.
 SHRINK_MIN_LIMIT_S = 30.0
+SHRINK_MARGIN_S = 10.0
 # A phase outside a step (evaluation, checkpoint, epoch end, final digest) posts no arrival
 # notes, so a rank that freezes in it cannot be named and fenced; past its limit the job aborts
 # for a restart instead of waiting forever. The limit is far above the phase's expected time:
@@ -396,7 +399,9 @@ class FaultTolerantTrainer(Trainer):
             waited_s, self._stuck = self._reduce_deadline_s, None
         self._revoke_all()
         old_world, was_rank0 = self.world, self.rank == 0
-        limit_s = max(SHRINK_MIN_LIMIT_S, 2 * self._reduce_deadline_s)
+        other_hosts = len({host for host, _ in self.pids.values()} - {self.host})
+        fence_s = PROBE_MAX_WINDOW_S + other_hosts * fence.AGENT_TIMEOUT_S + SHRINK_MARGIN_S
+        limit_s = max(SHRINK_MIN_LIMIT_S, 2 * self._reduce_deadline_s, fence_s)
         with deadline.watchdog(limit_s, lambda: self._shrink_stuck(step, limit_s)):
             if not isinstance(exc, ulfm.Recovering):
                 ulfm.join_recovery(self.comm)  # ... whose commit vote told the others already
