@@ -30,6 +30,8 @@ from distnet.allreduce.registry import get
 from distnet.common.errors import UserError
 from distnet.common.units import MIB
 
+FIRST_BUCKET_BYTES = 1 * MIB  # DDP's first_bucket_bytes: the first reduction starts early
+
 
 class BucketObserver(Protocol):
     """Told when each bucket's reduction starts and is seen done (distnet/observe/observer.py)."""
@@ -122,7 +124,7 @@ class Bucketer:
 
     def __init__(self, comm: Any, grads: np.ndarray, param_slices: list[tuple[int, int]],
                  algorithm: str, bucket_bytes: int = 25 * MIB,
-                 first_bucket_bytes: int = 1 * MIB, overlap: bool = True,
+                 first_bucket_bytes: int = FIRST_BUCKET_BYTES, overlap: bool = True,
                  progress_thread: bool = False, poll_s: float = 50e-6,
                  start_range: RangeStarter | None = None) -> None:
         if grads.ndim != 1 or not grads.flags.c_contiguous:

@@ -295,6 +295,10 @@ class ShmAllreduce:
         w.free()
         w.node.Free()
 
+    def holds(self, buf: np.ndarray) -> bool:
+        """Whether buf lies in a buffer from `buffer` (a reduction of it copies nothing)."""
+        return self._owner(buf) is not None
+
     def _owner(self, buf: np.ndarray) -> tuple[_Window, int] | None:
         """(window, byte offset) if buf lies in one of the zero-copy buffers."""
         if not self._owned:

@@ -68,6 +68,7 @@ class IntegrityFailure(Exception):
 
 class FaultTolerantTrainer(Trainer):
     sync: integrity.CheckedSync
+    shares_grad_window = False  # see Trainer: its communicators may shrink
 
     def __init__(self, comm: Any, cfg: TrainConfig, log: Any = print) -> None:
         self.mode = cfg.ft

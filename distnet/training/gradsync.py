@@ -18,10 +18,49 @@ from typing import Any
 import numpy as np
 
 from distnet import compress
-from distnet.allreduce import get
+from distnet.allreduce import auto, get
 from distnet.allreduce.mpi import start
 from distnet.allreduce.registry import SCHEDULES
+from distnet.allreduce.shm import SMALL_BYTES, ShmAllreduce
 from distnet.common.units import MIB
+
+
+def shared_grad_buffer(comm: Any, n: int, dtype: Any, algorithm: str,
+                       bucket_mb: float = 0.0) -> np.ndarray | None:
+    """A zeroed n-element gradient buffer in `shm`'s shared window (collective), or None where
+    it would not pay.
+
+    It pays when some reduction a GradSync(comm, ..., algorithm, bucket_mb) runs, the whole
+    buffer or one bucket, is `shm` (by name, or `auto`'s pick for that size) and larger than
+    shm's one-sync path, which copies whatever the buffer: backward then writes the gradients
+    straight where the peers read them. It cannot be had on one rank or across nodes (no
+    common memory). The caller must not reduce it on another communicator's window after a
+    failure: fault-tolerant trainers keep private buffers (a shrink leaves the window's dead
+    member behind, and the window's free is collective).
+    """
+    shm = get("shm")
+    if comm.Get_size() == 1 or n == 0 or not isinstance(shm, ShmAllreduce):
+        return None
+    itemsize = np.dtype(dtype).itemsize
+    ranges = [(0, n)]
+    if bucket_mb > 0:
+        from distnet.allreduce.bucket import FIRST_BUCKET_BYTES, plan_buckets
+
+        ranges = plan_buckets(n, itemsize, max(1, int(bucket_mb * MIB)), FIRST_BUCKET_BYTES)
+    sizes = [(hi - lo) * itemsize for lo, hi in ranges]
+    # auto.resolve is collective on a communicator's first use: every rank asks the same sizes.
+    picks = [auto.resolve(comm, b) if algorithm == "auto" else algorithm for b in sizes]
+    if not any(pick == "shm" and b > SMALL_BYTES for pick, b in zip(picks, sizes, strict=True)):
+        return None
+    buf = shm.buffer(comm, n, dtype)
+    return buf if shm.holds(buf) else None
+
+
+def release_grad_buffer(buf: np.ndarray) -> None:
+    """Free the window of a buffer from `shared_grad_buffer` (collective; do not use it again)."""
+    shm = get("shm")
+    if isinstance(shm, ShmAllreduce):
+        shm.release(buf)
 
 
 @dataclass(frozen=True)

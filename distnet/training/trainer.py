@@ -31,7 +31,12 @@ from distnet.observe.observer import Observer
 from distnet.training import checkpoint
 from distnet.training.breakdown import breakdown, format_breakdown
 from distnet.training.config import TrainConfig
-from distnet.training.gradsync import Compression, GradSync
+from distnet.training.gradsync import (
+    Compression,
+    GradSync,
+    release_grad_buffer,
+    shared_grad_buffer,
+)
 from distnet.training.metrics import MetricsWriter, read_metrics
 from distnet.training.prepare import (
     Prepared,
@@ -88,7 +93,11 @@ class Trainer:
             raise AgreedError(f"more ranks ({self.world}) than training samples ({n_train})")
         n_in = self.data.x_train.shape[1]
         self.spec = model_spec(cfg, n_in, self.data.n_classes)
-        self.model, self.opt = agree(comm, self._build)
+        self.model = agree(comm, lambda: build_model(cfg, self.spec["n_in"], self.spec["n_out"],
+                                                     self.rank))
+        # Collective, so not inside `agree`; before the optimiser, which holds the gradients.
+        self._grad_window = self._share_grads()
+        self.opt = agree(comm, lambda: build_optimizer(cfg, self.model))
         # Not inside `agree`: GradSync runs collectives (Dup); config already checked the name.
         self.sync = GradSync(comm, self.model.grads, self.model.param_slices, cfg.allreduce,
                              cfg.bucket_mb, cfg.overlap, self.compression())
@@ -151,9 +160,31 @@ class Trainer:
                         raise UserError(f"{flag} {path}: {folder} is not writable")
         return MetricsWriter(cfg.metrics if self.rank == 0 else None, append=cfg.resume)
 
-    def _build(self) -> tuple[Any, Any]:
-        model = build_model(self.cfg, self.spec["n_in"], self.spec["n_out"], self.rank)
-        return model, build_optimizer(self.cfg, model)
+    # A fault-tolerant trainer reduces on communicators that shrink: a window made with a rank
+    # that then died could neither be reduced in place nor freed (its free is collective).
+    shares_grad_window = True
+
+    def _share_grads(self) -> np.ndarray | None:
+        """Put the gradients in shm's shared window when shm reduces them (distnet/allreduce/
+        shm.py, zero copy), else leave them where they are; None then."""
+        cfg = self.cfg
+        if not self.shares_grad_window or cfg.compress != "none":
+            return None  # a compressor reduces its own encoding, never the gradients in place
+        buf = shared_grad_buffer(self.comm, self.model.grads.shape[0], self.model.dtype,
+                                 cfg.allreduce, cfg.bucket_mb)
+        if buf is not None:
+            self.model.use_grad_buffer(buf)
+        return buf
+
+    def _unshare_grads(self) -> None:
+        """Move the gradients back into private memory and free the window (collective)."""
+        window = self._grad_window
+        if window is None:
+            return
+        self._grad_window = None
+        self.model.use_grad_buffer(window.copy())
+        self.opt.grads = self.model.grads  # nothing may keep a view of the freed window
+        release_grad_buffer(window)
 
     # ---- one step ----------------------------------------------------------------------------
     @property
@@ -318,6 +349,7 @@ class Trainer:
             self.save_params(cfg.save)
         self.metrics.close()
         self.sync.close()
+        self._unshare_grads()
         if cfg.profile and cfg.metrics and self.rank == 0:
             self.log(format_breakdown(breakdown(read_metrics(cfg.metrics))))
         return summary

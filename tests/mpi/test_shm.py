@@ -166,3 +166,67 @@ def test_hierarchical_runs_shm_inside_emulated_nodes(monkeypatch: pytest.MonkeyP
     finally:
         for comm in comms:
             comm.Free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_trainer_reduces_its_gradients_in_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # distnet.train with shm, by name or as auto's pick, whole buffer or buckets (1.27 MB of
+    # float64: a 1 MiB tail bucket and the rest), lets backward write into the shared window,
+    # trains exactly as native does, and leaves private gradients behind when it ends.
+    from dataclasses import replace
+
+    from distnet.allreduce import auto
+    from distnet.training.config import TrainConfig
+    from distnet.training.trainer import Trainer
+
+    comm = _comm()
+    shm = ALGORITHMS["shm"]
+    assert isinstance(shm, ShmAllreduce)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.05, optimizer="sgd", momentum=0.9,
+                      hidden="512,256", samples=203, dtype="float64", seed=3, quiet=True)
+    reference = Trainer(comm, cfg)
+    reference.fit()
+    for kw in ({"allreduce": "shm"}, {"allreduce": "shm", "bucket_mb": 0.25},
+               {"allreduce": "auto"}):
+        if kw["allreduce"] == "auto":
+            monkeypatch.setattr(auto, "resolve", lambda c, nbytes: "shm")
+        trainer = Trainer(comm, replace(cfg, **kw))  # type: ignore[arg-type]
+        assert shm.holds(trainer.model.grads) and trainer.opt.grads is trainer.model.grads, kw
+        trainer.fit()
+        assert not shm.holds(trainer.model.grads) and trainer.opt.grads is trainer.model.grads
+        np.testing.assert_allclose(trainer.model.params, reference.model.params, rtol=1e-10,
+                                   atol=1e-13, err_msg=str(kw))
+        digests = comm.allgather(trainer.model.params.tobytes())
+        assert len(set(digests)) == 1, kw
+
+
+@pytest.mark.mpi(min_size=2)
+def test_trainer_keeps_private_gradients_where_the_window_cannot_serve(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from distnet.ft.resilient import FaultTolerantTrainer
+    from distnet.training.config import TrainConfig
+    from distnet.training.gradsync import shared_grad_buffer
+    from distnet.training.trainer import Trainer
+
+    comm = _comm()
+    shm = ALGORITHMS["shm"]
+    assert isinstance(shm, ShmAllreduce)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.05, hidden="64,32", samples=203,
+                      dtype="float64", seed=3, quiet=True, allreduce="shm", max_steps=2)
+    for kw in ({"compress": "fp16"}, {"allreduce": "native"}, {"hidden": "8"}):
+        # a compressor reduces its own encoding; native; 16 KiB or less takes the copy path
+        trainer = Trainer(comm, replace(cfg, **kw))  # type: ignore[arg-type]
+        assert not shm.holds(trainer.model.grads), kw
+        trainer.fit()
+    assert not shm.holds(FaultTolerantTrainer(comm, replace(cfg, track_samples=True)).model.grads)
+    from mpi4py import MPI
+
+    assert shared_grad_buffer(MPI.COMM_SELF, 10_000, np.float64, "shm") is None
+    dup = comm.Dup()  # a fresh communicator: its node map is computed under the env below
+    monkeypatch.setenv("DISTNET_RANKS_PER_NODE", "1")
+    try:
+        assert shared_grad_buffer(dup, 10_000, np.float64, "shm") is None  # no common memory
+    finally:
+        dup.Free()
