@@ -1,9 +1,11 @@
 """Start `mpirun` jobs from Python without ever hanging: the one home for it.
 
 A crashed rank can leave mpirun (or MPI_Finalize) waiting forever, and ranks can outlive a dead
-mpirun. So a job gets its own session (process group), and the whole group is SIGKILLed on
-timeout and again once mpirun is done, which also reaps orphaned ranks. The benchmarks, the
-restart supervisor and the tests all start their jobs through here.
+mpirun. So a job gets its own session, and the whole session is SIGKILLed on timeout and again
+once mpirun is done, which also reaps orphaned ranks. The session, not just mpirun's process
+group: Open MPI's launcher puts every rank in a process group of its own (seen: ranks left
+running for 45 minutes after a killed ULFM job's mpirun, one a minute after an aborted one).
+The benchmarks, the restart supervisor and the tests all start their jobs through here.
 """
 
 from __future__ import annotations
@@ -122,8 +124,39 @@ def run_job(cmd: list[str], timeout_s: float | None, env: dict[str, str] | None 
     return Finished(EXIT_NOT_FINISHED, done.stdout, done.stderr + note + "\n", False)
 
 
+def session_members(sid: int) -> list[int]:
+    """Pids of the processes in session sid (from /proc; empty where there is none)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        # after the parenthesised command name: state, ppid, pgrp, session, ...
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            found.append(int(name))
+    return found
+
+
 def kill_group(pgid: int) -> None:
+    """SIGKILL the session a job was started in (its leader's pid is pgid): its own process
+    group and every group its launcher made inside the session."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    for _ in range(2):  # a rank starting while the first pass runs is caught by the second
+        for pid in session_members(pgid):
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
