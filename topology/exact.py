@@ -62,6 +62,9 @@ class _Pairs:
         self.lat = np.zeros(0)
         self.bytes = np.zeros(0)  # bytes carried by the pair over the run
         self.cls = np.zeros(0, np.int64)  # latency class (arrival lane), -1: the heap
+        # 1: a route that crosses one link twice (possible with ideal spreading around failures)
+        # never runs as a ghost, which is alone on each of its links
+        self.twice = np.zeros(0, np.int64)
         self.classes: dict[float, int] = {}
 
     @property
@@ -99,6 +102,14 @@ class _Pairs:
                     c = self.classes[lat] = len(self.classes)
                 cls[j] = -1 if c is None else c
             self.cls = np.concatenate([self.cls, cls])
+            ent = rows[keep] * self.net.n_links + r.link[keep]
+            seen = np.unique(ent)
+            twice = np.zeros(new.size, np.int64)
+            if seen.size < ent.size:
+                twice = (np.bincount(rows[keep], minlength=new.size)
+                         > np.bincount(seen // self.net.n_links, minlength=new.size)).astype(
+                             np.int64)
+            self.twice = np.concatenate([self.twice, twice])
             self.bytes = np.concatenate([self.bytes, np.zeros(new.size)])
             keys = np.concatenate([self.keys, new])
             ids = np.concatenate([self.ids, first + np.arange(new.size)])
@@ -339,6 +350,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     l_w = np.zeros(n_links)
     l_cnt = np.zeros(n_links, np.int64)
     comp_links = np.zeros(n_links, np.int64)
+    l_gend = np.full(n_links, -1.0)  # drain time of the link's ghost (kernel.py); none: -1
+    l_gslot = np.zeros(n_links, np.int64)
     grow_slots(min(4096, max(16, n_transfers)))
     n_lanes = K.LANE_ARRIVE + LATENCY_LANES
     Q = np.zeros(2 + 2 * n_lanes, np.int64)
@@ -391,7 +404,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             A["dheap"], A["tid"], A["inj"], A["rem"], A["rate"], A["last"], A["end"], A["pos"],
             A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"], l_head, cap,
             l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], moved, s_start, s_end,
-            lg_t, lg_k, lg_i)
+            lg_t, lg_k, lg_i, l_gend, l_gslot, pairs.twice)
         if status == K.FINISHED:
             progress.update(schedule.nsteps - shown)
             progress.close()

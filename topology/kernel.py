@@ -265,8 +265,6 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
                         a_mark[s2] = ep
                         comp[nc] = s2
                         nc += 1
-                        if a_pos[s2] == GHOST_POS:  # a ghost meets a flow: it is one again
-                            _revive(I, now, s2, a_rem, a_rate, a_last, a_pos, T, a_tid)
                     e = e_next[e]
     I[I_LINKS] += nl
     for k in range(nc):
@@ -329,12 +327,16 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
 # ---- ghosts: flows alone on their links, drained on paper -----------------------------------
 # A flow that enters links nobody else uses runs at its narrowest link's rate until someone joins
 # it, so its drain time is known at injection: its arrival is queued right away and it never
-# enters the drain heap (two fewer events per transfer). It stays threaded on its links so a
-# flow that joins before that drain finds it and turns it back into an ordinary flow (revival:
-# its queued arrival becomes void, STALE); after that drain it is dropped from a link's list by
-# whoever looks at the link next (an expired ghost takes no part in anything), or at its arrival.
+# enters the drain heap (two fewer events per transfer). Nor does it go on the links' flow lists
+# (the threading and unthreading were a fifth of a congested ring's time): each of its links
+# remembers it instead (l_gslot) with its drain time (l_gend), and a link whose ghost has not
+# drained yet is taken. A flow that enters such a link turns the ghost back into an ordinary flow
+# (revival: threaded then, its queued arrival void, STALE). A live ghost is alone on each of its
+# links, so a link has at most one; once its drain time has passed the entry is simply dead (the
+# slot may be reused after the ghost's arrival, which is later than its drain).
 @njit(**_HOT)
-def _revive(I, now, s, a_rem, a_rate, a_last, a_pos, T, a_tid):
+def _revive(I, now, s, S, a_n, a_rem, a_rate, a_last, a_pos, T, a_tid, p_ptr, p_link, p_frac,
+            e_link, e_frac, e_next, e_prev, l_head, l_gend):
     a_rem[s] -= a_rate[s] * (now - a_last[s])
     a_last[s] = now
     a_rate[s] = 0.0  # so that the solve sets its rate and puts it in the drain heap
@@ -342,37 +344,17 @@ def _revive(I, now, s, a_rem, a_rate, a_last, a_pos, T, a_tid):
     k = a_tid[s] - I[I_TBASE]
     T[k, T_STATE] = ACTIVE | STALE
     I[I_REVIVED] += 1
-
-
-@njit(**_HOT)
-def _expire(I, s, S, a_n, a_tid, a_pos, a_free, e_link, e_next, e_prev, l_head, T):
-    """Unthread a slot from its links and free it (a ghost past its drain)."""
+    p0 = p_ptr[T[k, T_PAIR]]
     for q in range(a_n[s]):
+        lk = p_link[p0 + q]
+        l_gend[lk] = -1.0
         e = s * S + q
-        if e_prev[e] >= 0:
-            e_next[e_prev[e]] = e_next[e]
-        else:
-            l_head[e_link[e]] = e_next[e]
-        if e_next[e] >= 0:
-            e_prev[e_next[e]] = e_prev[e]
-    T[a_tid[s] - I[I_TBASE], T_SLOT] = -1
-    a_pos[s] = -1
-    a_free[I[I_NFREE]] = s
-    I[I_NFREE] += 1
-
-
-@njit(**_HOT)
-def _prune(I, now, lk, S, a_n, a_tid, a_pos, a_end, a_free, e_link, e_next, e_prev, l_head, T):
-    """Drop the ghosts past their drain from link lk's list; True if a flow is left on it."""
-    e = l_head[lk]
-    while e >= 0:
-        nxt = e_next[e]
-        s = e // S
-        # as in the reference, a drain at `now` happens before an injection at `now`
-        if a_pos[s] == GHOST_POS and a_end[s] <= now:
-            _expire(I, s, S, a_n, a_tid, a_pos, a_free, e_link, e_next, e_prev, l_head, T)
-        e = nxt
-    return l_head[lk] >= 0
+        e_link[e] = lk
+        e_frac[e] = p_frac[p0 + q]
+        # alone on its links: nothing to link behind (the flow joining it goes in front)
+        e_next[e] = -1
+        e_prev[e] = -1
+        l_head[lk] = e
 
 
 @njit(**_HOT)
@@ -479,7 +461,7 @@ def run(
         p_link, p_frac, p_lat, p_cls, h_t, h_q, h_k, h_i, d_heap, a_tid, a_inj, a_rem, a_rate,
         a_last, a_end, a_pos, a_n, a_mark, a_free, e_link, e_frac, e_next, e_prev, l_head, l_cap,
         l_mark, l_res, l_w, l_cnt, comp, comp_links, seeds, moved, s_start, s_end, lg_t, lg_k,
-        lg_i):
+        lg_i, l_gend, l_gslot, p_twice):
     S = I[I_STRIDE]
     slots = a_tid.shape[0]
     drain_rel, gamma = F[F_DRAIN_REL], F[F_GAMMA]
@@ -596,39 +578,54 @@ def run(
                     a_last[s] = now
                     a_n[s] = n_e
                     a_pos[s] = -1
-                    alone = True
+                    alone = p_twice[pr] == 0
                     rate = np.inf
+                    p0 = p_ptr[pr]
                     for q in range(n_e):
-                        lk = p_link[p_ptr[pr] + q]
-                        fr = p_frac[p_ptr[pr] + q]
-                        e = s * S + q
-                        e_link[e] = lk
-                        e_frac[e] = fr
-                        if l_head[lk] >= 0 and _prune(I, now, lk, S, a_n, a_tid, a_pos, a_end,
-                                                      a_free, e_link, e_next, e_prev, l_head, T):
+                        lk = p_link[p0 + q]
+                        if l_gend[lk] > now:
+                            # a ghost that has not drained has company now; the solve finds it on
+                            # this link from this flow, as it finds every flow sharing one
+                            _revive(I, now, l_gslot[lk], S, a_n, a_rem, a_rate, a_last, a_pos, T,
+                                    a_tid, p_ptr, p_link, p_frac, e_link, e_frac, e_next, e_prev,
+                                    l_head, l_gend)
+                        if l_head[lk] >= 0:
                             alone = False
-                            e_prev[l_head[lk]] = e
-                        e_next[e] = l_head[lk]
-                        e_prev[e] = -1
-                        l_head[lk] = e
-                        if l_cap[lk] / fr < rate:
-                            rate = l_cap[lk] / fr
+                        r_q = l_cap[lk] / p_frac[p0 + q]
+                        if r_q < rate:
+                            rate = r_q
                     if alone and not I[I_LOG]:
                         # its own component, the narrowest link its bottleneck until someone
                         # joins: a ghost (the event log keeps every drain, so not when logging)
                         a_rate[s] = rate
-                        a_end[s] = now + t_bytes[k] / rate
+                        end = now + t_bytes[k] / rate
+                        a_end[s] = end
                         a_pos[s] = GHOST_POS
                         T[k, T_STATE] = GHOST
                         I[I_GHOSTS] += 1
-                        _push(I, Q, h_t, h_q, h_k, h_i, a_end[s] + p_lat[pr], ARRIVE, tid,
+                        for q in range(n_e):
+                            lk = p_link[p0 + q]
+                            l_gend[lk] = end
+                            l_gslot[lk] = s
+                        _push(I, Q, h_t, h_q, h_k, h_i, end + p_lat[pr], ARRIVE, tid,
                               LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
-                    elif alone:  # its own component: the narrowest link is its bottleneck
-                        _set_rate(I, now, s, rate, a_inj, a_rem, a_rate, a_last, a_end, a_pos,
-                                  d_heap)
                     else:
-                        seeds[ns] = s
-                        ns += 1
+                        for q in range(n_e):
+                            lk = p_link[p0 + q]
+                            e = s * S + q
+                            e_link[e] = lk
+                            e_frac[e] = p_frac[p0 + q]
+                            if l_head[lk] >= 0:
+                                e_prev[l_head[lk]] = e
+                            e_next[e] = l_head[lk]
+                            e_prev[e] = -1
+                            l_head[lk] = e
+                        if alone:  # its own component: the narrowest link is its bottleneck
+                            _set_rate(I, now, s, rate, a_inj, a_rem, a_rate, a_last, a_end,
+                                      a_pos, d_heap)
+                        else:
+                            seeds[ns] = s
+                            ns += 1
                 pos = _front(I, Q, h_t, h_q)
                 if pos < 0 or h_k[pos] != INJECT or h_t[pos] != now or I[I_NFREE] == 0:
                     break
@@ -645,9 +642,12 @@ def run(
             if st & STALE:  # queued when it was a ghost; it was revived and drains again
                 T[k, T_STATE] = st & ~STALE
                 continue
-            if st == GHOST and T[k, T_SLOT] >= 0:
-                _expire(I, T[k, T_SLOT], S, a_n, a_tid, a_pos, a_free, e_link, e_next, e_prev,
-                        l_head, T)
+            if st == GHOST:  # on no list: its slot is all there is to free
+                s = T[k, T_SLOT]
+                T[k, T_SLOT] = -1
+                a_pos[s] = -1
+                a_free[I[I_NFREE]] = s
+                I[I_NFREE] += 1
             done_t = now
             if T[k, T_RED]:
                 d = T[k, T_DST]
