@@ -142,22 +142,32 @@ def _pattern(pairs: _Pairs, src: np.ndarray, dst: np.ndarray) -> _Pattern:
     return _Pattern(src, dst, pairs.lookup(src, dst), ranks, gs, gd, members, mcount, inline)
 
 
+def _aligned(shape: tuple[int, ...], dtype, fill=0) -> np.ndarray:
+    """A new array whose data starts on a cache line: malloc's 16-byte alignment would put every
+    64-byte row of a table across two lines (two misses instead of one)."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(n + 64, np.uint8)
+    off = -raw.ctypes.data % 64
+    a = raw[off:off + n].view(dtype).reshape(shape)
+    a[...] = fill
+    return a
+
+
 class _Grow:
     """An array with spare capacity at the end, cut from the front when old entries die; with
     `cols`, a table of rows (the kernel reads a transfer's or a group's fields from one row, one
     cache line, rather than from up to ten arrays)."""
 
     def __init__(self, dtype, fill=0, cols: int = 0) -> None:
-        self.a = np.zeros((1024, cols) if cols else 1024, dtype=dtype)
-        self.a[:] = fill
+        self.a = _aligned((1024, cols) if cols else (1024,), dtype, fill)
         self.n = 0
         self.fill = fill
 
     def append(self, x: np.ndarray) -> None:
         need = self.n + x.shape[0]
         if need > self.a.shape[0]:
-            bigger = np.full((max(need, 2 * self.a.shape[0]), *self.a.shape[1:]), self.fill,
-                             dtype=self.a.dtype)
+            bigger = _aligned((max(need, 2 * self.a.shape[0]), *self.a.shape[1:]),
+                              self.a.dtype, self.fill)
             bigger[:self.n] = self.a[:self.n]
             self.a = bigger
         self.a[self.n:need] = x
@@ -202,10 +212,14 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     I[K.I_LOG] = int(want_log)
     # transfers (global id - tbase), groups (global id - gbase), members (global - mbase); a
     # transfer's step stays on this side (compaction, the log): the kernel reads its group's
-    T = _Grow(np.int64, 0, K.T_COLS)
+    # Rows of 32-bit ids (two rows to a cache line) unless a run's global ids could outgrow them
+    # (a group has up to 2 members per transfer): the first read of a rank's next group and its
+    # transfers is the loop's costliest memory access.
+    idt = np.int32 if 2 * p * schedule.nsteps < 2**31 else np.int64
+    T = _Grow(idt, 0, K.T_COLS)
     t_bytes = _Grow(np.float64)
     t_step = _Grow(np.int64)
-    G = _Grow(np.int64, 0, K.G_COLS)
+    G = _Grow(idt, 0, K.G_COLS)
     M = _Grow(np.int64)
     r_cur = np.full(p, -3, np.int64)  # -3: no group seen yet
     r_last = np.full(p, -1, np.int64)
@@ -230,6 +244,9 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
                 continue
             if np.any(st.count < 0):
                 raise UserError(f"{schedule.name}: step {s} has a negative element count")
+            if idt is np.int32 and state["mid"] + 2 * m >= 2**31:
+                raise UserError(f"{schedule.name}: more than 2**30 transfers are too many for the "
+                                "exact engine")
             key = schedule.pattern(s)
             pat = memo.get(key)
             if pat is None or not (np.array_equal(pat.src, st.src)
@@ -239,7 +256,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             nbytes = st.count.astype(np.float64) * itemsize
             np.add.at(pairs.bytes, pat.pair, nbytes)
             t0, g0, m0 = state["tid"], state["gid"], state["mid"]
-            rows = np.zeros((m, K.T_COLS), np.int64)
+            rows = np.zeros((m, K.T_COLS), idt)
             rows[:, K.T_SRC], rows[:, K.T_DST], rows[:, K.T_PAIR] = pat.src, pat.dst, pat.pair
             rows[:, K.T_GS], rows[:, K.T_GD] = g0 + pat.gs, g0 + pat.gd
             rows[:, K.T_SLOT], rows[:, K.T_RED] = -1, st.reduce
@@ -248,7 +265,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             t_step.append(np.full(m, s, np.int64))
             ng = pat.ranks.shape[0]
             gids = g0 + np.arange(ng)
-            grows = np.zeros((ng, K.G_COLS), np.int64)
+            grows = np.zeros((ng, K.G_COLS), idt)
             grows[:, K.G_RANK], grows[:, K.G_LEFT], grows[:, K.G_NEXT] = pat.ranks, pat.mcount, -1
             grows[:, K.G_MPTR] = m0 + np.cumsum(pat.mcount) - pat.mcount
             grows[:, K.G_MLEN], grows[:, K.G_STEP] = pat.mcount, s
@@ -307,11 +324,13 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     def grow_slots(new: int) -> None:
         nonlocal slots
         old = slots
-        for k, dt, fill in (("tid", np.int64, 0), ("inj", np.int64, 0), ("rem", np.float64, 0.0),
-                            ("rate", np.float64, 0.0), ("last", np.float64, 0.0),
-                            ("end", np.float64, 0.0), ("pos", np.int64, -1),
-                            ("n", np.int64, 0), ("mark", np.int64, 0), ("free", np.int64, 0),
-                            ("dheap", np.int64, 0), ("comp", np.int64, 0)):
+        rows = _aligned((new, K.A_COLS), np.float64)
+        rows.view(np.int64)[:, K.AI_POS] = -1
+        if old:
+            rows[:old] = A["rows"][:old]
+        A["rows"], A["irows"] = rows, rows.view(np.int64)
+        for k, dt, fill in (("mark", np.int64, 0), ("free", np.int64, 0), ("dheap", np.int64, 0),
+                            ("comp", np.int64, 0)):
             a = np.full(new, fill, dtype=dt)
             if old:
                 a[:old] = A[k][:old]
@@ -340,18 +359,17 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             x = E[k]
             on = x >= 0
             x[on] = (x[on] // S) * new_s + x[on] % S
-        on = l_head >= 0
-        l_head[on] = (l_head[on] // S) * new_s + l_head[on] % S
+        head = Li[:, K.LI_HEAD]
+        on = head >= 0
+        head[on] = (head[on] // S) * new_s + head[on] % S
         S = new_s
 
-    l_head = np.full(n_links, -1, np.int64)
-    l_mark = np.zeros(n_links, np.int64)
-    l_res = np.zeros(n_links)
-    l_w = np.zeros(n_links)
-    l_cnt = np.zeros(n_links, np.int64)
+    L = _aligned((n_links, K.L_COLS), np.float64)
+    Li = L.view(np.int64)
+    Li[:, K.LI_HEAD] = -1
+    L[:, K.LF_CAP] = cap
+    L[:, K.LF_GEND] = -1.0  # drain time of the link's ghost (kernel.py); none: -1
     comp_links = np.zeros(n_links, np.int64)
-    l_gend = np.full(n_links, -1.0)  # drain time of the link's ghost (kernel.py); none: -1
-    l_gslot = np.zeros(n_links, np.int64)
     grow_slots(min(4096, max(16, n_transfers)))
     n_lanes = K.LANE_ARRIVE + LATENCY_LANES
     Q = np.zeros(2 + 2 * n_lanes, np.int64)
@@ -401,10 +419,9 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         status = K.run(
             I, F, Q, T.a, t_bytes.a, G.a, M.a, r_cur, r_wait, pend, cand, compute_free, pairs.ptr,
             pairs.link, pairs.frac, pairs.lat, pairs.cls, H["t"], H["q"], H["k"], H["i"],
-            A["dheap"], A["tid"], A["inj"], A["rem"], A["rate"], A["last"], A["end"], A["pos"],
-            A["n"], A["mark"], A["free"], E["link"], E["frac"], E["next"], E["prev"], l_head, cap,
-            l_mark, l_res, l_w, l_cnt, A["comp"], comp_links, E["seeds"], moved, s_start, s_end,
-            lg_t, lg_k, lg_i, l_gend, l_gslot, pairs.twice)
+            A["dheap"], A["rows"], A["irows"], A["mark"], A["free"], E["link"], E["frac"],
+            E["next"], E["prev"], L, Li, A["comp"], comp_links, E["seeds"], moved, s_start, s_end,
+            lg_t, lg_k, lg_i, pairs.twice)
         if status == K.FINISHED:
             progress.update(schedule.nsteps - shown)
             progress.close()

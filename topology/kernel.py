@@ -70,6 +70,12 @@ FINISHED_RANK, WAITING_RANK = -1, -2
 T_SRC, T_DST, T_PAIR, T_GS, T_GD, T_SLOT, T_STATE, T_RED, T_COLS = range(9)
 G_RANK, G_LEFT, G_NEXT, G_MPTR, G_MLEN, G_STEP, G_M0, G_M1, G_COLS = range(9)
 G_INLINE = G_COLS - G_M0
+# Columns of the slot table (one row per active flow, 64 bytes: a flow's fields are one cache line
+# instead of eight) and of the link table (one row per link). Each table is float64 with an int64
+# view of the same memory (A/Ai, L/Li): AF_/LF_ columns are read through the first, AI_/LI_ ones
+# through the second, never a column through both.
+AI_TID, AI_INJ, AI_POS, AI_N, AF_REM, AF_RATE, AF_LAST, AF_END, A_COLS = range(9)
+LI_HEAD, LF_CAP, LF_GEND, LI_GSLOT, LI_MARK, LF_RES, LF_W, LI_CNT, L_COLS = range(9)
 
 # indices into the integer scalar array `I`
 (I_TBASE, I_GBASE, I_MBASE, I_SEQ, I_HN, I_DN, I_NFREE, I_STRIDE, I_ALL_LOADED, I_PEND_N,
@@ -175,64 +181,62 @@ def _take(I, Q, h_t, h_q, h_k, h_i, pos):
 
 # ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
 @njit(**_HOT)
-def _dless(a_end, a_key, x, y):
+def _dless(A, Ai, x, y):
     """Earlier projected drain first; ties in injection order (a_key)."""
-    return a_end[x] < a_end[y] or (a_end[x] == a_end[y] and a_key[x] < a_key[y])
+    return A[x, AF_END] < A[y, AF_END] or (A[x, AF_END] == A[y, AF_END] and Ai[x, AI_INJ] < Ai[y, AI_INJ])
 
 
 @njit(**_JIT)
-def _dmove(d_heap, a_pos, a_end, a_key, i, n):
+def _dmove(d_heap, A, Ai, i, n):
     """Restore the heap property around position i (up, then down)."""
     while i > 0:
         parent = (i - 1) >> 1
-        if _dless(a_end, a_key, d_heap[i], d_heap[parent]):
+        if _dless(A, Ai, d_heap[i], d_heap[parent]):
             x, y = d_heap[i], d_heap[parent]
             d_heap[i], d_heap[parent] = y, x
-            a_pos[y], a_pos[x] = i, parent
+            Ai[y, AI_POS], Ai[x, AI_POS] = i, parent
             i = parent
         else:
             break
     while True:
         a, b, m = 2 * i + 1, 2 * i + 2, i
-        if a < n and _dless(a_end, a_key, d_heap[a], d_heap[m]):
+        if a < n and _dless(A, Ai, d_heap[a], d_heap[m]):
             m = a
-        if b < n and _dless(a_end, a_key, d_heap[b], d_heap[m]):
+        if b < n and _dless(A, Ai, d_heap[b], d_heap[m]):
             m = b
         if m == i:
             break
         x, y = d_heap[i], d_heap[m]
         d_heap[i], d_heap[m] = y, x
-        a_pos[y], a_pos[x] = i, m
+        Ai[y, AI_POS], Ai[x, AI_POS] = i, m
         i = m
 
 
 @njit(**_JIT)
-def _dinsert(I, d_heap, a_pos, a_end, a_key, slot):
+def _dinsert(I, d_heap, A, Ai, slot):
     n = I[I_DN]
     d_heap[n] = slot
-    a_pos[slot] = n
+    Ai[slot, AI_POS] = n
     I[I_DN] = n + 1
-    _dmove(d_heap, a_pos, a_end, a_key, n, n + 1)
+    _dmove(d_heap, A, Ai, n, n + 1)
 
 
 @njit(**_JIT)
-def _dremove(I, d_heap, a_pos, a_end, a_key, slot):
-    i = a_pos[slot]
+def _dremove(I, d_heap, A, Ai, slot):
+    i = Ai[slot, AI_POS]
     n = I[I_DN] - 1
     I[I_DN] = n
     if i != n:
         last = d_heap[n]
         d_heap[i] = last
-        a_pos[last] = i
-        _dmove(d_heap, a_pos, a_end, a_key, i, n)
-    a_pos[slot] = -1
+        Ai[last, AI_POS] = i
+        _dmove(d_heap, A, Ai, i, n)
+    Ai[slot, AI_POS] = -1
 
 
 # ---- max-min on one connected component -------------------------------------------------------
 @njit(cache=True, inline="always")
-def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last, a_end, a_pos,
-                     a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap, l_mark, l_res, l_w,
-                     l_cnt, comp, comp_links, d_heap, T, a_tid):
+def _solve_component(I, F, now, seeds, n_seeds, S, A, Ai, a_mark, e_link, e_frac, e_next, L, Li, comp, comp_links, d_heap, T):
     """Progressive filling (as `topology.maxmin`, same tie rule) on the flows reachable from the
     seed slots through shared links; flows whose rate changes get a new projected drain time."""
     I[I_EPOCH] += 1
@@ -249,16 +253,16 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
     while k < nc:
         s = comp[k]
         k += 1
-        for j in range(a_n[s]):
+        for j in range(Ai[s, AI_N]):
             lk = e_link[s * S + j]
-            if l_mark[lk] != ep:
-                l_mark[lk] = ep
+            if Li[lk, LI_MARK] != ep:
+                Li[lk, LI_MARK] = ep
                 comp_links[nl] = lk
                 nl += 1
-                l_res[lk] = l_cap[lk]
-                l_w[lk] = 0.0
-                l_cnt[lk] = 0
-                e = l_head[lk]
+                L[lk, LF_RES] = L[lk, LF_CAP]
+                L[lk, LF_W] = 0.0
+                Li[lk, LI_CNT] = 0
+                e = Li[lk, LI_HEAD]
                 while e >= 0:
                     s2 = e // S
                     if a_mark[s2] != ep:
@@ -269,10 +273,10 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
     I[I_LINKS] += nl
     for k in range(nc):
         s = comp[k]
-        for j in range(a_n[s]):
+        for j in range(Ai[s, AI_N]):
             lk = e_link[s * S + j]
-            l_w[lk] += e_frac[s * S + j]
-            l_cnt[lk] += 1
+            L[lk, LF_W] += e_frac[s * S + j]
+            Li[lk, LI_CNT] += 1
     # a_mark == ep: still rising; -ep: frozen in this solve
     level = 0.0
     left = nc
@@ -281,8 +285,8 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
         step = np.inf
         for q in range(nl):
             lk = comp_links[q]
-            if l_cnt[lk] > 0:
-                share = l_res[lk] / l_w[lk]
+            if Li[lk, LI_CNT] > 0:
+                share = L[lk, LF_RES] / L[lk, LF_W]
                 if share < step:
                     step = share
         level += step
@@ -290,35 +294,35 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
         limit = step * (1.0 + tie)
         for q in range(nl):
             lk = comp_links[q]
-            if l_cnt[lk] > 0:
-                share = l_res[lk] / l_w[lk]
-                l_res[lk] -= l_w[lk] * step
+            if Li[lk, LI_CNT] > 0:
+                share = L[lk, LF_RES] / L[lk, LF_W]
+                L[lk, LF_RES] -= L[lk, LF_W] * step
                 if share <= limit:
-                    l_res[lk] = 0.0
-                    l_cnt[lk] = -l_cnt[lk]  # saturated: freeze its flows after this sweep
+                    L[lk, LF_RES] = 0.0
+                    Li[lk, LI_CNT] = -Li[lk, LI_CNT]  # saturated: freeze its flows after this sweep
         for q in range(nl):
             lk = comp_links[q]
-            if l_cnt[lk] < 0:
-                l_cnt[lk] = 0
-                e = l_head[lk]
+            if Li[lk, LI_CNT] < 0:
+                Li[lk, LI_CNT] = 0
+                e = Li[lk, LI_HEAD]
                 while e >= 0:
                     s = e // S
                     if a_mark[s] == ep:
                         a_mark[s] = -ep
                         left -= 1
-                        _set_rate(I, now, s, level, a_key, a_rem, a_rate, a_last, a_end, a_pos,
+                        _set_rate(I, now, s, level, A, Ai,
                                   d_heap)
-                        for j in range(a_n[s]):
+                        for j in range(Ai[s, AI_N]):
                             lk2 = e_link[s * S + j]
-                            if l_cnt[lk2] > 0:
-                                l_w[lk2] -= e_frac[s * S + j]
-                                l_cnt[lk2] -= 1
+                            if Li[lk2, LI_CNT] > 0:
+                                L[lk2, LF_W] -= e_frac[s * S + j]
+                                Li[lk2, LI_CNT] -= 1
                     e = e_next[e]
         # links whose flows have all frozen take no further part: drop them from the scan
         m = 0
         for q in range(nl):
             lk = comp_links[q]
-            if l_cnt[lk] > 0:
+            if Li[lk, LI_CNT] > 0:
                 comp_links[m] = lk
                 m += 1
         nl = m
@@ -335,40 +339,40 @@ def _solve_component(I, F, now, seeds, n_seeds, S, a_key, a_rem, a_rate, a_last,
 # links, so a link has at most one; once its drain time has passed the entry is simply dead (the
 # slot may be reused after the ghost's arrival, which is later than its drain).
 @njit(**_HOT)
-def _revive(I, now, s, S, a_n, a_rem, a_rate, a_last, a_pos, T, a_tid, p_ptr, p_link, p_frac,
-            e_link, e_frac, e_next, e_prev, l_head, l_gend):
-    a_rem[s] -= a_rate[s] * (now - a_last[s])
-    a_last[s] = now
-    a_rate[s] = 0.0  # so that the solve sets its rate and puts it in the drain heap
-    a_pos[s] = -1
-    k = a_tid[s] - I[I_TBASE]
+def _revive(I, now, s, S, A, Ai, T, p_ptr, p_link, p_frac,
+            e_link, e_frac, e_next, e_prev, L, Li):
+    A[s, AF_REM] -= A[s, AF_RATE] * (now - A[s, AF_LAST])
+    A[s, AF_LAST] = now
+    A[s, AF_RATE] = 0.0  # so that the solve sets its rate and puts it in the drain heap
+    Ai[s, AI_POS] = -1
+    k = Ai[s, AI_TID] - I[I_TBASE]
     T[k, T_STATE] = ACTIVE | STALE
     I[I_REVIVED] += 1
     p0 = p_ptr[T[k, T_PAIR]]
-    for q in range(a_n[s]):
+    for q in range(Ai[s, AI_N]):
         lk = p_link[p0 + q]
-        l_gend[lk] = -1.0
+        L[lk, LF_GEND] = -1.0
         e = s * S + q
         e_link[e] = lk
         e_frac[e] = p_frac[p0 + q]
         # alone on its links: nothing to link behind (the flow joining it goes in front)
         e_next[e] = -1
         e_prev[e] = -1
-        l_head[lk] = e
+        Li[lk, LI_HEAD] = e
 
 
 @njit(**_HOT)
-def _set_rate(I, now, s, rate, a_key, a_rem, a_rate, a_last, a_end, a_pos, d_heap):
-    if rate == a_rate[s]:
+def _set_rate(I, now, s, rate, A, Ai, d_heap):
+    if rate == A[s, AF_RATE]:
         return
-    a_rem[s] -= a_rate[s] * (now - a_last[s])
-    a_last[s] = now
-    a_rate[s] = rate
-    a_end[s] = now + max(a_rem[s], 0.0) / rate
-    if a_pos[s] >= 0:
-        _dmove(d_heap, a_pos, a_end, a_key, a_pos[s], I[I_DN])
+    A[s, AF_REM] -= A[s, AF_RATE] * (now - A[s, AF_LAST])
+    A[s, AF_LAST] = now
+    A[s, AF_RATE] = rate
+    A[s, AF_END] = now + max(A[s, AF_REM], 0.0) / rate
+    if Ai[s, AI_POS] >= 0:
+        _dmove(d_heap, A, Ai, Ai[s, AI_POS], I[I_DN])
     else:
-        _dinsert(I, d_heap, a_pos, a_end, a_key, s)
+        _dinsert(I, d_heap, A, Ai, s)
 
 
 # ---- the loop ---------------------------------------------------------------------------------
@@ -458,12 +462,10 @@ def _start_ready(I, F, Q, now, ranks, n_ranks, cand, r_cur, T, G, m_tid, s_start
 @njit(**_JIT)
 def run(
         I, F, Q, T, t_bytes, G, m_tid, r_cur, r_wait, pend, cand, compute_free, p_ptr,
-        p_link, p_frac, p_lat, p_cls, h_t, h_q, h_k, h_i, d_heap, a_tid, a_inj, a_rem, a_rate,
-        a_last, a_end, a_pos, a_n, a_mark, a_free, e_link, e_frac, e_next, e_prev, l_head, l_cap,
-        l_mark, l_res, l_w, l_cnt, comp, comp_links, seeds, moved, s_start, s_end, lg_t, lg_k,
-        lg_i, l_gend, l_gslot, p_twice):
+        p_link, p_frac, p_lat, p_cls, h_t, h_q, h_k, h_i, d_heap, A, Ai, a_mark, a_free, e_link, e_frac, e_next, e_prev, L, Li, comp, comp_links, seeds, moved, s_start, s_end, lg_t, lg_k,
+        lg_i, p_twice):
     S = I[I_STRIDE]
-    slots = a_tid.shape[0]
+    slots = Ai.shape[0]
     drain_rel, gamma = F[F_DRAIN_REL], F[F_GAMMA]
     # ranks that moved on before we stopped for more steps: resolve and start them first
     if I[I_PEND_N] > 0:
@@ -486,7 +488,7 @@ def run(
     while True:
         pos = _front(I, Q, h_t, h_q)
         t_ev = h_t[pos] if pos >= 0 else np.inf
-        t_dr = a_end[d_heap[0]] if I[I_DN] > 0 else np.inf
+        t_dr = A[d_heap[0], AF_END] if I[I_DN] > 0 else np.inf
         if t_ev == np.inf and t_dr == np.inf:
             return FINISHED
         I[I_EVENTS] += 1
@@ -496,18 +498,18 @@ def run(
             nd = 0
             while I[I_DN] > 0:
                 s = d_heap[0]
-                if nd > 0 and a_end[s] > now:
-                    left = a_rem[s] - a_rate[s] * (now - a_last[s])
-                    if left > drain_rel * t_bytes[a_tid[s] - I[I_TBASE]]:
+                if nd > 0 and A[s, AF_END] > now:
+                    left = A[s, AF_REM] - A[s, AF_RATE] * (now - A[s, AF_LAST])
+                    if left > drain_rel * t_bytes[Ai[s, AI_TID] - I[I_TBASE]]:
                         break
-                _dremove(I, d_heap, a_pos, a_end, a_inj, s)
-                cand[nd] = a_inj[s] * slots + s  # injection order, as the reference's list
+                _dremove(I, d_heap, A, Ai, s)
+                cand[nd] = Ai[s, AI_INJ] * slots + s  # injection order, as the reference's list
                 nd += 1
             _sort_prefix(cand, nd)
             ns = 0
             for j in range(nd):
                 s = cand[j] % slots
-                tid = a_tid[s]
+                tid = Ai[s, AI_TID]
                 k = tid - I[I_TBASE]
                 _log(I, lg_t, lg_k, lg_i, now, LOG_DRAIN, tid)
                 T[k, T_STATE] = DRAINED | (T[k, T_STATE] & STALE)
@@ -515,17 +517,17 @@ def run(
                 _push(I, Q, h_t, h_q, h_k, h_i, now + p_lat[pr], ARRIVE, tid,
                       LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
                 # unlink; its neighbours on shared links are the seeds of the re-solve
-                for q in range(a_n[s]):
+                for q in range(Ai[s, AI_N]):
                     e = s * S + q
                     lk = e_link[e]
                     if e_prev[e] >= 0:
                         e_next[e_prev[e]] = e_next[e]
                     else:
-                        l_head[lk] = e_next[e]
+                        Li[lk, LI_HEAD] = e_next[e]
                     if e_next[e] >= 0:
                         e_prev[e_next[e]] = e_prev[e]
-                for q in range(a_n[s]):
-                    x = l_head[e_link[s * S + q]]
+                for q in range(Ai[s, AI_N]):
+                    x = Li[e_link[s * S + q], LI_HEAD]
                     if x >= 0:
                         seeds[ns] = x // S
                         ns += 1
@@ -537,14 +539,12 @@ def run(
                 m = 0
                 for j in range(ns):
                     s = seeds[j]
-                    if T[a_tid[s] - I[I_TBASE], T_SLOT] == s:
+                    if T[Ai[s, AI_TID] - I[I_TBASE], T_SLOT] == s:
                         seeds[m] = s
                         m += 1
                 if m > 0:
-                    _solve_component(I, F, now, seeds, m, S, a_inj, a_rem, a_rate, a_last,
-                                     a_end, a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head,
-                                     l_cap, l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap,
-                                     T, a_tid)
+                    _solve_component(I, F, now, seeds, m, S, A, Ai, a_mark, e_link, e_frac, e_next, L, Li, comp, comp_links, d_heap,
+                                     T)
             continue
         kind, tid = h_k[pos], h_i[pos]
         if kind == INJECT and I[I_NFREE] == 0:
@@ -570,43 +570,42 @@ def run(
                     s = a_free[I[I_NFREE]]
                     T[k, T_SLOT] = s
                     T[k, T_STATE] = ACTIVE
-                    a_tid[s] = tid
-                    a_inj[s] = I[I_INJ]  # drains of one instant go in injection order
+                    Ai[s, AI_TID] = tid
+                    Ai[s, AI_INJ] = I[I_INJ]  # drains of one instant go in injection order
                     I[I_INJ] += 1
-                    a_rem[s] = t_bytes[k]
-                    a_rate[s] = 0.0
-                    a_last[s] = now
-                    a_n[s] = n_e
-                    a_pos[s] = -1
+                    A[s, AF_REM] = t_bytes[k]
+                    A[s, AF_RATE] = 0.0
+                    A[s, AF_LAST] = now
+                    Ai[s, AI_N] = n_e
+                    Ai[s, AI_POS] = -1
                     alone = p_twice[pr] == 0
                     rate = np.inf
                     p0 = p_ptr[pr]
                     for q in range(n_e):
                         lk = p_link[p0 + q]
-                        if l_gend[lk] > now:
+                        if L[lk, LF_GEND] > now:
                             # a ghost that has not drained has company now; the solve finds it on
                             # this link from this flow, as it finds every flow sharing one
-                            _revive(I, now, l_gslot[lk], S, a_n, a_rem, a_rate, a_last, a_pos, T,
-                                    a_tid, p_ptr, p_link, p_frac, e_link, e_frac, e_next, e_prev,
-                                    l_head, l_gend)
-                        if l_head[lk] >= 0:
+                            _revive(I, now, Li[lk, LI_GSLOT], S, A, Ai, T, p_ptr, p_link, p_frac, e_link, e_frac, e_next, e_prev,
+                                    L, Li)
+                        if Li[lk, LI_HEAD] >= 0:
                             alone = False
-                        r_q = l_cap[lk] / p_frac[p0 + q]
+                        r_q = L[lk, LF_CAP] / p_frac[p0 + q]
                         if r_q < rate:
                             rate = r_q
                     if alone and not I[I_LOG]:
                         # its own component, the narrowest link its bottleneck until someone
                         # joins: a ghost (the event log keeps every drain, so not when logging)
-                        a_rate[s] = rate
+                        A[s, AF_RATE] = rate
                         end = now + t_bytes[k] / rate
-                        a_end[s] = end
-                        a_pos[s] = GHOST_POS
+                        A[s, AF_END] = end
+                        Ai[s, AI_POS] = GHOST_POS
                         T[k, T_STATE] = GHOST
                         I[I_GHOSTS] += 1
                         for q in range(n_e):
                             lk = p_link[p0 + q]
-                            l_gend[lk] = end
-                            l_gslot[lk] = s
+                            L[lk, LF_GEND] = end
+                            Li[lk, LI_GSLOT] = s
                         _push(I, Q, h_t, h_q, h_k, h_i, end + p_lat[pr], ARRIVE, tid,
                               LANE_ARRIVE + p_cls[pr] if p_cls[pr] >= 0 else -1)
                     else:
@@ -615,14 +614,13 @@ def run(
                             e = s * S + q
                             e_link[e] = lk
                             e_frac[e] = p_frac[p0 + q]
-                            if l_head[lk] >= 0:
-                                e_prev[l_head[lk]] = e
-                            e_next[e] = l_head[lk]
+                            if Li[lk, LI_HEAD] >= 0:
+                                e_prev[Li[lk, LI_HEAD]] = e
+                            e_next[e] = Li[lk, LI_HEAD]
                             e_prev[e] = -1
-                            l_head[lk] = e
+                            Li[lk, LI_HEAD] = e
                         if alone:  # its own component: the narrowest link is its bottleneck
-                            _set_rate(I, now, s, rate, a_inj, a_rem, a_rate, a_last, a_end,
-                                      a_pos, d_heap)
+                            _set_rate(I, now, s, rate, A, Ai, d_heap)
                         else:
                             seeds[ns] = s
                             ns += 1
@@ -634,9 +632,7 @@ def run(
                 k = tid - I[I_TBASE]
                 pr = T[k, T_PAIR]
             if ns > 0:
-                _solve_component(I, F, now, seeds, ns, S, a_inj, a_rem, a_rate, a_last, a_end,
-                                 a_pos, a_n, a_mark, e_link, e_frac, e_next, l_head, l_cap,
-                                 l_mark, l_res, l_w, l_cnt, comp, comp_links, d_heap, T, a_tid)
+                _solve_component(I, F, now, seeds, ns, S, A, Ai, a_mark, e_link, e_frac, e_next, L, Li, comp, comp_links, d_heap, T)
         elif kind == ARRIVE:
             st = T[k, T_STATE]
             if st & STALE:  # queued when it was a ghost; it was revived and drains again
@@ -645,7 +641,7 @@ def run(
             if st == GHOST:  # on no list: its slot is all there is to free
                 s = T[k, T_SLOT]
                 T[k, T_SLOT] = -1
-                a_pos[s] = -1
+                Ai[s, AI_POS] = -1
                 a_free[I[I_NFREE]] = s
                 I[I_NFREE] += 1
             done_t = now
@@ -656,7 +652,7 @@ def run(
             T[k, T_STATE] = ARRIVED
             nxt_pos = _front(I, Q, h_t, h_q)
             if done_t == now and (nxt_pos < 0 or h_t[nxt_pos] > now) and (
-                    I[I_DN] == 0 or a_end[d_heap[0]] > now):
+                    I[I_DN] == 0 or A[d_heap[0], AF_END] > now):
                 # its completion would be the very next event (latest sequence number, nothing
                 # else due by now): complete it here instead of queueing it
                 I[I_SEQ] += 1
