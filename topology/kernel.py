@@ -30,9 +30,27 @@ import numpy as np
 try:  # the accelerator is optional: the same code runs uncompiled without it
     if os.environ.get("DISTNET_NO_NUMBA"):
         raise ImportError("DISTNET_NO_NUMBA is set")
-    from numba import njit
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
 
     COMPILED = True
+
+    @intrinsic
+    def _prefetch(typingctx, addr):
+        """Ask the CPU to start loading the cache line at `addr` (LLVM's prefetch, for reading,
+        into every cache level); nothing waits for it and a bad address is harmless."""
+        def codegen(context, builder, signature, args):
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0")
+            builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0),
+                              ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(types.intp), codegen
 except ImportError:  # tests run the same functions uncompiled this way, as the reference
     COMPILED = False
 
@@ -41,6 +59,9 @@ except ImportError:  # tests run the same functions uncompiled this way, as the 
             return fn
 
         return wrap(args[0]) if args and callable(args[0]) else wrap
+
+    def _prefetch(addr):  # type: ignore[misc]
+        pass
 
 
 # Compiled without Numba's reference counting: every array passed between these functions would
@@ -177,6 +198,60 @@ def _take(I, Q, h_t, h_q, h_k, h_i, pos):
         _hpop(I, h_t, h_q, h_k, h_i)
     else:
         Q[2 + pos // Q[0] - 1] += 1
+
+
+# ---- prefetching: the loop mostly waits on memory ------------------------------------------
+# Each event first reads rows that were last touched long before (a transfer's row when it
+# arrives, its groups when it completes, the next group of a rank and that group's transfers,
+# the links of a flow entering): one cache miss after another. The lanes say which events come
+# soon, so before each event the rows the events a few places behind the lane heads will need
+# are requested, in stages that follow the chain (transfer -> its groups -> their next groups ->
+# those groups' transfers; an injection's links): by the time an event is taken its rows are on
+# their way or there. A prefetch changes no value, so the answers cannot depend on it.
+PF_T, PF_G, PF_NEXT, PF_M = 12, 8, 5, 2  # lane positions behind the head of each stage
+
+
+@njit(**_HOT)
+def _pf(a, i):
+    _prefetch(a.ctypes.data + i * a.strides[0])
+
+
+@njit(**_HOT)
+def _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L):
+    cap, nl = Q[0], Q[1]
+    tb, gb = I[I_TBASE], I[I_GBASE]
+    for lane in range(nl):
+        head = Q[2 + lane]
+        n = Q[2 + nl + lane] - head
+        if n <= PF_M:
+            continue
+        base = cap * (lane + 1)
+        if n > PF_T:
+            _pf(T, h_i[base + ((head + PF_T) & (cap - 1))] - tb)
+        if lane == LANE_INJECT:
+            k = h_i[base + ((head + PF_M) & (cap - 1))] - tb
+            _pf(t_bytes, k)
+            pr = T[k, T_PAIR]
+            for j in range(p_ptr[pr], p_ptr[pr + 1]):
+                _pf(L, p_link[j])
+            continue
+        if n > PF_G:
+            k = h_i[base + ((head + PF_G) & (cap - 1))] - tb
+            _pf(G, T[k, T_GS] - gb)
+            _pf(G, T[k, T_GD] - gb)
+            _pf(compute_free, T[k, T_DST])
+        if n > PF_NEXT:
+            k = h_i[base + ((head + PF_NEXT) & (cap - 1))] - tb
+            for g in (T[k, T_GS] - gb, T[k, T_GD] - gb):
+                nxt = G[g, G_NEXT]
+                if nxt >= 0:
+                    _pf(G, nxt - gb)
+        k = h_i[base + ((head + PF_M) & (cap - 1))] - tb
+        for g in (T[k, T_GS] - gb, T[k, T_GD] - gb):
+            nxt = G[g, G_NEXT]
+            if nxt >= 0:
+                for q in range(min(G[nxt - gb, G_MLEN], G_INLINE)):
+                    _pf(T, G[nxt - gb, G_M0 + q] - tb)
 
 
 # ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
@@ -486,6 +561,8 @@ def run(
         _start_ready(I, F, Q, F[F_PEND_T], pend, n, cand, r_cur, T, G, m_tid, s_start, h_t, h_q,
                      h_k, h_i, lg_t, lg_k, lg_i)
     while True:
+        if COMPILED:
+            _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L)
         pos = _front(I, Q, h_t, h_q)
         t_ev = h_t[pos] if pos >= 0 else np.inf
         t_dr = A[d_heap[0], AF_END] if I[I_DN] > 0 else np.inf
