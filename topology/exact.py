@@ -44,6 +44,10 @@ class _Pattern:
     members: np.ndarray  # local transfer indices, grouped by local group
     mcount: np.ndarray  # members per local group
     inline: np.ndarray  # (groups, G_INLINE): each group's first members (0 past its count)
+    # the step's rows of the transfer and group tables with local ids: a step adds its offsets
+    trows: np.ndarray
+    grows: np.ndarray
+    unique_pairs: bool  # no pair twice in the step: its bytes add with one fancy index
 
 
 class _Pairs:
@@ -139,7 +143,16 @@ def _pattern(pairs: _Pairs, src: np.ndarray, dst: np.ndarray) -> _Pattern:
     for q in range(K.G_INLINE):
         has = mcount > q
         inline[has, q] = members[first[has] + q]
-    return _Pattern(src, dst, pairs.lookup(src, dst), ranks, gs, gd, members, mcount, inline)
+    pair = pairs.lookup(src, dst)
+    trows = np.zeros((m, K.T_COLS), np.int64)
+    trows[:, K.T_SRC], trows[:, K.T_DST], trows[:, K.T_PAIR] = src, dst, pair
+    trows[:, K.T_GS], trows[:, K.T_GD], trows[:, K.T_SLOT] = gs, gd, -1
+    grows = np.zeros((ranks.size, K.G_COLS), np.int64)
+    grows[:, K.G_RANK], grows[:, K.G_LEFT], grows[:, K.G_NEXT] = ranks, mcount, -1
+    grows[:, K.G_MPTR], grows[:, K.G_MLEN] = first, mcount
+    grows[:, K.G_M0:] = inline
+    return _Pattern(src, dst, pair, ranks, gs, gd, members, mcount, inline, trows, grows,
+                    bool(np.unique(pair).size == m))
 
 
 def _aligned(shape: tuple[int, ...], dtype, fill=0) -> np.ndarray:
@@ -163,15 +176,19 @@ class _Grow:
         self.n = 0
         self.fill = fill
 
-    def append(self, x: np.ndarray) -> None:
-        need = self.n + x.shape[0]
+    def extend(self, m: int) -> np.ndarray:
+        """The next m entries, for the caller to fill in place."""
+        need = self.n + m
         if need > self.a.shape[0]:
             bigger = _aligned((max(need, 2 * self.a.shape[0]), *self.a.shape[1:]),
                               self.a.dtype, self.fill)
             bigger[:self.n] = self.a[:self.n]
             self.a = bigger
-        self.a[self.n:need] = x
         self.n = need
+        return self.a[need - m:need]
+
+    def append(self, x: np.ndarray) -> None:
+        self.extend(x.shape[0])[...] = x
 
     def cut(self, k: int) -> None:
         if k > 0:
@@ -232,6 +249,9 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     state = {"hi": 0, "tid": 0, "gid": 0, "mid": 0}
     n_transfers = 0
 
+    t_off = np.zeros(K.T_COLS, np.int64)  # a step's offsets to its pattern's rows
+    g_off = np.zeros(K.G_COLS, np.int64)
+
     def load(min_transfers: int) -> None:
         nonlocal n_transfers
         got = 0
@@ -253,25 +273,24 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
                                    and np.array_equal(pat.dst, st.dst)):
                 pat = _pattern(pairs, st.src.astype(np.int64), st.dst.astype(np.int64))
                 memo[key] = pat
-            nbytes = st.count.astype(np.float64) * itemsize
-            np.add.at(pairs.bytes, pat.pair, nbytes)
+            nbytes = t_bytes.extend(m)
+            np.multiply(st.count, float(itemsize), out=nbytes)
+            if pat.unique_pairs:
+                pairs.bytes[pat.pair] += nbytes
+            else:
+                np.add.at(pairs.bytes, pat.pair, nbytes)
             t0, g0, m0 = state["tid"], state["gid"], state["mid"]
-            rows = np.zeros((m, K.T_COLS), idt)
-            rows[:, K.T_SRC], rows[:, K.T_DST], rows[:, K.T_PAIR] = pat.src, pat.dst, pat.pair
-            rows[:, K.T_GS], rows[:, K.T_GD] = g0 + pat.gs, g0 + pat.gd
-            rows[:, K.T_SLOT], rows[:, K.T_RED] = -1, st.reduce
-            T.append(rows)
-            t_bytes.append(nbytes)
-            t_step.append(np.full(m, s, np.int64))
+            # the pattern's rows plus this step's offsets, written straight into the tables
+            rows = T.extend(m)
+            t_off[K.T_GS] = t_off[K.T_GD] = g0
+            np.add(pat.trows, t_off, out=rows, casting="unsafe")
+            rows[:, K.T_RED] = st.reduce
+            t_step.extend(m)[...] = s
             ng = pat.ranks.shape[0]
             gids = g0 + np.arange(ng)
-            grows = np.zeros((ng, K.G_COLS), idt)
-            grows[:, K.G_RANK], grows[:, K.G_LEFT], grows[:, K.G_NEXT] = pat.ranks, pat.mcount, -1
-            grows[:, K.G_MPTR] = m0 + np.cumsum(pat.mcount) - pat.mcount
-            grows[:, K.G_MLEN], grows[:, K.G_STEP] = pat.mcount, s
-            grows[:, K.G_M0:] = t0 + pat.inline
-            G.append(grows)
-            M.append(t0 + pat.members)
+            g_off[K.G_MPTR], g_off[K.G_STEP], g_off[K.G_M0:] = m0, s, t0
+            np.add(pat.grows, g_off, out=G.extend(ng), casting="unsafe")
+            np.add(pat.members, t0, out=M.extend(pat.members.shape[0]))
             prev = r_last[pat.ranks]
             linked = prev >= 0
             G.a[prev[linked] - I[K.I_GBASE], K.G_NEXT] = gids[linked]
@@ -297,6 +316,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             steps.append(G.a[r_wait[waiting] - I[K.I_GBASE], K.G_STEP].min())
         lo = min(steps) if steps else state["hi"]
         kt = int(np.searchsorted(t_step.a[:t_step.n], lo))
+        if 2 * kt < T.n:
+            return  # cut when the dead front is at least the live part: each row moves O(1) times
         kg = int(np.searchsorted(G.a[:G.n, K.G_STEP], lo))
         km = int(G.a[kg, K.G_MPTR] - I[K.I_MBASE]) if kg < G.n else M.n
         for arr in (T, t_bytes, t_step, G):
@@ -329,9 +350,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         if old:
             rows[:old] = A["rows"][:old]
         A["rows"], A["irows"] = rows, rows.view(np.int64)
-        for k, dt, fill in (("mark", np.int64, 0), ("free", np.int64, 0), ("dheap", np.int64, 0),
-                            ("comp", np.int64, 0)):
-            a = np.full(new, fill, dtype=dt)
+        for k in ("mark", "free", "dheap", "comp"):
+            a = np.zeros(new, np.int64)
             if old:
                 a[:old] = A[k][:old]
             A[k] = a

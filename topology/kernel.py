@@ -81,7 +81,7 @@ LOG_START, LOG_DRAIN, LOG_DONE = 0, 1, 2
 WAITING, STARTED, ACTIVE, DRAINED, ARRIVED, COMPLETE, GHOST = 0, 1, 2, 3, 4, 5, 6
 # or-ed onto a state: the ARRIVE event queued for this transfer as a ghost is void (it was revived)
 STALE = 8
-# a_pos of a ghost slot (not in the drain heap; -1 is a flow not in it yet)
+# AI_POS of a ghost slot (not in the drain heap; -1 is a flow not in it yet)
 GHOST_POS = -2
 # rank states in r_cur besides a group id
 FINISHED_RANK, WAITING_RANK = -1, -2
@@ -257,8 +257,9 @@ def _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L):
 # ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
 @njit(**_HOT)
 def _dless(A, Ai, x, y):
-    """Earlier projected drain first; ties in injection order (a_key)."""
-    return A[x, AF_END] < A[y, AF_END] or (A[x, AF_END] == A[y, AF_END] and Ai[x, AI_INJ] < Ai[y, AI_INJ])
+    """Earlier projected drain first; ties in injection order (AI_INJ)."""
+    return A[x, AF_END] < A[y, AF_END] or (
+        A[x, AF_END] == A[y, AF_END] and Ai[x, AI_INJ] < Ai[y, AI_INJ])
 
 
 @njit(**_JIT)
@@ -311,7 +312,8 @@ def _dremove(I, d_heap, A, Ai, slot):
 
 # ---- max-min on one connected component -------------------------------------------------------
 @njit(cache=True, inline="always")
-def _solve_component(I, F, now, seeds, n_seeds, S, A, Ai, a_mark, e_link, e_frac, e_next, L, Li, comp, comp_links, d_heap, T):
+def _solve_component(I, F, now, seeds, n_seeds, S, A, Ai, a_mark, e_link, e_frac, e_next, L, Li,
+                     comp, comp_links, d_heap, T):
     """Progressive filling (as `topology.maxmin`, same tie rule) on the flows reachable from the
     seed slots through shared links; flows whose rate changes get a new projected drain time."""
     I[I_EPOCH] += 1
@@ -374,7 +376,7 @@ def _solve_component(I, F, now, seeds, n_seeds, S, A, Ai, a_mark, e_link, e_frac
                 L[lk, LF_RES] -= L[lk, LF_W] * step
                 if share <= limit:
                     L[lk, LF_RES] = 0.0
-                    Li[lk, LI_CNT] = -Li[lk, LI_CNT]  # saturated: freeze its flows after this sweep
+                    Li[lk, LI_CNT] = -Li[lk, LI_CNT]  # saturated: freeze its flows after the sweep
         for q in range(nl):
             lk = comp_links[q]
             if Li[lk, LI_CNT] < 0:
@@ -385,8 +387,7 @@ def _solve_component(I, F, now, seeds, n_seeds, S, A, Ai, a_mark, e_link, e_frac
                     if a_mark[s] == ep:
                         a_mark[s] = -ep
                         left -= 1
-                        _set_rate(I, now, s, level, A, Ai,
-                                  d_heap)
+                        _set_rate(I, now, s, level, A, Ai, d_heap)
                         for j in range(Ai[s, AI_N]):
                             lk2 = e_link[s * S + j]
                             if Li[lk2, LI_CNT] > 0:
@@ -414,8 +415,8 @@ def _solve_component(I, F, now, seeds, n_seeds, S, A, Ai, a_mark, e_link, e_frac
 # links, so a link has at most one; once its drain time has passed the entry is simply dead (the
 # slot may be reused after the ghost's arrival, which is later than its drain).
 @njit(**_HOT)
-def _revive(I, now, s, S, A, Ai, T, p_ptr, p_link, p_frac,
-            e_link, e_frac, e_next, e_prev, L, Li):
+def _revive(I, now, s, S, A, Ai, T, p_ptr, p_link, p_frac, e_link, e_frac, e_next, e_prev, L,
+            Li):
     A[s, AF_REM] -= A[s, AF_RATE] * (now - A[s, AF_LAST])
     A[s, AF_LAST] = now
     A[s, AF_RATE] = 0.0  # so that the solve sets its rate and puts it in the drain heap
@@ -537,7 +538,8 @@ def _start_ready(I, F, Q, now, ranks, n_ranks, cand, r_cur, T, G, m_tid, s_start
 @njit(**_JIT)
 def run(
         I, F, Q, T, t_bytes, G, m_tid, r_cur, r_wait, pend, cand, compute_free, p_ptr,
-        p_link, p_frac, p_lat, p_cls, h_t, h_q, h_k, h_i, d_heap, A, Ai, a_mark, a_free, e_link, e_frac, e_next, e_prev, L, Li, comp, comp_links, seeds, moved, s_start, s_end, lg_t, lg_k,
+        p_link, p_frac, p_lat, p_cls, h_t, h_q, h_k, h_i, d_heap, A, Ai, a_mark, a_free, e_link,
+        e_frac, e_next, e_prev, L, Li, comp, comp_links, seeds, moved, s_start, s_end, lg_t, lg_k,
         lg_i, p_twice):
     S = I[I_STRIDE]
     slots = Ai.shape[0]
@@ -620,8 +622,8 @@ def run(
                         seeds[m] = s
                         m += 1
                 if m > 0:
-                    _solve_component(I, F, now, seeds, m, S, A, Ai, a_mark, e_link, e_frac, e_next, L, Li, comp, comp_links, d_heap,
-                                     T)
+                    _solve_component(I, F, now, seeds, m, S, A, Ai, a_mark, e_link, e_frac,
+                                     e_next, L, Li, comp, comp_links, d_heap, T)
             continue
         kind, tid = h_k[pos], h_i[pos]
         if kind == INJECT and I[I_NFREE] == 0:
@@ -663,8 +665,8 @@ def run(
                         if L[lk, LF_GEND] > now:
                             # a ghost that has not drained has company now; the solve finds it on
                             # this link from this flow, as it finds every flow sharing one
-                            _revive(I, now, Li[lk, LI_GSLOT], S, A, Ai, T, p_ptr, p_link, p_frac, e_link, e_frac, e_next, e_prev,
-                                    L, Li)
+                            _revive(I, now, Li[lk, LI_GSLOT], S, A, Ai, T, p_ptr, p_link,
+                                    p_frac, e_link, e_frac, e_next, e_prev, L, Li)
                         if Li[lk, LI_HEAD] >= 0:
                             alone = False
                         r_q = L[lk, LF_CAP] / p_frac[p0 + q]
@@ -709,7 +711,8 @@ def run(
                 k = tid - I[I_TBASE]
                 pr = T[k, T_PAIR]
             if ns > 0:
-                _solve_component(I, F, now, seeds, ns, S, A, Ai, a_mark, e_link, e_frac, e_next, L, Li, comp, comp_links, d_heap, T)
+                _solve_component(I, F, now, seeds, ns, S, A, Ai, a_mark, e_link, e_frac, e_next,
+                                 L, Li, comp, comp_links, d_heap, T)
         elif kind == ARRIVE:
             st = T[k, T_STATE]
             if st & STALE:  # queued when it was a ghost; it was revived and drains again
