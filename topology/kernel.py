@@ -12,9 +12,10 @@ Same model as `topology.reference` (the oracle the tests compare against), organ
 - fewer events per transfer (about 2.6 instead of 3.6 for a congested ring): a flow alone on its
   links when it enters is a *ghost* whose drain is known at once (see the ghost section), and a
   completion that would be the very next event anyway is done in place instead of queued;
-- a transfer's fields are one row of a table (T) and a (rank, step) group's one row of another
-  (G, its first members inline): the hottest spot of the loop is the first read of a group and
-  its transfers when a rank reaches a step (cache misses), one line each instead of ten.
+- the loop mostly waits on memory (rows last touched long before), so every record is one
+  cache-line-aligned row: a transfer (T) and a (rank, step) group (G, its first members inline)
+  32 bytes, an active flow (A) and a link (L) 64 bytes; and the rows the next events will read are
+  prefetched from the lanes (see the prefetching section).
 The loop is resumable: it returns to its Python driver (`topology.exact`) when a rank needs steps
 that are not loaded yet or when a table is full, and carries on where it stopped. With Numba it
 is compiled; without, the very same functions run as plain Python (slow, but the same answers).

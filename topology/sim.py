@@ -40,10 +40,10 @@ GAMMA_S_PER_BYTE = 5.0e-12
 # The reference engine materialises every transfer and re-solves all flows per event.
 REFERENCE_LIMIT_TRANSFERS = 2_000_000
 # The exact engine streams steps (memory follows the steps in flight), but its time grows with
-# the transfers: ~1 us of CPU each compiled for a congested ring (docs/topology-sim.md, measured
+# the transfers: ~0.6 us of CPU each compiled for a congested ring (docs/topology-sim.md, measured
 # 2026-12-02); 200 us is the estimate without Numba.
 EXACT_LIMIT_TRANSFERS = 400_000_000
-EXACT_S_PER_TRANSFER = {True: 1e-6, False: 200e-6}
+EXACT_S_PER_TRANSFER = {True: 0.6e-6, False: 200e-6}
 PURE_LIMIT_S = 600.0  # refuse an uncompiled exact run expected to take longer than this
 LOG_LIMIT_TRANSFERS = 2_000_000  # the event log keeps 3 records per transfer in memory
 
