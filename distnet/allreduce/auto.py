@@ -5,8 +5,10 @@ The table is written by ``python -m distnet.bench --tune`` and maps a world size
 with ``n <= max_bytes`` and anything larger than the last entry uses the last one. On disk it is
 JSON, ``{"2": [[4096, "recursive_doubling"], [67108864, "ring"]], ...}``.
 
-Without a usable table (missing file, bad JSON, no row for this p, every entry stale) the choice
-comes from the α-β-γ cost model (`distnet.allreduce.cost`) in `builtin_choice`.
+Without a table (no file, or no row for this p) the choice comes from the α-β-γ cost model
+(`distnet.allreduce.cost`) in `builtin_choice`. The file is checked when it is read (world sizes,
+byte bounds, algorithm names; non-finite numbers are refused by `read_json`): a damaged file
+stops the job with one line on every rank instead of silently running untuned.
 
 Every rank must run the same algorithm or the job deadlocks, yet each rank reads its own file
 (node-local caches can differ). So the table is read on rank 0 only and broadcast once per
@@ -48,42 +50,71 @@ def tune_path() -> Path:
     return Path(env).expanduser() if env else DEFAULT_TUNE_PATH.expanduser()
 
 
-def parse_table(raw: Any) -> TuneTable:
-    """A TuneTable from decoded JSON; malformed rows and entries are dropped, never fatal."""
-    table: TuneTable = {}
+# Bounds on a tune file's numbers: far above any real world size or message, low enough that a
+# typo (or a hostile file) is refused rather than believed.
+MAX_WORLD = 1 << 20
+MAX_BYTES = 1 << 50
+
+
+def parse_table(raw: Any, where: str = "tune file",
+                known: set[str] | frozenset[str] | None = None) -> TuneTable:
+    """A TuneTable from decoded JSON, checked: every problem is one UserError line.
+
+    Keys are world sizes ("1" … MAX_WORLD) and "spread" (the tune run's notes for readers,
+    an object, not read further); each row is [max_bytes, algorithm] or [max_bytes, algorithm,
+    notes], with 0 <= max_bytes <= MAX_BYTES and an algorithm auto may pick (`known`, by
+    default `candidates()`). A file that does not say what auto should run is refused, not
+    half used: a silent fallback would run a different algorithm than the one tuned.
+    """
+    from distnet.common.errors import UserError
+
+    names = candidates() if known is None else known
     if not isinstance(raw, dict):
-        return table
+        raise UserError(f"{where}: must be a JSON object of world size -> rows")
+    table: TuneTable = {}
     for key, rows in raw.items():
-        try:
-            p = int(key)
-        except (TypeError, ValueError):
+        if key == "spread":
+            if not isinstance(rows, dict):
+                raise UserError(f"{where}: \"spread\" must be an object")
             continue
-        if p < 1 or not isinstance(rows, list):
-            continue
+        if not (isinstance(key, str) and key.isascii() and key.isdigit()
+                and 1 <= int(key) <= MAX_WORLD):
+            raise UserError(f"{where}: key {key!r} is not a world size in 1..{MAX_WORLD}")
+        if not isinstance(rows, list) or not rows:
+            raise UserError(f"{where}: world size {key}: rows must be a non-empty list")
         entries: list[tuple[int, str]] = []
         for row in rows:
-            # A third field (the tune run's spread and runner-up) is for readers, not for auto.
-            if (isinstance(row, (list, tuple)) and len(row) in (2, 3)
-                    and isinstance(row[0], int) and not isinstance(row[0], bool)
-                    and row[0] >= 0 and isinstance(row[1], str)):
-                entries.append((row[0], row[1]))
-        if entries:
-            table[p] = sorted(entries)
+            if not (isinstance(row, list) and len(row) in (2, 3)):
+                raise UserError(f"{where}: world size {key}: row {_short(row)} is not "
+                                "[max_bytes, algorithm]")
+            size, name = row[0], row[1]
+            if isinstance(size, bool) or not isinstance(size, int) or not (
+                    0 <= size <= MAX_BYTES):
+                raise UserError(f"{where}: world size {key}: max_bytes {_short(size)} is not "
+                                f"an integer in 0..{MAX_BYTES}")
+            if name not in names:
+                raise UserError(f"{where}: world size {key}: unknown algorithm {_short(name)} "
+                                f"(known: {', '.join(sorted(names))})")
+            entries.append((size, name))
+        table[int(key)] = sorted(entries)
     return table
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def load_table(path: Path | None = None) -> TuneTable:
-    """Read a tune table; a missing or unreadable file is an empty table (auto falls back)."""
-    from distnet.common.errors import UserError
+    """Read and check a tune table; a missing file is an empty table (auto uses the cost
+    model), a damaged one a UserError."""
     from distnet.common.jsonfile import read_json
 
     target = path or tune_path()
     if not target.exists():
         return {}
-    try:
-        return parse_table(read_json(str(target), f"tune file {target}", max_bytes=1 << 20))
-    except UserError:
-        return {}  # damaged (deep, huge, not JSON): the cost formulas decide instead
+    where = f"tune file {target}"
+    return parse_table(read_json(str(target), where, max_bytes=1 << 20), where)
 
 
 def save_table(table: TuneTable, path: Path | None = None,
@@ -155,10 +186,25 @@ def candidates(revocable_only: bool = False) -> frozenset[str]:
 
 
 def agreed_table(comm: Any) -> TuneTable:
-    """The table every rank of comm uses: rank 0's (collective on first use per comm)."""
+    """The table every rank of comm uses: rank 0's (collective on first use per comm).
+
+    A damaged file is a UserError on every rank (rank 0 read it; the others would otherwise
+    wait for a table that never comes).
+    """
+    from distnet.common.errors import UserError
+
     state = comm_state(comm)
     if state.auto_table is None:
-        state.auto_table = comm.bcast(load_table() if comm.rank == 0 else None, root=0)
+        got: TuneTable | str | None = None
+        if comm.rank == 0:
+            try:
+                got = load_table()
+            except UserError as exc:
+                got = str(exc)
+        got = comm.bcast(got, root=0)
+        if isinstance(got, str):
+            raise UserError(got)
+        state.auto_table = got
     return state.auto_table
 
 

@@ -21,7 +21,9 @@ In-place and out-of-place, as nccl-tests: the in-place columns (avg/min/max/p50/
 buffer in place, the algorithms' own contract; out-of-place leaves a send buffer untouched and
 writes a receive buffer: MPI's own `Allreduce(send, recv)` for native, copy-then-reduce-in-place
 for the schedules (so their out-of-place time includes that local copy, as it would in any
-in-place algorithm behind an out-of-place API). --tune measures in place only.
+in-place algorithm behind an out-of-place API). --tune measures in place only, the algorithms
+taking turns at each size (measure_interleaved); so is auto, against every algorithm it could
+have picked, in the run that judges it.
 
 Correctness. Rank r sends (r + 1) + (i mod 1021) at index i: integers, so every summation order
 gives exactly p(p+1)/2 + p·(i mod 1021). The first and last iteration of every (algorithm,
@@ -365,6 +367,63 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
                 fn.release(buf)  # type: ignore[attr-defined]  # collective, like buffer()
             records.append(rec)
             progress.update()
+    progress.close()
+    return records
+
+
+# Rounds of an interleaved measurement: each algorithm's iterations at a size are split into
+# this many batches, run algorithm after algorithm in an order that rotates every round.
+ROUNDS = 5
+
+
+def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
+                        iters: int | None, warmup: int | None,
+                        rounds: int = ROUNDS) -> list[dict[str, Any]]:
+    """One in-place record per (algorithm, size), the algorithms taking turns at each size.
+
+    On a shared machine the load drifts over seconds, and an algorithm timed in one block
+    meets a different moment than its neighbour in the table. Here each size's iterations are
+    split into `rounds` batches; round k runs every algorithm once, starting at the k-th and
+    wrapping around, so each sees every position and the same stretch of time. Each batch has
+    its own warm-up (the previous algorithm left other data in the caches). median_s and the
+    other statistics pool the timed iterations of every round; round_medians_s keeps one
+    median per round.
+    """
+    from distnet.common.progress import bar
+
+    algos = available_algorithms()
+    p = comm.size
+    records = []
+    progress = bar(len(sizes), "all-reduce sizes (interleaved)", rank=comm.rank)
+    for nbytes in sizes:
+        n = nbytes // np.dtype(dtype).itemsize
+        base = (np.arange(n) % PATTERN_PERIOD).astype(dtype)
+        expected = base * p + p * (p + 1) // 2
+        private = np.empty_like(base)
+        it = iters if iters is not None else default_iters(nbytes)
+        turns = min(rounds, it)  # at least one timed iteration per batch
+        per = -(-it // turns)
+        wu = max(1, (warmup if warmup is not None else default_warmup(it)) // turns)
+        fns = {name: algos[name.removesuffix(WINDOW)] for name in algorithms}
+        bufs = {name: fn.buffer(comm, n, dtype) if is_placed(name) else private  # type: ignore
+                for name, fn in fns.items()}
+        times: dict[str, list[np.ndarray]] = {name: [] for name in algorithms}
+        wrong = dict.fromkeys(algorithms, 0)
+        for k in range(turns):
+            for name in algorithms[k % len(algorithms):] + algorithms[:k % len(algorithms)]:
+                t, bad = time_algorithm(comm, fns[name], base, bufs[name], expected, per, wu,
+                                        label=f"{name} {human_bytes(nbytes)}")
+                times[name].append(t)
+                wrong[name] = max(wrong[name], bad)
+        for name in algorithms:
+            t = np.concatenate(times[name])
+            records.append({"algorithm": name, "bytes": nbytes, "ranks": p,
+                            "dtype": np.dtype(dtype).name, "iters": int(t.size),
+                            "rounds": turns, **stats("", t, wrong[name], nbytes, p),
+                            "round_medians_s": [float(np.median(x)) for x in times[name]]})
+            if bufs[name] is not private:
+                fns[name].release(bufs[name])  # type: ignore[attr-defined]  # collective
+        progress.update()
     progress.close()
     return records
 

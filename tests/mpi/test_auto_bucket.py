@@ -9,6 +9,7 @@ import pytest
 
 from distnet.allreduce import auto
 from distnet.allreduce.bucket import Bucketer
+from distnet.common.errors import UserError
 
 
 def _comm():
@@ -60,6 +61,24 @@ def test_auto_agrees_despite_differing_tables(monkeypatch: pytest.MonkeyPatch) -
         ref = _reference(comm, x)
         auto.auto_allreduce(fresh, x)
         assert np.array_equal(x, ref)
+    finally:
+        fresh.Free()
+        tmp.cleanup()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_damaged_table_on_rank_0_stops_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only rank 0 reads the file; every rank must raise, not wait for a broadcast."""
+    comm = _comm()
+    tmp = tempfile.TemporaryDirectory()
+    path = Path(tmp.name) / "tune.json"
+    good = {str(comm.size): [[1 << 30, "native"]]}
+    path.write_text('{"2": [[1, NaN]]}' if comm.rank == 0 else json.dumps(good))
+    monkeypatch.setenv(auto.TUNE_ENV, str(path))
+    fresh = comm.Dup()
+    try:
+        with pytest.raises(UserError, match="not valid JSON"):
+            auto.resolve(fresh, 800)
     finally:
         fresh.Free()
         tmp.cleanup()

@@ -34,7 +34,31 @@ def test_tune_writes_table_auto_reads(tmp_path: Path) -> None:
     rows = saved["2"]
     assert [r["bytes"] for r in saved["spread"]["2"]] == [8, 1024]
     assert [b for b, _ in rows] == sorted(b for b, _ in rows) and rows[-1][0] == 1024
-    assert "auto within 10%" in res.stdout
+    assert "n/a  auto within 10%" in res.stdout  # judged in a later run, not in the tune run
+    out = tmp_path / "judged.json"
+    res = mpi_python(2, "-m", "distnet.bench", "--sizes", "8,1KiB", "--iters", "2",
+                     "--algorithms", "native,ring,auto", "--json", str(out),
+                     env={"DISTNET_TUNE_FILE": str(table)}, timeout_s=120)
+    assert not res.timed_out and res.returncode == 0, res.stdout + res.stderr
+    autos = [r for r in json.loads(out.read_text()) if r["algorithm"] == "auto"]
+    assert [r["bytes"] for r in autos] == [8, 1024]
+    for r in autos:  # timed interleaved with the algorithms it could have picked
+        assert set(r["interleaved_median_s"]) == {"native", "ring"}
+        assert r["best_algorithm"] in {"native", "ring"} and r["paired_ratio"] > 0
+        assert r["rounds"] == len(r["round_medians_s"])
+    assert "auto within 10%" in res.stdout and "n/a  auto" not in res.stdout
+
+
+def test_damaged_tune_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    table = tmp_path / "tune.json"
+    table.write_text('{"2": [[64, "warp_drive"]]}')
+    res = mpi_python(2, "-m", "distnet.bench", "--sizes", "8", "--iters", "2",
+                     "--algorithms", "native,auto", env={"DISTNET_TUNE_FILE": str(table)},
+                     timeout_s=60)
+    assert not res.timed_out and res.returncode == 2, res.stdout + res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "warp_drive" in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_unknown_algorithm_is_one_line_on_every_rank() -> None:

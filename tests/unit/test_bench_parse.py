@@ -110,14 +110,43 @@ def test_tune_table_roundtrip(tmp_path: Path) -> None:
     assert auto.load_table(path)[2] == [(4096, "recursive_doubling"), (65536, "ring")]
 
 
-def test_tune_table_bad_files(tmp_path: Path) -> None:
+def test_tune_table_missing_file_is_empty(tmp_path: Path) -> None:
     assert auto.load_table(tmp_path / "missing.json") == {}
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("{not json", "not valid JSON"),
+    ('{"2": [[1, "ring"]], "x": [[1, "ring"]]}', "not a world size"),
+    ('{"0": [[1, "ring"]]}', "not a world size"),
+    ('{"\u00b2": [[1, "ring"]]}', "not a world size"),
+    ('{"2": "nope"}', "non-empty list"),
+    ('{"2": []}', "non-empty list"),
+    ('{"2": [[5]]}', "is not [max_bytes, algorithm]"),
+    ('{"2": [["big", "ring"]]}', "max_bytes"),
+    ('{"2": [[-1, "ring"]]}', "max_bytes"),
+    ('{"2": [[true, "ring"]]}', "max_bytes"),
+    ('{"2": [[1.5, "ring"]]}', "max_bytes"),
+    ('{"2": [[1e400, "ring"]]}', "not valid JSON"),
+    ('{"2": [[NaN, "ring"]]}', "not valid JSON"),
+    ('{"2": [[1, "warp_drive"]]}', "unknown algorithm 'warp_drive'"),
+    ('{"2": [[1, "auto"]]}', "unknown algorithm 'auto'"),
+    ('{"2": [[1, "shm@window"]]}', "unknown algorithm"),
+    ('{"2": [[1, "ring"]], "spread": []}', "spread"),
+    ("[]", "JSON object"),
+])
+def test_tune_table_damaged_file_is_one_line(tmp_path: Path, text: str, said: str) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    assert auto.load_table(bad) == {}
-    bad.write_text(json.dumps({"x": [[1, "ring"]], "3": [[1, "ring"], ["big", "tree"], [5]],
-                               "4": "nope", "0": [[1, "ring"]]}))
-    assert auto.load_table(bad) == {3: [(1, "ring")]}
+    bad.write_text(text)
+    with pytest.raises(UserError) as err:
+        auto.load_table(bad)
+    assert said in str(err.value) and str(bad) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_tune_table_rows_sorted_notes_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text('{"3": [[64, "ring", {"why": "x"}], [8, "tree"]], "spread": {"3": []}}')
+    assert auto.load_table(path) == {3: [(8, "tree"), (64, "ring")]}
 
 
 def test_tune_path_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
