@@ -229,7 +229,9 @@ def _choice(state: CommState, comm: Any, nbytes: int) -> Callable[..., None]:
 # same few sizes, and at 8 B – 2 KiB the lookup (validate, CommState, dict) was 0.5 µs on top of
 # a 1.9 µs recursive doubling (auto 1.25x the best). Holding the communicator keeps its object
 # alive, so `is` cannot match a new one; the chosen algorithm validates the buffer itself.
-_last: tuple[Any, int, Callable[..., None]] | None = None
+# The unpacked tuple and the plain attribute read are what is left: ~80 ns per call here
+# against ~100 ns with a None check and getattr.
+_last: tuple[Any, int, Callable[..., None]] = (None, -1, native_allreduce)
 
 
 def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
@@ -240,10 +242,12 @@ def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
     communicator's CommState.
     """
     global _last
-    last = _last
-    if last is not None and last[0] is comm and last[1] == getattr(buf, "nbytes", -1):
-        fn = last[2]
-    else:
+    last_comm, last_bytes, fn = _last
+    try:
+        hit = last_comm is comm and last_bytes == buf.nbytes
+    except AttributeError:  # not an array: validate below says so in one line
+        hit = False
+    if not hit:
         nbytes = validate(buf).nbytes  # a bad buffer fails here, before any communication
         fn = _choice(comm_state(comm), comm, nbytes)
         _last = (comm, nbytes, fn)

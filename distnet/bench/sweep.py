@@ -373,7 +373,7 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
 
 # Rounds of an interleaved measurement: each algorithm's iterations at a size are split into
 # this many batches, run algorithm after algorithm in an order that rotates every round.
-ROUNDS = 5
+ROUNDS = 8
 
 
 def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
