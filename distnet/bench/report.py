@@ -53,17 +53,20 @@ def best_by_size(records: list[Record], exclude: tuple[str, ...] = ("auto",),
     return best
 
 
-def tune_entries(records: list[Record]) -> list[tuple[int, str]]:
-    """The auto table row for this p: (max_bytes, algorithm) from the winner at each size.
+def tune_entries(records: list[Record],
+                 picks: dict[int, str] | None = None) -> list[tuple[int, str]]:
+    """The auto table row for this p: (max_bytes, algorithm) from the pick at each size
+    (`picks`, else the size's fastest median).
 
-    Neighbouring sizes with the same winner merge; the border between two winners sits at the
+    Neighbouring sizes with the same pick merge; the border between two picks sits at the
     geometric mean of the two measured sizes (sizes are log-spaced).
     """
-    best = best_by_size(records)
-    sizes = sorted(best)
+    if picks is None:
+        picks = {s: r["algorithm"] for s, r in best_by_size(records).items()}
+    sizes = sorted(picks)
     entries: list[tuple[int, str]] = []
     for i, s in enumerate(sizes):
-        name = best[s]["algorithm"]
+        name = picks[s]
         upper = s if i + 1 == len(sizes) else int(math.sqrt(s * sizes[i + 1]))
         if entries and entries[-1][1] == name:
             entries[-1] = (upper, name)
@@ -292,8 +295,8 @@ def run(comm: Any, args: Any) -> tuple[str, int]:
     notes = []
     if args.tune is not None:
         path = Path(args.tune).expanduser() if args.tune else auto.tune_path()
-        entries = tune_entries(records)
         spread = tuning.spread_rows(records)
+        entries = tune_entries(records, {r["bytes"]: r["pick"] for r in spread})
         problem = None
         if comm.rank == 0:
             try:

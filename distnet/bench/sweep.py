@@ -383,8 +383,9 @@ def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtyp
 
     On a shared machine the load drifts over seconds, and an algorithm timed in one block
     meets a different moment than its neighbour in the table. Here each size's iterations are
-    split into `rounds` batches; round k runs every algorithm once, starting at the k-th and
-    wrapping around, so each sees every position and the same stretch of time. Each batch has
+    split into `rounds` batches; each round runs every algorithm once, in an order drawn
+    afresh for the round, so each sees different positions and neighbours and the same
+    stretch of time. Each batch has
     its own warm-up (the previous algorithm left other data in the caches). median_s and the
     other statistics pool the timed iterations of every round; round_medians_s keeps one
     median per round.
@@ -410,7 +411,12 @@ def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtyp
         times: dict[str, list[np.ndarray]] = {name: [] for name in algorithms}
         wrong = dict.fromkeys(algorithms, 0)
         for k in range(turns):
-            for name in algorithms[k % len(algorithms):] + algorithms[:k % len(algorithms)]:
+            # A fresh order each round, the same on every rank (seeded). A fixed rotation always
+            # put the same algorithm before each one, and a batch may pay for what its
+            # predecessor left in the caches and in MPI's state: in a rotation auto always ran
+            # after shm and read 3-6 % slower (p = 4) than the algorithm it ran.
+            order = np.random.default_rng([nbytes, k]).permutation(len(algorithms))
+            for name in (algorithms[j] for j in order):
                 t, bad = time_algorithm(comm, fns[name], base, bufs[name], expected, per, wu,
                                         label=f"{name} {human_bytes(nbytes)}")
                 times[name].append(t)
