@@ -6,7 +6,7 @@ from run to run. So the bench measures every algorithm `passes` times. Each pass
 (so load that drifts over minutes hits every algorithm alike), and inside a pass the algorithms
 take turns at each size, round by round (`sweep.measure_interleaved`), so load that drifts over
 seconds does too. Each algorithm is ranked by its average over the passes: the mean of its
-pass medians relative to each pass's fastest, pooled with the neighbouring sizes (`scores`).
+pass medians relative to each pass's fastest (`scores`).
 
 The tune file records, per size, the pick, its score, its mean time and its spread over the passes,
 (max − min) / mean, which says how far one run can move it; and the runner-up, with its own
@@ -44,24 +44,18 @@ def combine_passes(passes: list[list[Record]]) -> list[Record]:
     return out
 
 
-# Sizes within this factor of a size are pooled into its score (the default sweep steps by 2).
-NEIGHBOUR_FACTOR = 2
-
-
 def scores(records: list[Record],
            exclude: tuple[str, ...] = ("auto",)) -> dict[int, dict[str, float]]:
-    """Per size, each algorithm's mean ratio to the fastest, over the passes and neighbours.
+    """Per size, each algorithm's mean over the passes of its ratio to the pass's fastest.
 
     In a pass, an algorithm's median at a size divided by the fastest median at that size and
-    pass: 1.0 when it was the fastest. A size's score averages those ratios over every pass and
-    over the measured sizes within NEIGHBOUR_FACTOR of it. Ratios, not times, so a pass under
-    heavier load, or a larger neighbour, weighs as much as the others. The pooling is there
-    because with four ranks on two cores one pass median moves by 20-60 % while the algorithms
-    differ by 5-20 %, and an algorithm's advantage changes smoothly with the size: three sizes
-    give three times the evidence, and at a true crossover, where the pooling can shift the
-    pick by one size, the two algorithms are within a few per cent of each other anyway.
+    pass: 1.0 when it was the fastest. Ratios, not times, so a pass under heavier load weighs
+    as much as the others (its times are all larger; the order within it is what it says).
+    Pooling each size with its neighbours (sizes within 2x) was tried at p = 4 and made the
+    next run worse (16/24 sizes missed against 9/24): the noise of neighbouring sizes is not
+    independent, they are measured seconds apart in the same pass.
     """
-    ratios: dict[int, dict[str, list[float]]] = {}
+    out: dict[int, dict[str, float]] = {}
     for s in sorted({r["bytes"] for r in records}):
         rows = [r for r in records if r["bytes"] == s and r["algorithm"] not in exclude
                 and "@" not in r["algorithm"]]  # NAME@window: not for auto
@@ -70,13 +64,9 @@ def scores(records: list[Record],
         meds = {r["algorithm"]: r.get("pass_medians_s", [r["median_s"]]) for r in rows}
         passes = min(len(m) for m in meds.values())
         fastest = [min(m[k] for m in meds.values()) for k in range(passes)]
-        ratios[s] = {a: [m[k] / fastest[k] if fastest[k] > 0 else 1.0 for k in range(passes)]
-                     for a, m in meds.items()}
-    out: dict[int, dict[str, float]] = {}
-    for s, own in ratios.items():
-        near = [t for t in ratios if s / NEIGHBOUR_FACTOR <= t <= s * NEIGHBOUR_FACTOR]
-        out[s] = {a: float(np.mean([x for t in near for x in ratios[t].get(a, [])]))
-                  for a in own}
+        out[s] = {a: float(np.mean([m[k] / fastest[k] if fastest[k] > 0 else 1.0
+                                    for k in range(passes)]))
+                  for a, m in meds.items()}
     return out
 
 

@@ -40,17 +40,15 @@ def test_mean_decides_where_the_worst_pass_would_not() -> None:
     assert row["pick"] == "a" and report.tune_entries(combined) == [(8, "a")]
 
 
-def test_neighbouring_sizes_pool_their_evidence() -> None:
-    # At 2 KiB b wins its own single noisy pass by 2 %, but a is 10 % ahead at 1 KiB and 4 KiB.
-    recs = [_rec("a", 1024, 1.0), _rec("b", 1024, 1.1), _rec("a", 2048, 1.02),
-            _rec("b", 2048, 1.0), _rec("a", 4096, 1.0), _rec("b", 4096, 1.1),
-            _rec("b", 1 << 20, 1.0), _rec("a", 1 << 20, 2.0)]
-    got = tuning.scores(recs)
-    assert got[2048]["a"] == pytest.approx((1.0 + 1.02 + 1.0) / 3)
-    assert got[1 << 20] == {"a": 2.0, "b": 1.0}  # 4 KiB is too far away to count
-    picks = {r["bytes"]: r["pick"] for r in tuning.spread_rows(recs)}
-    assert picks == {1024: "a", 2048: "a", 4096: "a", 1 << 20: "b"}
-    assert report.tune_entries(recs, picks) == [(int((4096 << 20) ** 0.5), "a"), (1 << 20, "b")]
+def test_score_is_the_mean_ratio_to_each_pass_fastest() -> None:
+    # pass 2 ran under three times the load: raw means would let it decide (b: 2.0 vs a: 2.05)
+    combined = tuning.combine_passes([[_rec("a", 8, 1.0), _rec("b", 8, 1.1)],
+                                      [_rec("a", 8, 3.1), _rec("b", 8, 2.9)]])
+    got = tuning.scores(combined)[8]
+    assert got["a"] == pytest.approx((1.0 + 3.1 / 2.9) / 2)
+    assert got["b"] == pytest.approx((1.1 + 1.0) / 2)
+    (row,) = tuning.spread_rows(combined)
+    assert row["pick"] == "a" and row["score"] == pytest.approx(got["a"])
 
 
 def test_runner_up_kept_only_within_noise() -> None:
