@@ -50,6 +50,11 @@ def tune_path() -> Path:
     return Path(env).expanduser() if env else DEFAULT_TUNE_PATH.expanduser()
 
 
+def tune_path_text() -> str:
+    """The tune file's name for a message, without expanding it (which can fail)."""
+    return os.environ.get(TUNE_ENV) or str(DEFAULT_TUNE_PATH)
+
+
 # Bounds on a tune file's numbers: far above any real world size or message, low enough that a
 # typo (or a hostile file) is refused rather than believed.
 MAX_WORLD = 1 << 20
@@ -77,9 +82,11 @@ def parse_table(raw: Any, where: str = "tune file",
             if not isinstance(rows, dict):
                 raise UserError(f"{where}: \"spread\" must be an object")
             continue
-        if not (isinstance(key, str) and key.isascii() and key.isdigit()
-                and 1 <= int(key) <= MAX_WORLD):
-            raise UserError(f"{where}: key {key!r} is not a world size in 1..{MAX_WORLD}")
+        # length first: int() refuses digit strings over 4,300 long (and "02" would alias "2")
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 7
+                and not key.startswith("0") and int(key) <= MAX_WORLD):
+            raise UserError(f"{where}: key {_short(key)} is not a world size in "
+                            f"1..{MAX_WORLD}")
         if not isinstance(rows, list) or not rows:
             raise UserError(f"{where}: world size {key}: rows must be a non-empty list")
         entries: list[tuple[int, str]] = []
@@ -92,10 +99,14 @@ def parse_table(raw: Any, where: str = "tune file",
                     0 <= size <= MAX_BYTES):
                 raise UserError(f"{where}: world size {key}: max_bytes {_short(size)} is not "
                                 f"an integer in 0..{MAX_BYTES}")
-            if name not in names:
+            if not isinstance(name, str) or name not in names:
                 raise UserError(f"{where}: world size {key}: unknown algorithm {_short(name)} "
                                 f"(known: {', '.join(sorted(names))})")
             entries.append((size, name))
+        bounds = [size for size, _ in entries]
+        if len(set(bounds)) != len(bounds):
+            raise UserError(f"{where}: world size {key}: max_bytes repeats (one algorithm per "
+                            "size bound)")
         table[int(key)] = sorted(entries)
     return table
 
@@ -108,10 +119,15 @@ def _short(value: Any) -> str:
 def load_table(path: Path | None = None) -> TuneTable:
     """Read and check a tune table; a missing file is an empty table (auto uses the cost
     model), a damaged one a UserError."""
+    from distnet.common.errors import UserError
     from distnet.common.jsonfile import read_json
 
-    target = path or tune_path()
-    if not target.exists():
+    try:
+        target = path or tune_path()
+        missing = not target.exists()
+    except (OSError, RuntimeError) as exc:  # an unknown ~user, a name too long, no access
+        raise UserError(f"tune file {os.environ.get(TUNE_ENV, '')!r}: {exc}") from None
+    if missing:
         return {}
     where = f"tune file {target}"
     return parse_table(read_json(str(target), where, max_bytes=1 << 20), where)
@@ -201,6 +217,8 @@ def agreed_table(comm: Any) -> TuneTable:
                 got = load_table()
             except UserError as exc:
                 got = str(exc)
+            except Exception as exc:  # noqa: BLE001 - raised alone, it would hang the others
+                got = f"tune file {tune_path_text()}: {type(exc).__name__}: {exc}"
         got = comm.bcast(got, root=0)
         if isinstance(got, str):
             raise UserError(got)

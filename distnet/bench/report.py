@@ -294,7 +294,10 @@ def run(comm: Any, args: Any) -> tuple[str, int]:
             for _ in range(passes)])
     notes = []
     if args.tune is not None:
-        path = Path(args.tune).expanduser() if args.tune else auto.tune_path()
+        try:  # the same on every rank, so every rank raises it
+            path = Path(args.tune).expanduser() if args.tune else auto.tune_path()
+        except (OSError, RuntimeError) as e:  # an unknown ~user
+            raise UserError(f"--tune {args.tune!r}: {e}") from None
         spread = tuning.spread_rows(records)
         entries = tune_entries(records, {r["bytes"]: r["pick"] for r in spread})
         problem = None

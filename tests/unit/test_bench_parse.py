@@ -133,6 +133,11 @@ def test_tune_table_missing_file_is_empty(tmp_path: Path) -> None:
     ('{"2": [[1, "shm@window"]]}', "unknown algorithm"),
     ('{"2": [[1, "ring"]], "spread": []}', "spread"),
     ("[]", "JSON object"),
+    ('{"%s": [[1, "ring"]]}' % ("9" * 5000), "not a world size"),
+    ('{"02": [[1, "ring"]]}', "not a world size"),
+    ('{"2": [[4096, ["ring"]]]}', "unknown algorithm"),
+    ('{"2": [[4096, null]]}', "unknown algorithm"),
+    ('{"2": [[4096, "ring"], [4096, "tree"]]}', "max_bytes repeats"),
 ])
 def test_tune_table_damaged_file_is_one_line(tmp_path: Path, text: str, said: str) -> None:
     bad = tmp_path / "bad.json"
@@ -141,6 +146,15 @@ def test_tune_table_damaged_file_is_one_line(tmp_path: Path, text: str, said: st
         auto.load_table(bad)
     assert said in str(err.value) and str(bad) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_tune_file_path_that_cannot_be_resolved(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    for where in ("~no-such-user-dn/tune.json", str(tmp_path / ("x" * 300))):
+        monkeypatch.setenv(auto.TUNE_ENV, where)
+        with pytest.raises(UserError) as err:
+            auto.load_table()
+        assert where in str(err.value) and "\n" not in str(err.value)
 
 
 def test_tune_table_rows_sorted_notes_allowed(tmp_path: Path) -> None:
