@@ -170,7 +170,18 @@ class FaultTolerantTrainer(Trainer):
 
     def _protected(self, phase: str, fn: Callable[[], T], estimate_s: float = 0.0) -> T:
         """Run a collective phase outside a step under its limit (`phase_limit_s`); on a rank
-        failure recover (under the shrink's own limit) and run it again."""
+        failure recover (under the shrink's own limit) and run it again.
+
+        A phase inside another (the epoch end's evaluation) runs under the enclosing one's
+        limit, and a failure in it repeats the enclosing phase: recovering inside would let
+        the outer limit, still running, count the recovery against the phase.
+        """
+        if self._phases:
+            self._phases.append(phase)  # named, should the enclosing limit expire in it
+            try:
+                return fn()
+            finally:
+                self._phases.pop()
         for _ in range(MAX_RECOVERIES_PER_STEP):
             limit_s = self.phase_limit_s(phase, estimate_s)
             t0 = time.perf_counter()
