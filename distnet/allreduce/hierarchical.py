@@ -64,8 +64,18 @@ def hierarchical_schedule(p: int, n: int, node_of: Sequence[int] | None = None,
                     {"nodes": int(leaders.shape[0]), "levels": levels})
 
 
-def _ranks_per_node_from_env() -> int | None:
-    raw = os.environ.get(RANKS_PER_NODE_ENV, "")
+def _ranks_per_node_from_env(comm: Any) -> int | None:
+    """DISTNET_RANKS_PER_NODE as every rank of comm sees it (collective once per comm): mpirun
+    does not pass a shell variable to other hosts unless told (`-x`), and ranks that disagree
+    would take different collective paths and hang."""
+    state = comm_state(comm)
+    if state.ranks_per_node_env is None:
+        seen = sorted(set(comm.allgather(os.environ.get(RANKS_PER_NODE_ENV, ""))))
+        if len(seen) > 1:
+            raise UserError(f"{RANKS_PER_NODE_ENV} differs between ranks ({_listed(seen)}): set "
+                            f"it for every rank (mpirun -x {RANKS_PER_NODE_ENV}) or for none")
+        state.ranks_per_node_env = seen[0]
+    raw = state.ranks_per_node_env
     if not raw:
         return None
     try:
@@ -77,12 +87,17 @@ def _ranks_per_node_from_env() -> int | None:
     return k
 
 
+def _listed(values: list[str]) -> str:
+    shown = ", ".join(repr(v[:20]) if v else "unset" for v in values[:3])
+    return shown + (", ..." if len(values) > 3 else "")
+
+
 def node_map(comm: Any, ranks_per_node: int | None = None) -> tuple[int, ...]:
     """Node id of every rank of comm (collective the first time per comm and setting; kept in
     the communicator's CommState)."""
     from mpi4py import MPI
 
-    k = ranks_per_node if ranks_per_node is not None else _ranks_per_node_from_env()
+    k = ranks_per_node if ranks_per_node is not None else _ranks_per_node_from_env(comm)
     if k is not None and k < 1:
         raise UserError(f"ranks_per_node must be positive, got {k}")
     cached = comm_state(comm).node_maps  # few keys: one per setting a program uses

@@ -334,6 +334,8 @@ class CommState:
         self.check_lengths = os.environ.get(CHECK_ENV, "") not in ("", "0")
         # hierarchical: ranks_per_node setting (None: shared-memory split) -> node id per rank
         self.node_maps: dict[int | None, tuple[int, ...]] = {}
+        # hierarchical: DISTNET_RANKS_PER_NODE once every rank agreed on it ("" unset)
+        self.ranks_per_node_env: str | None = None
         # hierarchical: node map -> (node communicator, leaders' or None, its ShmAllreduce)
         self.node_parts: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         # auto: rank 0's tune table once agreed, and the choice per message size

@@ -88,6 +88,15 @@ def _kill_here(pid: int, start: int | None) -> None:
         return  # died already
     except PermissionError as exc:
         raise FenceError(f"pid {pid}: {exc}") from None
+    except OSError:  # no pidfd here (kernel < 5.3, a seccomp filter): check, then plain kill
+        if start is None or start_ticks(pid) == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError as exc:
+                raise FenceError(f"pid {pid}: {exc}") from None
+        return
     try:
         if start is not None and start_ticks(pid) != start:
             return  # the rank died already and another process now holds its pid

@@ -184,6 +184,7 @@ class Trainer:
         self._grad_window = None
         self.model.use_grad_buffer(window.copy())
         self.opt.grads = self.model.grads  # nothing may keep a view of the freed window
+        self.sync.grads = self.model.grads
         release_grad_buffer(window)
 
     # ---- one step ----------------------------------------------------------------------------

@@ -52,6 +52,24 @@ def test_fence_on_this_host_spares_a_reused_pid() -> None:
         child.kill()
 
 
+def test_fence_without_pidfd_checks_then_kills(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel without pidfd_open (or a seccomp filter) falls back to the check and kill."""
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = fence.start_ticks(child.pid)
+        assert start is not None
+        fence.kill("here", [child.pid], "here", [start + 1])
+        assert child.poll() is None  # spared
+        assert fence.kill("here", [child.pid], "here", [start]) == "SIGKILL"
+        assert child.wait(timeout=20) == -9
+    finally:
+        child.kill()
+
+
 def test_fence_on_another_host_goes_through_the_agent(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "agent.log"

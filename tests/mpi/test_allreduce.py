@@ -169,9 +169,33 @@ def test_hierarchical_emulated_nodes(k: int, monkeypatch: pytest.MonkeyPatch) ->
     assert np.array_equal(buf, p * np.arange(1000) + p * (p - 1) / 2)
     assert _same_on_all_ranks(comm, buf)
     monkeypatch.setenv("DISTNET_RANKS_PER_NODE", str(k))  # the env route, via the registry
-    buf = np.full(77, float(r))
-    ALGORITHMS["hierarchical"](comm, buf)
-    assert np.all(buf == p * (p - 1) / 2)
+    fresh = comm.Dup()  # the setting is agreed once per communicator
+    try:
+        buf = np.full(77, float(r))
+        ALGORITHMS["hierarchical"](fresh, buf)
+        assert np.all(buf == p * (p - 1) / 2)
+        assert node_map(fresh) == tuple(q // k for q in range(p))
+    finally:
+        fresh.Free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ranks_per_node_set_on_some_ranks_only_is_one_error_everywhere(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another host's ranks do not see a shell variable mpirun was not told to pass (-x)."""
+    from distnet.allreduce.hierarchical import node_map
+
+    comm = _comm()
+    if comm.rank == 1:
+        monkeypatch.setenv("DISTNET_RANKS_PER_NODE", "2")
+    else:
+        monkeypatch.delenv("DISTNET_RANKS_PER_NODE", raising=False)
+    fresh = comm.Dup()
+    try:
+        with pytest.raises(UserError, match="DISTNET_RANKS_PER_NODE differs between ranks"):
+            node_map(fresh)
+    finally:
+        fresh.Free()
 
 
 @pytest.mark.mpi(min_size=1)
