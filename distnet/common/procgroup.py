@@ -16,8 +16,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # mpirun --with-ft ulfm exits 0 when every rank was killed by a signal (it tolerates failed
@@ -30,6 +33,7 @@ EXIT_NOT_FINISHED = 3  # the same status as a fault that stopped the run (the su
 # The remote command a launcher starts its daemons with (ssh, or the emulated cluster's agent):
 # a launcher that sets it lets the ranks fence a hung rank on another host (distnet.ft.fence).
 FENCE_AGENT_ENV = "DISTNET_FENCE_AGENT"
+READ_GRACE_S = 10.0  # how long the output is read after the job's session is gone
 
 
 @dataclass(frozen=True)
@@ -80,16 +84,50 @@ def run_group(cmd: list[str], timeout_s: float | None, env: dict[str, str] | Non
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=pipe, stderr=pipe, text=True,
                             start_new_session=True)
-    timed_out = False
+    readers = [_Reader(s) for s in (proc.stdout, proc.stderr) if s is not None]
     try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill_group(proc.pid)
-        out, err = proc.communicate()
+        timed_out = not _exited(proc.pid, timeout_s)
     finally:
+        # Before reaping the leader: until then its pid, the session's id, cannot be reused,
+        # so the session killed is ours even when nothing else of it is left.
         kill_group(proc.pid)
-    return Finished(proc.returncode, out or "", err or "", timed_out)
+        proc.wait()
+    out, err = (r.text() for r in readers) if readers else ("", "")
+    return Finished(proc.returncode, out, err, timed_out)
+
+
+def _exited(pid: int, timeout_s: float | None) -> bool:
+    """Wait for child pid to exit without reaping it; False if timeout_s passed first."""
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    pause = 0.001
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if end is not None and time.monotonic() >= end:
+            return False
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+    return True
+
+
+class _Reader:
+    """Reads one of a job's output pipes to its end on a thread of its own (so a full pipe
+    never stalls the job while run_group waits for it)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._chunks: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._chunks.append(self._stream.read())
+        finally:
+            self._stream.close()
+
+    def text(self) -> str:
+        # A process outside the job's session (a daemon it started) may hold the pipe open.
+        self._thread.join(timeout=READ_GRACE_S)
+        return "".join(self._chunks)
 
 
 def mark(stage: str) -> None:

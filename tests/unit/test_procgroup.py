@@ -45,3 +45,12 @@ def test_a_child_in_its_own_process_group_is_killed_with_the_job() -> None:
 def test_session_members_lists_the_processes_of_a_session() -> None:
     assert os.getpid() in session_members(os.getsid(0))
     assert session_members(2**22 + 12345) == []  # above the kernel's pid_max: no such session
+
+
+def test_a_job_past_its_timeout_is_killed_and_its_output_kept() -> None:
+    t0 = time.monotonic()
+    done = run_group([sys.executable, "-c", "print('begun', flush=True); "
+                      "import time; time.sleep(60)"], timeout_s=1.0)
+    assert done.timed_out and done.returncode == -9
+    assert done.stdout == "begun\n"
+    assert time.monotonic() - t0 < 30
