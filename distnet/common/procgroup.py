@@ -162,25 +162,30 @@ def run_job(cmd: list[str], timeout_s: float | None, env: dict[str, str] | None 
     return Finished(EXIT_NOT_FINISHED, done.stdout, done.stderr + note + "\n", False)
 
 
+def stat_fields(pid: int | str) -> list[bytes]:
+    """Fields 3 onwards of /proc/PID/stat (state, ppid, pgrp, session, …, starttime at index
+    19); empty if the process is gone or there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return []
+    # the command name (field 2) is in parentheses and may hold spaces or parentheses itself
+    return stat[stat.rfind(b")") + 2:].split()
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of the processes in session sid (from /proc; empty where there is none)."""
-    found = []
     try:
         names = os.listdir("/proc")
     except OSError:
         return []
+    found = []
     for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited meanwhile
-        # after the parenthesised command name: state, ppid, pgrp, session, ...
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 3 and int(fields[3]) == sid:
-            found.append(int(name))
+        if name.isdigit():
+            fields = stat_fields(name)  # empty: exited meanwhile
+            if len(fields) > 3 and int(fields[3]) == sid:
+                found.append(int(name))
     return found
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from distnet.common.errors import UserError
-from distnet.common.procgroup import FENCE_AGENT_ENV
+from distnet.common.procgroup import FENCE_AGENT_ENV, stat_fields
 
 PROBE_TAG = 7011
 AGENT_TIMEOUT_S = 20.0
@@ -71,13 +71,7 @@ def agent() -> list[str] | None:
 def start_ticks(pid: int) -> int | None:
     """When process pid started (clock ticks since boot, /proc/PID/stat field 22); None if it
     is gone or there is no /proc. With the pid it names one process: pids are reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name (field 2) is in parentheses and may hold spaces or parentheses itself
-    fields = stat[stat.rfind(b")") + 2:].split()
+    fields = stat_fields(pid)
     return int(fields[19]) if len(fields) > 19 else None
 
 
@@ -89,24 +83,21 @@ def _kill_here(pid: int, start: int | None) -> None:
     except PermissionError as exc:
         raise FenceError(f"pid {pid}: {exc}") from None
     except OSError:  # no pidfd here (kernel < 5.3, a seccomp filter): check, then plain kill
-        if start is None or start_ticks(pid) == start:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            except PermissionError as exc:
-                raise FenceError(f"pid {pid}: {exc}") from None
-        return
+        fd = None
     try:
         if start is not None and start_ticks(pid) != start:
             return  # the rank died already and another process now holds its pid
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        if fd is None:
+            os.kill(pid, signal.SIGKILL)
+        else:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
     except ProcessLookupError:
         pass
     except PermissionError as exc:
         raise FenceError(f"pid {pid}: {exc}") from None
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def kill(host: str, pids: list[int], my_host: str,

@@ -94,9 +94,10 @@ class FaultTolerantTrainer(Trainer):
         self._job_batch = agree(comm, self._job_global_batch)
         self.members = list(range(self.world))  # world rank of each rank of self.comm
         self.host = socket.gethostname()
-        self.pids: dict[int, tuple[str, int]] = dict(enumerate(
-            comm.allgather((self.host, os.getpid()))))
-        self.starts: list[int | None] = comm.allgather(fence.start_ticks(os.getpid()))
+        ranks = comm.allgather((self.host, os.getpid(), fence.start_ticks(os.getpid())))
+        self.pids: dict[int, tuple[str, int]] = {w: (h, pid) for w, (h, pid, _) in
+                                                 enumerate(ranks)}
+        self.starts: list[int | None] = [start for _, _, start in ranks]  # against pid reuse
         self.injector = Injector(self.faults, self.world_rank, self.attempt)
         self.clock = deadline.DeadlineClock(cfg.deadline_s)
         self.events: list[dict[str, Any]] = []

@@ -60,12 +60,16 @@ def is_failure(exc: BaseException) -> bool:
 def harden(comm: Any) -> Any:
     """A private duplicate whose errors raise instead of aborting the job, on which `auto`
     picks only algorithms a revoke can wake."""
+    return _tolerant(comm.Dup())
+
+
+def _tolerant(comm: Any) -> Any:
+    """Make a new communicator fault-tolerant (a Dup or a Shrink carries neither setting)."""
     from mpi4py import MPI
 
-    new = comm.Dup()
-    new.Set_errhandler(MPI.ERRORS_RETURN)
-    comm_state(new).revocable_only = True
-    return new
+    comm.Set_errhandler(MPI.ERRORS_RETURN)
+    comm_state(comm).revocable_only = True
+    return comm
 
 
 class Recovering(Exception):
@@ -120,9 +124,7 @@ def shrink(comm: Any, members: list[int]) -> tuple[Any, list[int], list[int]]:
     """
     from mpi4py import MPI
 
-    new = comm.Shrink()
-    new.Set_errhandler(MPI.ERRORS_RETURN)
-    comm_state(new).revocable_only = True  # attributes do not survive a shrink
+    new = _tolerant(comm.Shrink())
     old_ranks = list(range(comm.Get_size()))
     where = MPI.Group.Translate_ranks(comm.Get_group(), old_ranks, new.Get_group())
     kept = sorted((w, members[i]) for i, w in enumerate(where) if w != MPI.UNDEFINED)

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from distnet.common.procgroup import run_group, session_members
+from distnet.common.procgroup import run_group, session_members, stat_fields
 
 # The job starts a sleeper in a new process group and exits at once (the sleeper must not hold
 # the job's output pipes, or run_group would wait for it).
@@ -20,12 +20,8 @@ ESCAPER = ("import subprocess, sys; "
 def _gone(pid: int, within_s: float) -> bool:
     end = time.monotonic() + within_s
     while time.monotonic() < end:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == b"Z":  # killed, waiting for init to reap it
+        fields = stat_fields(pid)
+        if not fields or fields[0] == b"Z":  # gone, or killed and waiting for init to reap it
             return True
         time.sleep(0.05)
     return False
