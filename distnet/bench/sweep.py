@@ -343,10 +343,7 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
     records = []
     progress = bar(len(sizes) * len(algorithms), "all-reduce sizes", rank=comm.rank)
     for nbytes in sizes:
-        n = nbytes // np.dtype(dtype).itemsize
-        base = (np.arange(n) % PATTERN_PERIOD).astype(dtype)
-        expected = base * p + p * (p + 1) // 2
-        private = np.empty_like(base)
+        n, base, expected, private = _size_inputs(nbytes, dtype, p)
         it = iters if iters is not None else default_iters(nbytes)
         wu = warmup if warmup is not None else default_warmup(it)
         for name in algorithms:
@@ -371,8 +368,17 @@ def measure(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
     return records
 
 
+def _size_inputs(nbytes: int, dtype: Any, p: int) -> tuple[int, np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """(elements, every rank's input pattern, the sum all p ranks must reach, a private
+    buffer to reduce in) for one message size of a sweep."""
+    n = nbytes // np.dtype(dtype).itemsize
+    base = (np.arange(n) % PATTERN_PERIOD).astype(dtype)
+    return n, base, base * p + p * (p + 1) // 2, np.empty_like(base)
+
+
 # Rounds of an interleaved measurement: each algorithm's iterations at a size are split into
-# this many batches, run algorithm after algorithm in an order that rotates every round.
+# this many batches, run algorithm after algorithm in an order drawn afresh every round.
 ROUNDS = 8
 
 
@@ -385,8 +391,8 @@ def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtyp
     meets a different moment than its neighbour in the table. Here each size's iterations are
     split into `rounds` batches; each round runs every algorithm once, in an order drawn
     afresh for the round, so each sees different positions and neighbours and the same
-    stretch of time. Each batch has
-    its own warm-up (the previous algorithm left other data in the caches). median_s and the
+    stretch of time. Each batch has its own warm-up (the previous algorithm left other data in
+    the caches). median_s and the
     other statistics pool the timed iterations of every round; round_medians_s keeps one
     median per round.
     """
@@ -397,10 +403,7 @@ def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtyp
     records = []
     progress = bar(len(sizes), "all-reduce sizes (interleaved)", rank=comm.rank)
     for nbytes in sizes:
-        n = nbytes // np.dtype(dtype).itemsize
-        base = (np.arange(n) % PATTERN_PERIOD).astype(dtype)
-        expected = base * p + p * (p + 1) // 2
-        private = np.empty_like(base)
+        n, base, expected, private = _size_inputs(nbytes, dtype, p)
         it = iters if iters is not None else default_iters(nbytes)
         turns = min(rounds, it)  # at least one timed iteration per batch
         per = -(-it // turns)

@@ -2,6 +2,8 @@
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,17 @@ def _data(n: int, rank: int, seed: int) -> np.ndarray:
     # Integer-valued so that every summation order gives the same bits.
     rng = np.random.default_rng([seed, rank])
     return rng.integers(-1000, 1000, size=n).astype(np.float64)
+
+
+@contextmanager
+def _tune_file(monkeypatch: pytest.MonkeyPatch, text: str) -> Iterator[None]:
+    """This rank's tune file holds `text` while the block runs. One private directory per
+    rank: pytest's tmp_path numbering is not safe across ranks."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tune.json"
+        path.write_text(text)
+        monkeypatch.setenv(auto.TUNE_ENV, str(path))
+        yield
 
 
 def _reference(comm, x: np.ndarray) -> np.ndarray:
@@ -47,41 +60,32 @@ def test_auto_agrees_despite_differing_tables(monkeypatch: pytest.MonkeyPatch) -
     """Each rank reads a different table; all must run rank 0's choice (no deadlock)."""
     comm = _comm()
     known = sorted(auto.candidates())
-    # One private directory per rank: pytest's tmp_path numbering is not safe across ranks.
-    tmp = tempfile.TemporaryDirectory()
-    path = Path(tmp.name) / "tune.json"
     mine = known[comm.rank % len(known)]
-    path.write_text(json.dumps({str(comm.size): [[1 << 30, mine]]}))
-    monkeypatch.setenv(auto.TUNE_ENV, str(path))
-    fresh = comm.Dup()  # the table is cached per communicator; start from a clean one
-    try:
-        choice = auto.resolve(fresh, 800)
-        assert comm.allgather(choice) == [known[0]] * comm.size
-        x = _data(100, comm.rank, seed=5)
-        ref = _reference(comm, x)
-        auto.auto_allreduce(fresh, x)
-        assert np.array_equal(x, ref)
-    finally:
-        fresh.Free()
-        tmp.cleanup()
+    with _tune_file(monkeypatch, json.dumps({str(comm.size): [[1 << 30, mine]]})):
+        fresh = comm.Dup()  # the table is cached per communicator; start from a clean one
+        try:
+            choice = auto.resolve(fresh, 800)
+            assert comm.allgather(choice) == [known[0]] * comm.size
+            x = _data(100, comm.rank, seed=5)
+            ref = _reference(comm, x)
+            auto.auto_allreduce(fresh, x)
+            assert np.array_equal(x, ref)
+        finally:
+            fresh.Free()
 
 
 @pytest.mark.mpi(min_size=2)
 def test_damaged_table_on_rank_0_stops_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only rank 0 reads the file; every rank must raise, not wait for a broadcast."""
     comm = _comm()
-    tmp = tempfile.TemporaryDirectory()
-    path = Path(tmp.name) / "tune.json"
     good = {str(comm.size): [[1 << 30, "native"]]}
-    path.write_text('{"2": [[1, NaN]]}' if comm.rank == 0 else json.dumps(good))
-    monkeypatch.setenv(auto.TUNE_ENV, str(path))
-    fresh = comm.Dup()
-    try:
-        with pytest.raises(UserError, match="not valid JSON"):
-            auto.resolve(fresh, 800)
-    finally:
-        fresh.Free()
-        tmp.cleanup()
+    with _tune_file(monkeypatch, '{"2": [[1, NaN]]}' if comm.rank == 0 else json.dumps(good)):
+        fresh = comm.Dup()
+        try:
+            with pytest.raises(UserError, match="not valid JSON"):
+                auto.resolve(fresh, 800)
+        finally:
+            fresh.Free()
 
 
 @pytest.mark.mpi(min_size=1)
@@ -202,20 +206,17 @@ def test_auto_on_a_fault_tolerant_comm_skips_shared_memory_waits(
 
     comm = _comm()
     assert {"shm", "hierarchical"} <= NOT_REVOCABLE
-    tmp = tempfile.TemporaryDirectory()
-    path = Path(tmp.name) / "tune.json"
-    path.write_text(json.dumps({str(comm.size): [[64, "shm"], [1 << 30, "hierarchical"]]}))
-    monkeypatch.setenv(auto.TUNE_ENV, str(path))
-    plain, hardened = comm.Dup(), harden(comm)
-    try:
-        assert auto.resolve(plain, 8) == "shm"
-        for nbytes in (8, 800, 8 << 20):
-            assert auto.resolve(hardened, nbytes) not in NOT_REVOCABLE
-        x = _data(1001, comm.rank, seed=9)
-        ref = _reference(comm, x)
-        auto.auto_allreduce(hardened, x)
-        assert np.array_equal(x, ref)
-    finally:
-        plain.Free()
-        hardened.Free()
-        tmp.cleanup()
+    table = {str(comm.size): [[64, "shm"], [1 << 30, "hierarchical"]]}
+    with _tune_file(monkeypatch, json.dumps(table)):
+        plain, hardened = comm.Dup(), harden(comm)
+        try:
+            assert auto.resolve(plain, 8) == "shm"
+            for nbytes in (8, 800, 8 << 20):
+                assert auto.resolve(hardened, nbytes) not in NOT_REVOCABLE
+            x = _data(1001, comm.rank, seed=9)
+            ref = _reference(comm, x)
+            auto.auto_allreduce(hardened, x)
+            assert np.array_equal(x, ref)
+        finally:
+            plain.Free()
+            hardened.Free()
