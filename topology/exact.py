@@ -24,6 +24,7 @@ from topology import kernel as K
 from topology.fast import BIG_TRANSFERS
 from topology.network import Network
 from topology.routing import route
+from topology.rows import write_step
 
 # transfers materialised per refill (amortises the Python side; ~100 bytes each)
 BATCH_TRANSFERS = 1 << 18
@@ -47,7 +48,6 @@ class _Pattern:
     # the step's rows of the transfer and group tables with local ids: a step adds its offsets
     trows: np.ndarray
     grows: np.ndarray
-    unique_pairs: bool  # no pair twice in the step: its bytes add with one fancy index
 
 
 class _Pairs:
@@ -151,8 +151,7 @@ def _pattern(pairs: _Pairs, src: np.ndarray, dst: np.ndarray) -> _Pattern:
     grows[:, K.G_RANK], grows[:, K.G_LEFT], grows[:, K.G_NEXT] = ranks, mcount, -1
     grows[:, K.G_MPTR], grows[:, K.G_MLEN] = first, mcount
     grows[:, K.G_M0:] = inline
-    return _Pattern(src, dst, pair, ranks, gs, gd, members, mcount, inline, trows, grows,
-                    bool(np.unique(pair).size == m))
+    return _Pattern(src, dst, pair, ranks, gs, gd, members, mcount, inline, trows, grows)
 
 
 def _aligned(shape: tuple[int, ...], dtype, fill=0) -> np.ndarray:
@@ -249,9 +248,6 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     state = {"hi": 0, "tid": 0, "gid": 0, "mid": 0}
     n_transfers = 0
 
-    t_off = np.zeros(K.T_COLS, np.int64)  # a step's offsets to its pattern's rows
-    g_off = np.zeros(K.G_COLS, np.int64)
-
     def load(min_transfers: int) -> None:
         nonlocal n_transfers
         got = 0
@@ -262,8 +258,6 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             m = len(st)
             if m == 0:
                 continue
-            if np.any(st.count < 0):
-                raise UserError(f"{schedule.name}: step {s} has a negative element count")
             if idt is np.int32 and state["mid"] + 2 * m >= 2**31:
                 raise UserError(f"{schedule.name}: more than 2**30 transfers are too many for the "
                                 "exact engine")
@@ -273,33 +267,18 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
                                    and np.array_equal(pat.dst, st.dst)):
                 pat = _pattern(pairs, st.src.astype(np.int64), st.dst.astype(np.int64))
                 memo[key] = pat
-            nbytes = t_bytes.extend(m)
-            np.multiply(st.count, float(itemsize), out=nbytes)
-            if pat.unique_pairs:
-                pairs.bytes[pat.pair] += nbytes
-            else:
-                np.add.at(pairs.bytes, pat.pair, nbytes)
-            t0, g0, m0 = state["tid"], state["gid"], state["mid"]
-            # the pattern's rows plus this step's offsets, written straight into the tables
-            rows = T.extend(m)
-            t_off[K.T_GS] = t_off[K.T_GD] = g0
-            np.add(pat.trows, t_off, out=rows, casting="unsafe")
-            rows[:, K.T_RED] = st.reduce
-            t_step.extend(m)[...] = s
-            ng = pat.ranks.shape[0]
-            gids = g0 + np.arange(ng)
-            g_off[K.G_MPTR], g_off[K.G_STEP], g_off[K.G_M0:] = m0, s, t0
-            np.add(pat.grows, g_off, out=G.extend(ng), casting="unsafe")
-            np.add(pat.members, t0, out=M.extend(pat.members.shape[0]))
-            prev = r_last[pat.ranks]
-            linked = prev >= 0
-            G.a[prev[linked] - I[K.I_GBASE], K.G_NEXT] = gids[linked]
-            r_last[pat.ranks] = gids
-            fresh = r_cur[pat.ranks] == -3
-            r_cur[pat.ranks[fresh]] = gids[fresh]
+            ng, nm = pat.ranks.shape[0], pat.members.shape[0]
+            tn, gn, mn = T.n, G.n, M.n
+            for table, rows in ((T, m), (t_bytes, m), (t_step, m), (G, ng), (M, nm)):
+                table.extend(rows)
+            if not write_step(T.a, tn, pat.trows, st.reduce, G.a, gn, pat.grows, M.a, mn,
+                              pat.members, t_bytes.a, t_step.a, st.count, itemsize, pat.pair,
+                              pairs.bytes, s, state["tid"], state["gid"], state["mid"],
+                              I[K.I_GBASE], pat.ranks, r_last, r_cur):
+                raise UserError(f"{schedule.name}: step {s} has a negative element count")
             state["tid"] += m
             state["gid"] += ng
-            state["mid"] += pat.members.shape[0]
+            state["mid"] += nm
             got += m
             n_transfers += m
         I[K.I_ALL_LOADED] = int(state["hi"] >= schedule.nsteps)
@@ -392,7 +371,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     comp_links = np.zeros(n_links, np.int64)
     grow_slots(min(4096, max(16, n_transfers)))
     n_lanes = K.LANE_ARRIVE + LATENCY_LANES
-    Q = np.zeros(2 + 2 * n_lanes, np.int64)
+    Q = np.zeros(3 + 2 * n_lanes, np.int64)
     Q[1] = n_lanes
     H: dict[str, np.ndarray] = {}
 
@@ -433,6 +412,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         if S < pairs.stride:
             restride(pairs.stride)
             I[K.I_STRIDE] = S
+        # lanes in use: the kernel scans only these (latency classes appear as pairs are routed)
+        Q[2 + 2 * n_lanes] = K.LANE_ARRIVE + len(pairs.classes)
         need_cand = max(T.a.shape[0], slots)
         if cand.shape[0] < need_cand:
             cand = np.zeros(need_cand, np.int64)

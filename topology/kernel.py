@@ -159,8 +159,10 @@ def _hpop(I, h_t, h_q, h_k, h_i):
 # now + the path latency of one latency class, completions at now): such a push appends to
 # that kind's lane in O(1); only an out-of-order one goes to the heap. Each lane and the heap are
 # sorted by (time, seq), so taking the least head of all of them is exactly the heap order.
-# Lane j lives at h_*[CAP*(j+1) : CAP*(j+2)] as a ring; Q = [CAP, NL, heads..., tails...]. CAP is
-# a power of two, so a position in a ring is a mask, not a division (9 lanes are read per event).
+# Lane j lives at h_*[CAP*(j+1) : CAP*(j+2)] as a ring; Q = [CAP, NL, heads..., tails..., USED].
+# CAP is a power of two, so a position in a ring is a mask, not a division. Only the first USED
+# lanes are scanned for the least head: arrival lanes open one per latency class as routes are
+# seen (a random ring on a fat-tree has three classes, not the six lanes reserved for them).
 LANE_INJECT, LANE_DONE, LANE_REDUCED, LANE_ARRIVE = 0, 1, 2, 3
 
 
@@ -184,7 +186,7 @@ def _front(I, Q, h_t, h_q):
     """Position in h_* of the least (time, seq) event, -1 when there is none."""
     cap, nl = Q[0], Q[1]
     best = 0 if I[I_HN] > 0 else -1
-    for lane in range(nl):
+    for lane in range(Q[2 + 2 * nl]):
         head = Q[2 + lane]
         if head != Q[2 + nl + lane]:
             j = cap * (lane + 1) + (head & (cap - 1))
@@ -195,20 +197,25 @@ def _front(I, Q, h_t, h_q):
 
 @njit(**_HOT)
 def _take(I, Q, h_t, h_q, h_k, h_i, pos):
+    """Remove the event at `pos`; returns the lane it was taken from (-1: the heap)."""
     if pos == 0:
         _hpop(I, h_t, h_q, h_k, h_i)
-    else:
-        Q[2 + pos // Q[0] - 1] += 1
+        return -1
+    lane = pos // Q[0] - 1
+    Q[2 + lane] += 1
+    return lane
 
 
 # ---- prefetching: the loop mostly waits on memory ------------------------------------------
 # Each event first reads rows that were last touched long before (a transfer's row when it
 # arrives, its groups when it completes, the next group of a rank and that group's transfers,
 # the links of a flow entering): one cache miss after another. The lanes say which events come
-# soon, so before each event the rows the events a few places behind the lane heads will need
-# are requested, in stages that follow the chain (transfer -> its groups -> their next groups ->
-# those groups' transfers; an injection's links): by the time an event is taken its rows are on
-# their way or there. A prefetch changes no value, so the answers cannot depend on it.
+# soon, so when an event is taken from a lane, the rows that the events a few places behind that
+# lane's head will need are requested, in stages that follow the chain (transfer -> its groups
+# -> their next groups -> those groups' transfers; an injection's links): by the time an event
+# is taken its rows are on their way or there. Only the lane just taken from moved, so only its
+# positions are new (requesting every lane's before each event repeated the same requests). A
+# prefetch changes no value, so the answers cannot depend on it.
 PF_T, PF_G, PF_NEXT, PF_M = 12, 8, 5, 2  # lane positions behind the head of each stage
 
 
@@ -218,41 +225,40 @@ def _pf(a, i):
 
 
 @njit(**_HOT)
-def _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L):
+def _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L, lane):
     cap, nl = Q[0], Q[1]
     tb, gb = I[I_TBASE], I[I_GBASE]
-    for lane in range(nl):
-        head = Q[2 + lane]
-        n = Q[2 + nl + lane] - head
-        if n <= PF_M:
-            continue
-        base = cap * (lane + 1)
-        if n > PF_T:
-            _pf(T, h_i[base + ((head + PF_T) & (cap - 1))] - tb)
-        if lane == LANE_INJECT:
-            k = h_i[base + ((head + PF_M) & (cap - 1))] - tb
-            _pf(t_bytes, k)
-            pr = T[k, T_PAIR]
-            for j in range(p_ptr[pr], p_ptr[pr + 1]):
-                _pf(L, p_link[j])
-            continue
-        if n > PF_G:
-            k = h_i[base + ((head + PF_G) & (cap - 1))] - tb
-            _pf(G, T[k, T_GS] - gb)
-            _pf(G, T[k, T_GD] - gb)
-            _pf(compute_free, T[k, T_DST])
-        if n > PF_NEXT:
-            k = h_i[base + ((head + PF_NEXT) & (cap - 1))] - tb
-            for g in (T[k, T_GS] - gb, T[k, T_GD] - gb):
-                nxt = G[g, G_NEXT]
-                if nxt >= 0:
-                    _pf(G, nxt - gb)
+    head = Q[2 + lane]
+    n = Q[2 + nl + lane] - head
+    if n <= PF_M:
+        return
+    base = cap * (lane + 1)
+    if n > PF_T:
+        _pf(T, h_i[base + ((head + PF_T) & (cap - 1))] - tb)
+    if lane == LANE_INJECT:
         k = h_i[base + ((head + PF_M) & (cap - 1))] - tb
+        _pf(t_bytes, k)
+        pr = T[k, T_PAIR]
+        for j in range(p_ptr[pr], p_ptr[pr + 1]):
+            _pf(L, p_link[j])
+        return
+    if n > PF_G:
+        k = h_i[base + ((head + PF_G) & (cap - 1))] - tb
+        _pf(G, T[k, T_GS] - gb)
+        _pf(G, T[k, T_GD] - gb)
+        _pf(compute_free, T[k, T_DST])
+    if n > PF_NEXT:
+        k = h_i[base + ((head + PF_NEXT) & (cap - 1))] - tb
         for g in (T[k, T_GS] - gb, T[k, T_GD] - gb):
             nxt = G[g, G_NEXT]
             if nxt >= 0:
-                for q in range(min(G[nxt - gb, G_MLEN], G_INLINE)):
-                    _pf(T, G[nxt - gb, G_M0 + q] - tb)
+                _pf(G, nxt - gb)
+    k = h_i[base + ((head + PF_M) & (cap - 1))] - tb
+    for g in (T[k, T_GS] - gb, T[k, T_GD] - gb):
+        nxt = G[g, G_NEXT]
+        if nxt >= 0:
+            for q in range(min(G[nxt - gb, G_MLEN], G_INLINE)):
+                _pf(T, G[nxt - gb, G_M0 + q] - tb)
 
 
 # ---- drain heap: active slots by projected drain time (ties: transfer id), indexed -------------
@@ -564,8 +570,6 @@ def run(
         _start_ready(I, F, Q, F[F_PEND_T], pend, n, cand, r_cur, T, G, m_tid, s_start, h_t, h_q,
                      h_k, h_i, lg_t, lg_k, lg_i)
     while True:
-        if COMPILED:
-            _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L)
         pos = _front(I, Q, h_t, h_q)
         t_ev = h_t[pos] if pos >= 0 else np.inf
         t_dr = A[d_heap[0], AF_END] if I[I_DN] > 0 else np.inf
@@ -630,7 +634,9 @@ def run(
         if kind == INJECT and I[I_NFREE] == 0:
             return NEED_SLOTS
         now = t_ev
-        _take(I, Q, h_t, h_q, h_k, h_i, pos)
+        lane = _take(I, Q, h_t, h_q, h_k, h_i, pos)
+        if COMPILED and lane >= 0:
+            _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L, lane)
         k = tid - I[I_TBASE]
         pr = T[k, T_PAIR]
         if kind == INJECT:
@@ -708,7 +714,9 @@ def run(
                 if pos < 0 or h_k[pos] != INJECT or h_t[pos] != now or I[I_NFREE] == 0:
                     break
                 tid = h_i[pos]
-                _take(I, Q, h_t, h_q, h_k, h_i, pos)
+                lane = _take(I, Q, h_t, h_q, h_k, h_i, pos)
+                if COMPILED and lane >= 0:
+                    _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L, lane)
                 k = tid - I[I_TBASE]
                 pr = T[k, T_PAIR]
             if ns > 0:
