@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start distnet on this machine: `launch/local.sh [-n RANKS] [COMMAND...]`.
 # Adds what Open MPI needs here and nothing else: --allow-run-as-root when run as root,
-# --oversubscribe when ranks outnumber cores, and one BLAS thread per core share so that
-# ranks × BLAS threads never exceed the cores. Default command: python -m distnet.train.
+# --oversubscribe and pinning when ranks outnumber cores (launch/placement.sh), and one BLAS
+# thread per core share so that ranks × BLAS threads never exceed the cores. Default command:
+# python -m distnet.train.
 # It also makes Open MPI serve shared windows (the `shm` all-reduce) with its `sm` one-sided
 # component: OMPI_MCA_osc=^ucx unless set, else UCX prints errors on MPI_Win_allocate_shared.
 # Extra mpirun flags go in MPIRUN_FLAGS (e.g. MPIRUN_FLAGS="--with-ft ulfm --mca btl tcp,self").
@@ -17,7 +18,10 @@ command -v mpirun >/dev/null || { echo "launch/local.sh: mpirun not found (pip i
 flags=(-n "$ranks")
 [[ "$(id -u)" == 0 ]] && flags+=(--allow-run-as-root)
 cores="$(nproc)"
-(( ranks > cores )) && flags+=(--oversubscribe)
+# shellcheck source=launch/placement.sh
+source "$here/launch/placement.sh"
+mapfile -t placement < <(placement_flags "$ranks" "$cores" "${MPIRUN_FLAGS:-}")
+flags+=("${placement[@]}")
 threads=$(( cores / ranks )); (( threads < 1 )) && threads=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$threads}"
 export OMPI_MCA_osc="${OMPI_MCA_osc:-^ucx}"

@@ -67,6 +67,7 @@ import numpy as np
 from distnet.allreduce.mpi import validate
 from distnet.allreduce.ops import SUM, resolve_op
 from distnet.common.errors import UserError
+from distnet.common.threads import allowed_cpus
 
 FLAG_BYTES = 64  # one cache line per rank for its epoch flag: no false sharing between ranks
 # A message is reduced chunk by chunk: copy in, sync, reduce, (next chunk's copy in), sync, copy
@@ -151,21 +152,13 @@ def _allocate(node: Any, capacity: int, slots: int = 1) -> _Window:
     flags[node.rank][0] = 0
     win.Lock_all()  # one passive epoch for the window's life: Win.Sync needs one
     # The allgather is also the barrier after which every flag is zero.
-    cores = set().union(*node.allgather(_cores()))
+    cores = set().union(*node.allgather(allowed_cpus()))
     # With more ranks than cores, the rank a waiter waits for is queued behind it on the same
     # core: every look spun before yielding delays that rank (p = 4 on 2 cores, other load on
     # the machine: a 64 B shm call took 26 µs without the spin, 35 µs with 100 spun looks).
     # Spinning pays only when every rank has a core.
     spin = SPIN_LOOKS if node.size <= len(cores) else 0
     return _Window(win, node, capacity, segments, flags, slots, spin)
-
-
-def _cores() -> list[int]:
-    """The cores this process may run on (all of them where affinity is not available)."""
-    getaffinity = getattr(os, "sched_getaffinity", None)
-    if getaffinity is not None:
-        return sorted(getaffinity(0))
-    return list(range(os.cpu_count() or 1))
 
 
 def one_shared_node(shared: bool, nodes: tuple[int, ...]) -> bool:

@@ -142,6 +142,37 @@ def _num(r: Record, key: str, fmt: str) -> str:
     return format(r[key], fmt) if r.get(key) is not None else "-"
 
 
+def _spans(values: list[int]) -> str:
+    """Sorted integers as runs: [0, 1, 2, 5] -> '0-2,5'."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def placement_line(placement: list[Record]) -> str:
+    """The '# placement:' header line: which ranks may run on which CPUs (and hosts, when more
+    than one), grouped by CPU set in the order of each group's first rank.
+
+    A run whose ranks share cores measures differently bound and unbound, so the table says
+    which it was: [{cpus [0]}, {cpus [0]}, {cpus [1]}, {cpus [1]}] reads 'ranks 0-1 on cpu 0;
+    ranks 2-3 on cpu 1'.
+    """
+    hosts = len({r["host"] for r in placement}) > 1
+    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+    for rank, r in enumerate(placement):
+        groups.setdefault((r["host"], tuple(r["cpus"])), []).append(rank)
+    parts = []
+    for (host, cpus), ranks in groups.items():
+        who = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {_spans(ranks)}"
+        where = f"cpu{'s' if len(cpus) > 1 else ''} {_spans(list(cpus))}"
+        parts.append(f"{who} on {host + ' ' if hosts else ''}{where}")
+    return "# placement (CPUs each rank may run on): " + "; ".join(parts)
+
+
 def format_table(records: list[Record], header: Record) -> str:
     """The human-readable report: reference bandwidth, one row per (size, algorithm), winners.
 
@@ -155,6 +186,7 @@ def format_table(records: list[Record], header: Record) -> str:
         f"# memory copy (64 MiB numpy): rank 0 alone {header['mem_copy_gbps_rank0_alone']:.2f} "
         f"GB/s; all ranks at once {header['mem_copy_gbps_per_rank_all']:.2f} GB/s per rank, "
         f"{header['mem_copy_gbps_aggregate_all']:.2f} GB/s total",
+        *([placement_line(header["placement"])] if header.get("placement") else []),
         f"{'':>8} {'':>20} {'--- out-of-place ---':>27}  {'-' * 36} in-place {'-' * 36}",
         f"{'size':>8} {'algorithm':>20} {'avg_us':>10} {'busbw':>8} {'#wrong':>6}  "
         f"{'avg_us':>10} {'min_us':>10} {'max_us':>10} {'p50_us':>10} {'p99_us':>10} "
@@ -275,7 +307,8 @@ def run(comm: Any, args: Any) -> tuple[str, int]:
     Returns the report (rank 0's) and the exit status every rank returns.
     """
     header: Record = {"ranks": comm.size, "dtype": args.dtype,
-                      "bandwidth_unit": "GB/s = 1e9 bytes/s", **bench.memory_bandwidth(comm)}
+                      "bandwidth_unit": "GB/s = 1e9 bytes/s", **bench.memory_bandwidth(comm),
+                      "placement": bench.placement(comm)}
     dtype = bench.DTYPES[args.dtype]
     others = [a for a in args.algorithms if a != "auto"]
     observer = None

@@ -317,6 +317,16 @@ def memory_bandwidth(comm: Any) -> dict[str, float]:
             "mem_copy_gbps_aggregate_all": float(np.sum(together))}
 
 
+def placement(comm: Any) -> list[dict[str, Any]]:
+    """Where each rank may run, in rank order: its host and the CPUs its affinity allows."""
+    import socket
+
+    from distnet.common.threads import allowed_cpus
+
+    return [{"host": h, "cpus": c} for h, c in comm.allgather((socket.gethostname(),
+                                                                allowed_cpus()))]
+
+
 def stats(prefix: str, t: np.ndarray, wrong: int, nbytes: int, p: int) -> dict[str, Any]:
     """avg/min/max/median(p50)/p99 of the per-iteration times, bandwidths from avg (OSU)."""
     avg = float(t.mean())

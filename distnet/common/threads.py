@@ -20,10 +20,18 @@ def local_ranks() -> int:
     return 1
 
 
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on, sorted (all of them where affinity is not available):
+    one when the launcher bound the rank to a core, every CPU when it did not."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        return sorted(getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def limit_blas_threads() -> int:
     """Set every BLAS thread variable the user left unset to max(1, cores // local ranks)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // local_ranks())
+    threads = max(1, len(allowed_cpus()) // local_ranks())
     for var in _BLAS_VARS:
         os.environ.setdefault(var, str(threads))
     return int(os.environ["OMP_NUM_THREADS"])

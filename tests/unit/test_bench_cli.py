@@ -14,7 +14,9 @@ def test_tiny_bench_writes_checked_json(tmp_path: Path) -> None:
                      "--json", str(out), timeout_s=120)
     assert not res.timed_out and res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("# targets") == 1  # the table comes from rank 0 only
+    assert res.stdout.count("# placement (CPUs each rank may run on): ") == 1
     records = json.loads(out.read_text())
+    assert [len(r["cpus"]) > 0 for r in records[0]["placement"]] == [True, True]
     assert {r["bytes"] for r in records} == {8, 4096}
     assert {"native", "auto"} <= {r["algorithm"] for r in records}
     for r in records:

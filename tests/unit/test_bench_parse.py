@@ -244,3 +244,23 @@ def test_report_does_not_import_sweep_back() -> None:
     """Issue 10: sweep.py and report.py imported each other; the edge now goes one way."""
     src = (Path(bench.__file__)).read_text()
     assert "distnet.bench.report" not in src and "import report" not in src
+
+
+def test_placement_line_groups_ranks_by_cpus() -> None:
+    def at(*cpus: list[int], host: str = "a") -> list[dict[str, object]]:
+        return [{"host": host, "cpus": c} for c in cpus]
+
+    assert report.placement_line(at([0], [0], [1], [1])) == \
+        "# placement (CPUs each rank may run on): ranks 0-1 on cpu 0; ranks 2-3 on cpu 1"
+    assert report.placement_line(at([0], [1], [0], [1])).endswith(
+        ": ranks 0,2 on cpu 0; ranks 1,3 on cpu 1")
+    assert report.placement_line(at([0, 1, 2, 5], [0, 1, 2, 5], [0, 1, 2, 5])).endswith(
+        ": ranks 0-2 on cpus 0-2,5")
+    assert report.placement_line(at([3])).endswith(": rank 0 on cpu 3")
+    two_hosts = at([0], [1]) + at([0], host="b")
+    assert report.placement_line(two_hosts).endswith(
+        ": rank 0 on a cpu 0; rank 1 on a cpu 1; rank 2 on b cpu 0")
+    header = {"ranks": 2, "dtype": "float32", "mem_copy_gbps_rank0_alone": 1.0,
+              "mem_copy_gbps_per_rank_all": 1.0, "mem_copy_gbps_aggregate_all": 2.0,
+              "placement": at([0], [1])}
+    assert report.format_table([], header).splitlines()[2] == report.placement_line(at([0], [1]))
