@@ -6,6 +6,8 @@ Run it WITHOUT mpirun: for each world size W it starts `mpirun -n W` on itself (
 once for distnet and, when `import torch` works, once for PyTorch (plain at W=1, DDP over gloo
 otherwise). Model 784-1024-1024-10 ReLU, batch 128 per rank, SGD lr 0.01, float32, random data.
 Each rank gets max(1, cores // W) BLAS threads so ranks x threads never exceed the cores.
+At world 1 (no gradients to reduce) the SGD step runs inside backward, one GEMM per weight
+straight into it (`SGD.update_in_backward`); `--unfused` keeps the separate optimiser step.
 A worker times `--repeats` windows of `--steps` steps after a warm-up and reports the best
 window, which is the least disturbed by other load on the machine.
 
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--compress", default=None,
                     help="compare gradient compressors instead (comma-separated, e.g. "
                     "none,fp16,bf16,powersgd): samples/s and ratio to the first")
+    ap.add_argument("--unfused", action="store_true",
+                    help="at world 1 too: gradients into the flat buffer, then opt.step()")
     ap.add_argument("--reduce", default="shm",
                     help="all-reduce of the plain (uncompressed) distnet step at world > 1 "
                          "(default shm, the single-copy one; native for MPI's own)")
@@ -163,6 +167,8 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         # shm: the gradients live in its shared window, so the reduction copies nothing in
         model.use_grad_buffer(reduce_fn.buffer(comm, model.grads.shape[0], np.float32))
     opt = SGD(model.params, model.grads, lr=LR)
+    # Only a lone rank with nothing to reduce may step inside backward: no gradients exist.
+    fuse = world == 1 and args.compressor is None and not args.unfused
     xs, ys = _data(comm.rank)
     global_batch = BATCH_PER_RANK * world
     allreduce_s = [0.0]  # summed over every step, warm-up included
@@ -194,8 +200,9 @@ def _distnet_worker(args: argparse.Namespace) -> None:
                 # Global batch as denom: the SUM all-reduce yields the mean gradient.
                 _, dlogits = softmax_cross_entropy(logits, ys[i % N_BATCHES],
                                                    denom=global_batch)
+            update = opt.update_in_backward() if fuse else None
             with span("backward", "phase"):
-                model.backward(dlogits)
+                model.backward(dlogits, update=update)
             if comp is not None:  # every compressor, `none` too, on the same path
                 t0 = MPI.Wtime()
                 comp.start(comm, 0, model.grads.shape[0], args.allreduce).wait()
@@ -213,8 +220,9 @@ def _distnet_worker(args: argparse.Namespace) -> None:
                     obs.reduce_done(0, args.reduce)
                     hook_s[mode] += time.perf_counter() - h0
                 allreduce_s[0] += MPI.Wtime() - t0
-            with span("optimizer", "optim"):
-                opt.step()
+            if update is None:
+                with span("optimizer", "optim"):
+                    opt.step()
 
     def window(mode: str, first: int, count: int) -> None:
         obs = observers[mode]
@@ -254,6 +262,7 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         report["allreduce_ms_per_step"] = 1e3 * allreduce_s[0] / (
             args.warmup + args.repeats * args.steps)
         report["observe"] = args.observe
+        report["fused_update"] = fuse
         step_s = min(mine) / args.steps
         blas_s = _blas_step_s(args.repeats, args.steps)
         report.update(step_ms=1e3 * step_s, blas_ms_per_step=1e3 * blas_s,
@@ -352,7 +361,8 @@ def _launch(framework: str, world: int, args: argparse.Namespace,
     cmd = mpirun_python(world, "-m", "distnet.bench.training", "--worker", framework,
                         "--steps", str(args.steps), "--warmup", str(args.warmup),
                         "--repeats", str(args.repeats), "--port", str(_free_port()),
-                        "--observe", observe, "--reduce", args.reduce)
+                        "--observe", observe, "--reduce", args.reduce,
+                        *(["--unfused"] if args.unfused else []))
     if compressor is not None:
         cmd += ["--compressor", compressor, "--allreduce", args.allreduce,
                 "--powersgd-rank", str(args.powersgd_rank)]
@@ -411,6 +421,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "distnet_allreduce_ms_per_step": ours.get("allreduce_ms_per_step", 0.0),
             "step_ms": ours.get("step_ms"), "blas_ms_per_step": ours.get("blas_ms_per_step"),
             "blas_gflops": ours.get("blas_gflops"), "step_gflops": ours.get("step_gflops"),
+            "fused_update": ours.get("fused_update", False),
         }
         if with_torch:
             row["torch_samples_per_s"] = theirs["best_samples_per_s"]
@@ -553,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"MLP {N_IN}-{'-'.join(map(str, HIDDEN))}-{N_OUT}, batch {BATCH_PER_RANK}/rank, "
-          f"SGD lr {LR}, float32, best of {args.rounds} x {args.repeats} x {args.steps} steps")
+          f"SGD lr {LR}, float32, best of {args.rounds} x {args.repeats} x {args.steps} steps; "
+          f"SGD step {'separate' if args.unfused else 'inside backward at world 1'}")
     print(_table(rows))
     if args.json:
         with open(args.json, "w") as f:

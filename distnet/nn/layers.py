@@ -6,16 +6,21 @@ Conventions shared by every layer:
   you need to keep it; `Sequential.forward` already hands out a copy of the final output.
 - `backward(dy)` returns dL/dx (also a layer-owned buffer) and ACCUMULATES (`+=`) parameter
   gradients, so two backward passes without `zero_grad` sum their gradients.
+- `Dense.backward(dy, update=SGDUpdate(...))` instead applies a plain SGD step to its own W and
+  b from this backward's gradient and leaves the gradient buffer alone (see `SGDUpdate`).
 - A parametrised layer has `n_params > 0`; the model binds its parameters and gradients as views
   into one flat buffer with `bind(param_view, grad_view)`: layout W (row-major) then b.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import DTypeLike
 
 from distnet.common.errors import UserError
+from distnet.nn.blas import gemm
 
 
 def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
@@ -23,6 +28,23 @@ def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: DTypeLike) ->
     if buf is not None and buf.shape == shape and buf.dtype == dtype:
         return buf
     return np.empty(shape, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class SGDUpdate:
+    """A plain SGD step (no momentum) to apply inside backward: p <- keep p - lr g with
+    keep = 1 - lr weight_decay, which is PyTorch's g + wd p rule rearranged.
+
+    Done in backward, the weight step is one GEMM straight into W (alpha = -lr, beta = keep):
+    no pass writing the gradient out and no pass reading it back for the update.
+    """
+
+    lr: float
+    weight_decay: float = 0.0
+
+    @property
+    def keep(self) -> float:
+        return 1.0 - self.lr * self.weight_decay
 
 
 class Layer:
@@ -93,26 +115,54 @@ class Dense(Layer):
         y += self.b
         return y
 
-    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray:
-        """dW += x^T dy, db += sum_B dy, and dx = dy W^T (skipped for the first layer)."""
+    def backward(self, dy: np.ndarray, need_dx: bool = True,
+                 update: SGDUpdate | None = None) -> np.ndarray:
+        """dW += x^T dy, db += sum_B dy, and dx = dy W^T (skipped for the first layer).
+
+        With `update`, W and b take that SGD step from x^T dy and sum_B dy instead, and dW, db
+        are left as they were; dx is computed first, from the W of the forward pass.
+        """
         x = self._x
         assert x is not None, "backward before forward"
+        if update is None:
+            self._accumulate_grads(x, dy)
+        dx = dy[:, :0]  # when not needed: nobody reads it, a zero-width view skips a matmul
+        if need_dx:
+            self._dx = dx = _buffer(self._dx, x.shape, dy.dtype)
+            np.matmul(dy, self.W.T, out=dx)  # (B, n_out) @ (n_out, n_in) -> (B, n_in)
+        if update is not None:
+            self._sgd_step(x, dy, update)
+        return dx
+
+    def _accumulate_grads(self, x: np.ndarray, dy: np.ndarray) -> None:
         if self.grads_are_zero:
             # Accumulating onto zeros is writing: let BLAS store straight into the flat buffer.
             np.matmul(x.T, dy, out=self.dW)  # (n_in, B) @ (B, n_out) -> (n_in, n_out)
             np.sum(dy, axis=0, out=self.db)
             self.grads_are_zero = False
-        else:
+            return
+        if not gemm(x.T, dy, self.dW, beta=1.0):
             # numpy's matmul cannot accumulate (no BLAS beta=1), so go through scratch.
             self._dW_step = dW_step = _buffer(self._dW_step, self.dW.shape, self.dW.dtype)
             np.matmul(x.T, dy, out=dW_step)
             self.dW += dW_step
-            self.db += dy.sum(axis=0)
-        if not need_dx:
-            return dy[:, :0]  # nobody reads it; a zero-width view avoids a useless matmul
-        self._dx = dx = _buffer(self._dx, x.shape, dy.dtype)
-        np.matmul(dy, self.W.T, out=dx)  # (B, n_out) @ (n_out, n_in) -> (B, n_in)
-        return dx
+        self.db += dy.sum(axis=0)
+
+    def _sgd_step(self, x: np.ndarray, dy: np.ndarray, update: SGDUpdate) -> None:
+        """W <- keep W - lr x^T dy and b <- keep b - lr sum_B dy."""
+        lr, keep = update.lr, update.keep
+        if not gemm(x.T, dy, self.W, alpha=-lr, beta=keep):
+            self._dW_step = dW_step = _buffer(self._dW_step, self.W.shape, self.W.dtype)
+            np.matmul(x.T, dy, out=dW_step)  # (n_in, B) @ (B, n_out) -> (n_in, n_out)
+            dW_step *= lr
+            if keep != 1.0:
+                self.W *= keep
+            self.W -= dW_step
+        db = dy.sum(axis=0)
+        db *= lr
+        if keep != 1.0:
+            self.b *= keep
+        self.b -= db
 
 
 class ReLU(Layer):

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from distnet.common.errors import UserError
-from distnet.nn.layers import ACTIVATIONS, Dense, Dropout, Layer
+from distnet.nn.layers import ACTIVATIONS, Dense, Dropout, Layer, SGDUpdate
 
 GradHook = Callable[[int, int], None]
 
@@ -97,21 +97,33 @@ class Sequential:
         return np.array(out, copy=True)
 
     def backward(self, dout: np.ndarray, hook: GradHook | None = None,
-                 need_input_grad: bool = False) -> np.ndarray | None:
+                 need_input_grad: bool = False,
+                 update: SGDUpdate | None = None) -> np.ndarray | None:
         """Accumulate dL/dparams into `grads` given dL/dout from the last forward.
 
         `hook(start, end)` runs as soon as the gradients of `params[start:end]` are final, in
         reverse layer order, so a caller can start all-reducing that bucket while earlier layers
         are still in backward. Returns dL/dx only if `need_input_grad` (else the first layer
         skips that matmul, as frameworks do for inputs that need no gradient).
+
+        With `update` (from `SGD.update_in_backward`) every layer instead takes that SGD step
+        from this backward's gradient as soon as its input gradient is computed, and `grads`
+        is not written: the step IS the optimiser step, so do not call `opt.step()` after it.
+        No hook then, as there are no gradients to hand to anyone.
         """
+        if update is not None:
+            if hook is not None:
+                raise UserError("a backward that updates the parameters has no gradients for "
+                                "a hook; use one or the other")
+            if any(not isinstance(self.layers[i], Dense) for i in self._slice_of_layer):
+                raise UserError("only Dense layers can take their SGD step inside backward")
         d = np.ascontiguousarray(dout, dtype=self.dtype)
         rec = self.recorder
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             t0 = time.perf_counter() if rec is not None else 0.0
-            if i == 0 and isinstance(layer, Dense):
-                d = layer.backward(d, need_dx=need_input_grad)
+            if isinstance(layer, Dense):
+                d = layer.backward(d, need_dx=i > 0 or need_input_grad, update=update)
             else:
                 d = layer.backward(d)
             if rec is not None:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from distnet.common.errors import UserError
+from distnet.nn.layers import SGDUpdate
 
 StateDict = dict[str, "np.ndarray | float | int"]
 
@@ -86,6 +87,14 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.velocity = np.zeros_like(params)
         self._tmp = np.empty_like(params) if nesterov else self._g
+
+    def update_in_backward(self) -> SGDUpdate | None:
+        """This step as an `SGDUpdate` for `Sequential.backward(update=...)`, which then
+        replaces `step()`; None when it cannot: with momentum the step needs the velocity,
+        which a layer's backward does not hold. Ask again each step (lr may change)."""
+        if self.momentum:
+            return None
+        return SGDUpdate(self.lr, self.weight_decay)
 
     def step(self) -> None:
         if not self.momentum and not self.weight_decay:  # plain SGD: the benchmark's hot path

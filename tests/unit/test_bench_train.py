@@ -1,8 +1,13 @@
-"""bench train's BLAS limit: the FLOP count of a step's matmuls and the table that shows it."""
+"""bench train: the FLOP count of a step's matmuls, the BLAS-limit table, the world-1 worker."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from distnet.bench import training
+from tests.proc import mpi_python
 
 
 def test_matmul_flops_counts_forward_and_both_backward_products() -> None:
@@ -35,3 +40,14 @@ def test_overhead_pairs_each_window_with_the_unwatched_one_of_its_cycle() -> Non
     assert abs(row["trace_ratio_best"] - 1 / 1.05) < 1e-12
     text = training._overhead_table([row])
     assert "+5.00%" in text and "+1.00%" in text
+
+
+@pytest.mark.parametrize("flags,fused", [([], True), (["--unfused"], False)])
+def test_world_one_worker_steps_inside_backward_unless_unfused(flags: list[str],
+                                                               fused: bool) -> None:
+    res = mpi_python(1, "-m", "distnet.bench.training", "--worker", "distnet", "--steps", "2",
+                     "--warmup", "1", "--repeats", "1", *flags, timeout_s=120)
+    assert not res.timed_out and res.returncode == 0, res.stdout + res.stderr
+    report = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("{")][-1])
+    assert report["fused_update"] is fused
+    assert report["world"] == 1 and report["step_ms"] > 0 and report["blas_ms_per_step"] > 0
