@@ -212,11 +212,14 @@ def _take(I, Q, h_t, h_q, h_k, h_i, pos):
 # the links of a flow entering): one cache miss after another. The lanes say which events come
 # soon, so when an event is taken from a lane, the rows that the events a few places behind that
 # lane's head will need are requested, in stages that follow the chain (transfer -> its groups
-# -> their next groups -> those groups' transfers; an injection's links): by the time an event
-# is taken its rows are on their way or there. Only the lane just taken from moved, so only its
-# positions are new (requesting every lane's before each event repeated the same requests). A
-# prefetch changes no value, so the answers cannot depend on it.
+# and ranks -> their next groups -> those groups' transfers; an injection: transfer and bytes ->
+# its pair's fields -> its route entries -> its links): by the time an event is taken its rows
+# are on their way or there. Even the per-pair and per-rank arrays (tens of KiB) miss: the table
+# rows streaming through evict them. Only the lane just taken from moved, so only its positions
+# are new (requesting every lane's before each event repeated the same requests). A prefetch
+# changes no value, so the answers cannot depend on it.
 PF_T, PF_G, PF_NEXT, PF_M = 12, 8, 5, 2  # lane positions behind the head of each stage
+PF_LANE = 16  # and of the lane's own entries (two lines of eight)
 
 
 @njit(**_HOT)
@@ -225,7 +228,8 @@ def _pf(a, i):
 
 
 @njit(**_HOT)
-def _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L, lane):
+def _ahead(I, Q, h_t, h_q, h_i, T, G, t_bytes, compute_free, r_cur, p_ptr, p_link, p_frac,
+           p_lat, p_cls, p_twice, L, lane):
     cap, nl = Q[0], Q[1]
     tb, gb = I[I_TBASE], I[I_GBASE]
     head = Q[2 + lane]
@@ -233,20 +237,43 @@ def _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L, lane):
     if n <= PF_M:
         return
     base = cap * (lane + 1)
-    if n > PF_T:
-        _pf(T, h_i[base + ((head + PF_T) & (cap - 1))] - tb)
+    # the lane's own entries, a few lines ahead of the stages that read them
+    _pf(h_i, base + ((head + PF_T + PF_LANE) & (cap - 1)))
+    _pf(h_t, base + ((head + PF_LANE) & (cap - 1)))
+    _pf(h_q, base + ((head + PF_LANE) & (cap - 1)))
     if lane == LANE_INJECT:
-        k = h_i[base + ((head + PF_M) & (cap - 1))] - tb
-        _pf(t_bytes, k)
-        pr = T[k, T_PAIR]
+        # an injection reads its bytes and its route (pair -> route entries -> links)
+        if n > PF_T:
+            k = h_i[base + ((head + PF_T) & (cap - 1))] - tb
+            _pf(T, k)
+            _pf(t_bytes, k)
+        if n > PF_G:
+            pr = T[h_i[base + ((head + PF_G) & (cap - 1))] - tb, T_PAIR]
+            _pf(p_ptr, pr)
+            _pf(p_twice, pr)
+            _pf(p_lat, pr)
+            _pf(p_cls, pr)
+        if n > PF_NEXT:
+            pr = T[h_i[base + ((head + PF_NEXT) & (cap - 1))] - tb, T_PAIR]
+            _pf(p_link, p_ptr[pr])
+            _pf(p_link, p_ptr[pr + 1] - 1)
+            _pf(p_frac, p_ptr[pr])
+            _pf(p_frac, p_ptr[pr + 1] - 1)
+        pr = T[h_i[base + ((head + PF_M) & (cap - 1))] - tb, T_PAIR]
         for j in range(p_ptr[pr], p_ptr[pr + 1]):
             _pf(L, p_link[j])
         return
+    if n > PF_T:
+        _pf(T, h_i[base + ((head + PF_T) & (cap - 1))] - tb)
     if n > PF_G:
         k = h_i[base + ((head + PF_G) & (cap - 1))] - tb
         _pf(G, T[k, T_GS] - gb)
         _pf(G, T[k, T_GD] - gb)
         _pf(compute_free, T[k, T_DST])
+        # a completion moves its ranks on and starts what their neighbours are ready for: the
+        # ranks of a transfer and (in a ring) their neighbours share a line of r_cur
+        _pf(r_cur, T[k, T_SRC])
+        _pf(r_cur, T[k, T_DST])
     if n > PF_NEXT:
         k = h_i[base + ((head + PF_NEXT) & (cap - 1))] - tb
         for g in (T[k, T_GS] - gb, T[k, T_GD] - gb):
@@ -636,7 +663,8 @@ def run(
         now = t_ev
         lane = _take(I, Q, h_t, h_q, h_k, h_i, pos)
         if COMPILED and lane >= 0:
-            _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L, lane)
+            _ahead(I, Q, h_t, h_q, h_i, T, G, t_bytes, compute_free, r_cur, p_ptr, p_link,
+                   p_frac, p_lat, p_cls, p_twice, L, lane)
         k = tid - I[I_TBASE]
         pr = T[k, T_PAIR]
         if kind == INJECT:
@@ -716,7 +744,8 @@ def run(
                 tid = h_i[pos]
                 lane = _take(I, Q, h_t, h_q, h_k, h_i, pos)
                 if COMPILED and lane >= 0:
-                    _ahead(I, Q, h_i, T, G, t_bytes, compute_free, p_ptr, p_link, L, lane)
+                    _ahead(I, Q, h_t, h_q, h_i, T, G, t_bytes, compute_free, r_cur, p_ptr, p_link,
+                   p_frac, p_lat, p_cls, p_twice, L, lane)
                 k = tid - I[I_TBASE]
                 pr = T[k, T_PAIR]
             if ns > 0:
