@@ -69,6 +69,7 @@ class IntegrityFailure(Exception):
 class FaultTolerantTrainer(Trainer):
     sync: integrity.CheckedSync
     shares_grad_window = False  # see Trainer: its communicators may shrink
+    steps_in_backward = False  # see Trainer: the gradients are checked before the step
 
     def __init__(self, comm: Any, cfg: TrainConfig, log: Any = print) -> None:
         self.mode = cfg.ft

@@ -47,6 +47,12 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def update_in_backward(self) -> SGDUpdate | None:
+        """This step as an `SGDUpdate` for `Sequential.backward(update=...)`, which then
+        replaces `step()`; None when the rule needs state a layer's backward does not hold
+        (moments, velocity). Ask again each step: the learning rate may have changed."""
+        return None
+
     def state_dict(self) -> StateDict:
         """Copies of every buffer and scalar needed for a bit-exact continuation."""
         state: StateDict = {name: getattr(self, name) for name in self._scalars}
@@ -89,10 +95,7 @@ class SGD(Optimizer):
         self._tmp = np.empty_like(params) if nesterov else self._g
 
     def update_in_backward(self) -> SGDUpdate | None:
-        """This step as an `SGDUpdate` for `Sequential.backward(update=...)`, which then
-        replaces `step()`; None when it cannot: with momentum the step needs the velocity,
-        which a layer's backward does not hold. Ask again each step (lr may change)."""
-        if self.momentum:
+        if self.momentum:  # the step needs the velocity
             return None
         return SGDUpdate(self.lr, self.weight_decay)
 

@@ -25,6 +25,7 @@ from distnet.common.progress import bar as progress_bar
 from distnet.common.runner import AgreedError, agree
 from distnet.data.dataset import Dataset, fingerprint
 from distnet.data.shard import epoch_permutation, global_batch, rank_part, steps_per_epoch
+from distnet.nn.layers import SGDUpdate
 from distnet.nn.losses import softmax_cross_entropy
 from distnet.nn.optim import lr_at
 from distnet.observe.observer import Observer
@@ -102,6 +103,7 @@ class Trainer:
         self.sync = GradSync(comm, self.model.grads, self.model.param_slices, cfg.allreduce,
                              cfg.bucket_mb, cfg.overlap, self.compression())
         self.progress = Progress()
+        self._stepped_in_backward = False
         self._saved_step = -1
         self.timers = Timers()
         self.metrics = agree(comm, self._open_outputs)
@@ -187,6 +189,18 @@ class Trainer:
         self.sync.grads = self.model.grads
         release_grad_buffer(window)
 
+    # A fault-tolerant trainer checksums the reduced gradients (and injects faults into them)
+    # before it applies them: they must exist.
+    steps_in_backward = True
+
+    def _update_in_backward(self) -> SGDUpdate | None:
+        """The optimiser step to take inside backward when nobody needs the gradients: one rank,
+        no compressor (it keeps state on one rank too), an optimiser that can (plain SGD)."""
+        if not self.steps_in_backward or self.world > 1 or self.cfg.compress != "none":
+            return None
+        update: SGDUpdate | None = self.opt.update_in_backward()
+        return update
+
     # ---- one step ----------------------------------------------------------------------------
     @property
     def global_batch_size(self) -> int:
@@ -235,11 +249,16 @@ class Trainer:
         """Gradients of (sum of this rank's sample losses) / global_count.
 
         Returns that loss and the forward and backward seconds. With bucketing, backward also
-        starts the reductions of finished buckets through the sync hook.
+        starts the reductions of finished buckets through the sync hook. When nobody needs the
+        gradients (`_update_in_backward`), backward takes the optimiser step itself instead,
+        one GEMM per weight, and `apply_update` has nothing left to do.
         """
         model = self.model
         t0 = time.perf_counter()
-        model.zero_grad()
+        self._stepped_in_backward = False
+        update = self._update_in_backward()
+        if update is None:
+            model.zero_grad()  # (a step inside backward leaves the gradients alone)
         if not len(idx):
             return 0.0, time.perf_counter() - t0, 0.0
         xb, yb = self.data.x_train[idx], self.data.y_train[idx]
@@ -248,7 +267,11 @@ class Trainer:
             loss, dout = softmax_cross_entropy(out, yb, denom=global_count)
         t1 = time.perf_counter()
         with self.observer.span("backward", "phase"):
-            model.backward(dout, hook=self.sync.hook)
+            if update is None:
+                model.backward(dout, hook=self.sync.hook)
+            else:
+                model.backward(dout, update=update)
+                self._stepped_in_backward = True
         return float(loss), t1 - t0, time.perf_counter() - t1
 
     def reduce_grads(self, loss: float, idx: np.ndarray) -> float:
@@ -258,7 +281,8 @@ class Trainer:
         return loss
 
     def apply_update(self) -> None:
-        self.opt.step()
+        if not self._stepped_in_backward:
+            self.opt.step()
         self.sync.commit()  # the compressor's state (error feedback, Q) moves on with the step
 
     def compression(self) -> Compression:

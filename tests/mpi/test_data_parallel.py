@@ -44,6 +44,38 @@ def test_n_ranks_batch_b_equals_one_rank_batch_nb(optimizer: str) -> None:
     np.testing.assert_allclose(parallel.model.params, single.model.params, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_one_rank_stepping_inside_backward_equals_n_ranks_stepping_after(
+        weight_decay: float) -> None:
+    # Plain SGD: the lone rank takes its step inside backward, the N ranks after the reduction.
+    cfg = small_cfg(momentum=0.0, weight_decay=weight_decay, lr_schedule="cosine")
+    parallel = Trainer(COMM, cfg)
+    parallel.fit()
+    single = Trainer(MPI.COMM_SELF, replace(cfg, batch_size=cfg.batch_size * COMM.size))
+    assert single._update_in_backward() is not None and parallel._update_in_backward() is None
+    single.fit()
+    assert parallel.progress.step == single.progress.step
+    np.testing.assert_allclose(parallel.model.params, single.model.params, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_a_step_inside_backward_gives_the_parameters_of_the_separate_step() -> None:
+    cfg = small_cfg(momentum=0.0, weight_decay=0.01, dropout=0.2)
+
+    class Separate(Trainer):
+        steps_in_backward = False
+
+    fused, separate = Trainer(MPI.COMM_SELF, cfg), Separate(MPI.COMM_SELF, cfg)
+    assert fused._update_in_backward() is not None and separate._update_in_backward() is None
+    fused.fit()
+    separate.fit()
+    assert fused.progress.step == separate.progress.step > 0
+    np.testing.assert_allclose(fused.model.params, separate.model.params, rtol=1e-12,
+                               atol=1e-14)
+    assert not fused.model.grads.any()  # its gradients were never written
+
+
 @pytest.mark.mpi(min_size=1)
 def test_parameters_identical_on_every_rank_after_every_step() -> None:
     trainer = Trainer(COMM, small_cfg(epochs=1, dtype="float32", dropout=0.2))
