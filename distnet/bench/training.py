@@ -9,7 +9,9 @@ Each rank gets max(1, cores // W) BLAS threads so ranks x threads never exceed t
 At world 1 (no gradients to reduce) the SGD step runs inside backward, one GEMM per weight
 straight into it (`SGD.update_in_backward`); `--unfused` keeps the separate optimiser step.
 A worker times `--repeats` windows of `--steps` steps after a warm-up and reports the best
-window, which is the least disturbed by other load on the machine.
+window, which is the least disturbed by other load on the machine. After each window every rank
+times the step's matmuls alone (`BlasLimit`): "step/blas" is the median over windows of a step
+window against the BLAS window right after it, so a drift in the machine's speed cancels.
 
 `--compress none,fp16,bf16,powersgd` compares gradient compressors instead (each reducing through
 `--allreduce`, launches alternating): samples/s, wire bytes and the ratio to the first one.
@@ -124,21 +126,25 @@ def _matmul_flops(batch: int) -> float:
     return 3 * sum(per) - per[0]
 
 
-def _blas_step_s(repeats: int, steps: int) -> float:
-    """Best time per step of the step's matmuls alone, on arrays shaped as in the step.
+class BlasLimit:
+    """The step's matmuls alone, on arrays shaped as in the step: the BLAS limit of the step.
 
-    This is the BLAS limit of the step: no activation, loss, optimiser or all-reduce, only
-    what the BLAS library must do (out= buffers, as the layers use, so no allocation either).
+    No activation, loss, optimiser or all-reduce, only what the BLAS library must do (out=
+    buffers, as the layers use, so no allocation either).
     """
-    rng = np.random.default_rng(0)
-    widths = [N_IN, *HIDDEN, N_OUT]
-    xs = [rng.standard_normal((BATCH_PER_RANK, a)).astype(np.float32) for a in widths]
-    ws = [rng.standard_normal((a, b)).astype(np.float32)
-          for a, b in zip(widths, widths[1:], strict=False)]
-    dws = [np.empty_like(w) for w in ws]
-    dxs = [np.empty_like(x) for x in xs]
-    best = float("inf")
-    for _ in range(repeats):
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        widths = [N_IN, *HIDDEN, N_OUT]
+        self.xs = [rng.standard_normal((BATCH_PER_RANK, a)).astype(np.float32) for a in widths]
+        self.ws = [rng.standard_normal((a, b)).astype(np.float32)
+                   for a, b in zip(widths, widths[1:], strict=False)]
+        self.dws = [np.empty_like(w) for w in self.ws]
+        self.dxs = [np.empty_like(x) for x in self.xs]
+
+    def window_s(self, steps: int) -> float:
+        """Seconds per step over one window of `steps` steps."""
+        xs, ws, dws, dxs = self.xs, self.ws, self.dws, self.dxs
         t0 = time.perf_counter()
         for _ in range(steps):
             for i, w in enumerate(ws):
@@ -147,8 +153,7 @@ def _blas_step_s(repeats: int, steps: int) -> float:
                 np.matmul(xs[i].T, xs[i + 1], out=dws[i])  # dW = xᵀ d
                 if i > 0:
                     np.matmul(xs[i + 1], ws[i].T, out=dxs[i])  # dx = d Wᵀ
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best
+        return (time.perf_counter() - t0) / steps
 
 
 def _distnet_worker(args: argparse.Namespace) -> None:
@@ -236,6 +241,10 @@ def _distnet_worker(args: argparse.Namespace) -> None:
         counter += args.warmup
     hook_s = dict.fromkeys(modes, 0.0)  # timed windows only: first calls set things up
     windows_s: dict[str, list[float]] = {m: [] for m in modes}
+    # After each step window a window of its matmuls alone, on every rank at once as in the
+    # step: the machine's speed drifts, so the BLAS limit is measured next to each window.
+    blas = BlasLimit() if args.observe != INTERLEAVE else None
+    blas_s: list[float] = []
     for r in range(args.repeats):
         for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
             comm.Barrier()
@@ -244,6 +253,10 @@ def _distnet_worker(args: argparse.Namespace) -> None:
             comm.Barrier()
             windows_s[mode].append(MPI.Wtime() - t0)
             counter += args.steps
+        if blas is not None:
+            blas.window_s(1)  # its first step pays for caches the step window evicted
+            comm.Barrier()
+            blas_s.append(blas.window_s(args.steps))
     for obs in observers.values():
         if obs is not None:
             obs.finish()  # after the timed windows: the end-of-run gather is not per-step cost
@@ -263,10 +276,11 @@ def _distnet_worker(args: argparse.Namespace) -> None:
             args.warmup + args.repeats * args.steps)
         report["observe"] = args.observe
         report["fused_update"] = fuse
-        step_s = min(mine) / args.steps
-        blas_s = _blas_step_s(args.repeats, args.steps)
-        report.update(step_ms=1e3 * step_s, blas_ms_per_step=1e3 * blas_s,
-                      blas_gflops=_matmul_flops(BATCH_PER_RANK) / blas_s / 1e9,
+        step_s, best_blas_s = min(mine) / args.steps, min(blas_s)
+        paired = [w / args.steps / b for w, b in zip(mine, blas_s, strict=True)]
+        report.update(step_ms=1e3 * step_s, blas_ms_per_step=1e3 * best_blas_s,
+                      step_over_blas=statistics.median(paired),
+                      blas_gflops=_matmul_flops(BATCH_PER_RANK) / best_blas_s / 1e9,
                       step_gflops=_matmul_flops(BATCH_PER_RANK) / step_s / 1e9)
         if comp is not None:
             report.update(compressor=args.compressor, allreduce=args.allreduce,
@@ -376,7 +390,8 @@ def _launch(framework: str, world: int, args: argparse.Namespace,
 
 def _table(rows: list[dict[str, Any]]) -> str:
     """samples/s against PyTorch, and the BLAS limit: the step's matmuls alone (rank 0, same
-    threads) against the whole step, in ms and in GFLOP/s of those matmuls."""
+    threads) against the whole step, in ms (best windows) and in GFLOP/s of those matmuls;
+    step/blas is the median over windows of each step window against the BLAS window after it."""
     out = [f"{'world':>5} {'threads':>7} {'distnet samples/s':>18} {'torch samples/s':>16} "
            f"{'ratio':>6} {'step_ms':>8} {'blas_ms':>8} {'step/blas':>9} {'blas GF/s':>9} "
            f"{'step GF/s':>9}"]
@@ -385,7 +400,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         torch_txt = f"{torch_sps:16.0f}" if torch_sps else f"{'-':>16}"
         ratio = f"{r['ratio']:6.2f}" if r.get("ratio") else f"{'-':>6}"
         blas = (f" {r['step_ms']:8.2f} {r['blas_ms_per_step']:8.2f} "
-                f"{r['step_ms'] / r['blas_ms_per_step']:9.3f} {r['blas_gflops']:9.1f} "
+                f"{r['step_over_blas']:9.3f} {r['blas_gflops']:9.1f} "
                 f"{r['step_gflops']:9.1f}") if r.get("blas_ms_per_step") else ""
         out.append(f"{r['world']:>5} {r['threads_per_rank']:>7} "
                    f"{r['distnet_samples_per_s']:18.0f} {torch_txt} {ratio}{blas}")
@@ -420,6 +435,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "distnet_median_samples_per_s": ours["median_samples_per_s"],
             "distnet_allreduce_ms_per_step": ours.get("allreduce_ms_per_step", 0.0),
             "step_ms": ours.get("step_ms"), "blas_ms_per_step": ours.get("blas_ms_per_step"),
+            "step_over_blas": ours.get("step_over_blas"),
             "blas_gflops": ours.get("blas_gflops"), "step_gflops": ours.get("step_gflops"),
             "fused_update": ours.get("fused_update", False),
         }
