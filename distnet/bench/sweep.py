@@ -191,8 +191,9 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
                    help="measure every algorithm and write the table auto uses (default "
                         "path: $DISTNET_TUNE_FILE or ~/.cache/distnet/allreduce_tune.json)")
     p.add_argument("--tune-passes", type=int, default=3, metavar="N",
-                   help="with --tune: full sweeps to average over (default 3); the pick is the "
-                        "fastest on average, the file records its spread and a near-tie")
+                   help="with --tune: full sweeps (default 3); the pick is the fastest in the "
+                        "typical pass (median over passes), the file records its spread and a "
+                        "near-tie")
     return p
 
 

@@ -1,12 +1,13 @@
-"""`--tune` over several passes: the pick per size is the algorithm that is fastest on average.
+"""`--tune` over several passes: the pick per size is the algorithm fastest in the typical pass.
 
 One pass picks the winner of one noisy moment; near-ties (ring vs Rabenseifner at 1–4 MiB, five
 algorithms within a few microseconds at 8 B – 512 KiB with four ranks on two cores) then flip
 from run to run. So the bench measures every algorithm `passes` times. Each pass is a full sweep
 (so load that drifts over minutes hits every algorithm alike), and inside a pass the algorithms
 take turns at each size, round by round (`sweep.measure_interleaved`), so load that drifts over
-seconds does too. Each algorithm is ranked by its average over the passes: the mean of its
-pass medians relative to each pass's fastest (`scores`).
+seconds does too. Each algorithm is ranked by the median over the passes of its pass median
+relative to each pass's fastest (`scores`), so one pass that a burst of outside load hit does
+not decide the pick.
 
 The tune file records, per size, the pick, its score, its mean time and its spread over the passes,
 (max − min) / mean, which says how far one run can move it; and the runner-up, with its own
@@ -46,11 +47,16 @@ def combine_passes(passes: list[list[Record]]) -> list[Record]:
 
 def scores(records: list[Record],
            exclude: tuple[str, ...] = ("auto",)) -> dict[int, dict[str, float]]:
-    """Per size, each algorithm's mean over the passes of its ratio to the pass's fastest.
+    """Per size, each algorithm's median over the passes of its ratio to the pass's fastest.
 
     In a pass, an algorithm's median at a size divided by the fastest median at that size and
     pass: 1.0 when it was the fastest. Ratios, not times, so a pass under heavier load weighs
     as much as the others (its times are all larger; the order within it is what it says).
+    The median, not the mean: on a shared machine a burst of outside load lands on one pass
+    at some sizes and makes one algorithm there several times slower; with the mean that one
+    pass moves the pick (README, "`auto` in a run after the tune run"), the median follows the
+    other passes. It is also what the verdict judges: medians, which an erratic minority of
+    rounds does not move.
     Pooling each size with its neighbours (sizes within 2x) was tried at p = 4 and made the
     next run worse (16/24 sizes missed against 9/24): the noise of neighbouring sizes is not
     independent, they are measured seconds apart in the same pass.
@@ -64,21 +70,22 @@ def scores(records: list[Record],
         meds = {r["algorithm"]: r.get("pass_medians_s", [r["median_s"]]) for r in rows}
         passes = min(len(m) for m in meds.values())
         fastest = [min(m[k] for m in meds.values()) for k in range(passes)]
-        out[s] = {a: float(np.mean([m[k] / fastest[k] if fastest[k] > 0 else 1.0
-                                    for k in range(passes)]))
+        out[s] = {a: float(np.median([m[k] / fastest[k] if fastest[k] > 0 else 1.0
+                                      for k in range(passes)]))
                   for a, m in meds.items()}
     return out
 
 
 def spread_rows(records: list[Record], exclude: tuple[str, ...] = ("auto",)) -> list[Record]:
-    """Per size: the pick (the lowest score, see `scores`), its score, mean time and spread,
+    """Per size: the pick (the lowest score, see `scores`; on equal scores the lower mean
+    time over the passes), its score, mean time and spread,
     and the runner-up with its score, mean and spread when the gap is within noise (no more
     than the larger of the two spreads)."""
     by_size = scores(records, exclude)
     rec = {(r["algorithm"], r["bytes"]): r for r in records}
     rows = []
     for s, score in sorted(by_size.items()):
-        ranked = sorted(score, key=lambda a: score[a])
+        ranked = sorted(score, key=lambda a: (score[a], rec[(a, s)]["median_s"]))
         best = rec[(ranked[0], s)]
         row: Record = {"bytes": s, "pick": ranked[0], "score": score[ranked[0]],
                        "mean_s": best["median_s"], "spread": best.get("spread", 0.0),
