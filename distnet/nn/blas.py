@@ -40,10 +40,16 @@ def _loaded_openblas() -> Iterator[str]:
         with open("/proc/self/maps") as f:
             lines = f.read().splitlines()
     except OSError:
-        return
+        return iter(())
+    return openblas_paths(lines)
+
+
+def openblas_paths(maps_lines: list[str]) -> Iterator[str]:
+    """Each OpenBLAS shared object named in /proc/PID/maps lines, once, in order."""
     seen = set()
-    for line in lines:
-        path = line.split()[-1] if line.split() else ""
+    for line in maps_lines:
+        fields = line.split(maxsplit=5)  # address perms offset dev inode [path, may hold spaces]
+        path = fields[5].strip() if len(fields) == 6 else ""
         name = os.path.basename(path).lower()
         if "openblas" in name and ".so" in name and path not in seen:
             seen.add(path)

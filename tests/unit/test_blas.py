@@ -129,3 +129,16 @@ def test_self_check_rejects_a_gemm_that_computes_nothing() -> None:
         return None
 
     assert not blas._agrees(blas._Gemm(ignore, ignore, ctypes.c_int64))
+
+
+def test_maps_lines_name_each_openblas_once_even_with_spaces_in_the_path() -> None:
+    lines = [
+        "7f00-7f10 r--p 00000000 fe:01 42   /opt/my env/numpy.libs/libscipy_openblas64_-ab.so",
+        "7f10-7f20 r-xp 00010000 fe:01 42   /opt/my env/numpy.libs/libscipy_openblas64_-ab.so",
+        "7f20-7f30 rw-p 00000000 00:00 0 ",
+        "7f30-7f40 r-xp 00000000 fe:01 43   /usr/lib/libc.so.6",
+        "7ffd-7ffe rw-p 00000000 00:00 0    [stack]",
+        "7f40-7f50 r-xp 00000000 fe:01 44   /usr/lib/libopenblas.so.0",
+    ]
+    assert list(blas.openblas_paths(lines)) == [
+        "/opt/my env/numpy.libs/libscipy_openblas64_-ab.so", "/usr/lib/libopenblas.so.0"]
