@@ -40,11 +40,9 @@ class _Pattern:
     dst: np.ndarray
     pair: np.ndarray  # pair id of each transfer
     ranks: np.ndarray  # ranks in the step, sorted: local group g is rank ranks[g]
-    gs: np.ndarray  # local group of each transfer's sender / receiver
-    gd: np.ndarray
-    members: np.ndarray  # local transfer indices, grouped by local group
-    mcount: np.ndarray  # members per local group
-    inline: np.ndarray  # (groups, G_INLINE): each group's first members (0 past its count)
+    # local transfer indices of the groups' members past the first G_INLINE (those sit in the
+    # group's row), grouped by local group: the member table holds only these (none in a ring)
+    spill: np.ndarray
     # the step's rows of the transfer and group tables with local ids: a step adds its offsets
     trows: np.ndarray
     grows: np.ndarray
@@ -143,15 +141,20 @@ def _pattern(pairs: _Pairs, src: np.ndarray, dst: np.ndarray) -> _Pattern:
     for q in range(K.G_INLINE):
         has = mcount > q
         inline[has, q] = members[first[has] + q]
+    spilt = np.maximum(mcount - K.G_INLINE, 0)
+    spill = members[np.arange(members.size) - np.repeat(first, mcount) >= K.G_INLINE]
     pair = pairs.lookup(src, dst)
     trows = np.zeros((m, K.T_COLS), np.int64)
     trows[:, K.T_SRC], trows[:, K.T_DST], trows[:, K.T_PAIR] = src, dst, pair
     trows[:, K.T_GS], trows[:, K.T_GD], trows[:, K.T_SLOT] = gs, gd, -1
     grows = np.zeros((ranks.size, K.G_COLS), np.int64)
     grows[:, K.G_RANK], grows[:, K.G_LEFT], grows[:, K.G_NEXT] = ranks, mcount, -1
-    grows[:, K.G_MPTR], grows[:, K.G_MLEN] = first, mcount
+    # member q >= G_INLINE of a group is m_tid[G_MPTR + q]: the pointer is G_INLINE before the
+    # group's first spilt member
+    grows[:, K.G_MPTR] = np.cumsum(spilt) - spilt - K.G_INLINE
+    grows[:, K.G_MLEN] = mcount
     grows[:, K.G_M0:] = inline
-    return _Pattern(src, dst, pair, ranks, gs, gd, members, mcount, inline, trows, grows)
+    return _Pattern(src, dst, pair, ranks, spill, trows, grows)
 
 
 def _aligned(shape: tuple[int, ...], dtype, fill=0) -> np.ndarray:
@@ -226,15 +229,15 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
     F[K.F_ALPHA], F[K.F_GAMMA], F[K.F_DRAIN_REL], F[K.F_TIE_REL] = alpha_s, gamma, DRAIN_REL, \
         TIE_REL
     I[K.I_LOG] = int(want_log)
-    # transfers (global id - tbase), groups (global id - gbase), members (global - mbase); a
-    # transfer's step stays on this side (compaction, the log): the kernel reads its group's
+    # transfers (global id - tbase), groups (global id - gbase), members (global - mbase); the
+    # first ids of each step stay on this side (compaction, the log): the kernel reads its group's
     # Rows of 32-bit ids (two rows to a cache line) unless a run's global ids could outgrow them
     # (a group has up to 2 members per transfer): the first read of a rank's next group and its
     # transfers is the loop's costliest memory access.
     idt = np.int32 if 2 * p * schedule.nsteps < 2**31 else np.int64
     T = _Grow(idt, 0, K.T_COLS)
     t_bytes = _Grow(np.float64)
-    t_step = _Grow(np.int64)
+    step_first = np.zeros((schedule.nsteps + 1, 3), np.int64)  # first (transfer, group, member)
     G = _Grow(idt, 0, K.G_COLS)
     M = _Grow(np.int64)
     r_cur = np.full(p, -3, np.int64)  # -3: no group seen yet
@@ -255,6 +258,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             s = state["hi"]
             st = schedule.step(s)
             state["hi"] += 1
+            step_first[s] = state["tid"], state["gid"], state["mid"]
             m = len(st)
             if m == 0:
                 continue
@@ -267,12 +271,12 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
                                    and np.array_equal(pat.dst, st.dst)):
                 pat = _pattern(pairs, st.src.astype(np.int64), st.dst.astype(np.int64))
                 memo[key] = pat
-            ng, nm = pat.ranks.shape[0], pat.members.shape[0]
+            ng, nm = pat.ranks.shape[0], pat.spill.shape[0]
             tn, gn, mn = T.n, G.n, M.n
-            for table, rows in ((T, m), (t_bytes, m), (t_step, m), (G, ng), (M, nm)):
+            for table, rows in ((T, m), (t_bytes, m), (G, ng), (M, nm)):
                 table.extend(rows)
             if not write_step(T.a, tn, pat.trows, st.reduce, G.a, gn, pat.grows, M.a, mn,
-                              pat.members, t_bytes.a, t_step.a, st.count, itemsize, pat.pair,
+                              pat.spill, t_bytes.a, st.count, itemsize, pat.pair,
                               pairs.bytes, s, state["tid"], state["gid"], state["mid"],
                               I[K.I_GBASE], pat.ranks, r_last, r_cur):
                 raise UserError(f"{schedule.name}: step {s} has a negative element count")
@@ -281,6 +285,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             state["mid"] += nm
             got += m
             n_transfers += m
+        step_first[state["hi"]] = state["tid"], state["gid"], state["mid"]
         I[K.I_ALL_LOADED] = int(state["hi"] >= schedule.nsteps)
 
     def compact() -> None:
@@ -294,14 +299,11 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         if waiting.any():
             steps.append(G.a[r_wait[waiting] - I[K.I_GBASE], K.G_STEP].min())
         lo = min(steps) if steps else state["hi"]
-        kt = int(np.searchsorted(t_step.a[:t_step.n], lo))
+        kt, kg, km = (int(x) for x in step_first[lo] - I[[K.I_TBASE, K.I_GBASE, K.I_MBASE]])
         if 2 * kt < T.n:
             return  # cut when the dead front is at least the live part: each row moves O(1) times
-        kg = int(np.searchsorted(G.a[:G.n, K.G_STEP], lo))
-        km = int(G.a[kg, K.G_MPTR] - I[K.I_MBASE]) if kg < G.n else M.n
-        for arr in (T, t_bytes, t_step, G):
-            arr.cut(kt if arr is not G else kg)
-        M.cut(km)
+        for arr, k in ((T, kt), (t_bytes, kt), (G, kg), (M, km)):
+            arr.cut(k)
         I[K.I_TBASE] += kt
         I[K.I_GBASE] += kg
         I[K.I_MBASE] += km
@@ -449,7 +451,8 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
         n = int(I[K.I_LOG_N])
         tid = lg_i[:n]
         log = [(float(t), _KINDS[int(k)], int(s), int(a), int(b)) for t, k, s, a, b in zip(
-            lg_t[:n], lg_k[:n], t_step.a[tid], T.a[tid, K.T_SRC], T.a[tid, K.T_DST],
+            lg_t[:n], lg_k[:n], np.searchsorted(step_first[:state["hi"], 0], tid, "right") - 1,
+            T.a[tid, K.T_SRC], T.a[tid, K.T_DST],
             strict=True)]
     return ExactRun(time_s, s_start, s_end, pairs.link_bytes(n_links), n_transfers,
                     int(I[K.I_EVENTS]), int(I[K.I_SOLVES]), int(I[K.I_WORK]), log,

@@ -13,8 +13,8 @@ from topology import kernel as K
 
 
 @K.njit(**K._JIT)
-def write_step(T, tn, trows, red, G, gn, grows, M, mn, members, t_bytes, t_step, count,
-               itemsize, pair, pair_bytes, s, t0, g0, m0, gbase, ranks, r_last, r_cur):
+def write_step(T, tn, trows, red, G, gn, grows, M, mn, spill, t_bytes, count, itemsize, pair,
+               pair_bytes, s, t0, g0, m0, gbase, ranks, r_last, r_cur):
     """Write step s (first transfer t0, first group g0, first member m0, in global ids) at rows
     tn, gn, mn of T, G, M; add its bytes to its pairs' totals; link each of its groups behind
     its rank's previous group (r_last) and make it the rank's current one if the rank has none
@@ -29,7 +29,6 @@ def write_step(T, tn, trows, red, G, gn, grows, M, mn, members, t_bytes, t_step,
         t_bytes[tn + j] = b
         # in transfer order, as NumPy's add.at: a pair twice in a step sums in the same order
         pair_bytes[pair[j]] += b
-        t_step[tn + j] = s
         for c in range(K.T_COLS):
             T[tn + j, c] = trows[j, c]
         T[tn + j, K.T_GS] += g0
@@ -50,6 +49,6 @@ def write_step(T, tn, trows, red, G, gn, grows, M, mn, members, t_bytes, t_step,
         r_last[r] = gid
         if r_cur[r] == -3:
             r_cur[r] = gid
-    for j in range(members.shape[0]):
-        M[mn + j] = members[j] + t0
+    for j in range(spill.shape[0]):
+        M[mn + j] = spill[j] + t0
     return True
