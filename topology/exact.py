@@ -193,9 +193,11 @@ class _Grow:
         self.extend(x.shape[0])[...] = x
 
     def cut(self, k: int) -> None:
+        # one pass: NumPy buffers the move only if the two ranges overlap (they do not once the
+        # dead front is as long as the live part), and rows past n are written before they are
+        # read (extend's contract), so the freed tail is not cleared
         if k > 0:
-            self.a[:self.n - k] = self.a[k:self.n].copy()
-            self.a[self.n - k:self.n] = self.fill
+            self.a[:self.n - k] = self.a[k:self.n]
             self.n -= k
 
 
