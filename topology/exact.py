@@ -264,7 +264,7 @@ def run_exact(net: Network, schedule: Schedule, placement: np.ndarray, routing: 
             m = len(st)
             if m == 0:
                 continue
-            if idt is np.int32 and state["mid"] + 2 * m >= 2**31:
+            if idt is np.int32 and 2 * (state["tid"] + m) >= 2**31:
                 raise UserError(f"{schedule.name}: more than 2**30 transfers are too many for the "
                                 "exact engine")
             key = schedule.pattern(s)

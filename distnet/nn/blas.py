@@ -35,13 +35,23 @@ class _Gemm:
 
 
 def _loaded_openblas() -> Iterator[str]:
-    """Paths of the OpenBLAS libraries mapped into this process (NumPy's, once imported)."""
+    """Paths of the OpenBLAS libraries mapped into this process, NumPy's own first."""
     try:
         with open("/proc/self/maps") as f:
             lines = f.read().splitlines()
     except OSError:
         return iter(())
-    return openblas_paths(lines)
+    return iter(numpy_first(list(openblas_paths(lines)), os.path.dirname(np.__file__)))
+
+
+def numpy_first(paths: list[str], numpy_dir: str) -> list[str]:
+    """`paths` with those NumPy ships (in its package or its wheel's `numpy.libs`) first.
+
+    /proc/self/maps lists libraries by address, not by load order, and a second OpenBLAS
+    that something else loaded would otherwise come first: its results would still be right,
+    but its own thread pool would spin against NumPy's on the same cores."""
+    own = (numpy_dir.rstrip(os.sep) + ".libs" + os.sep, numpy_dir.rstrip(os.sep) + os.sep)
+    return sorted(paths, key=lambda path: not path.startswith(own))
 
 
 def openblas_paths(maps_lines: list[str]) -> Iterator[str]:

@@ -32,19 +32,18 @@ def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: DTypeLike) ->
 
 @dataclass(frozen=True)
 class SGDUpdate:
-    """A plain SGD step (no momentum) to apply inside backward: p <- keep p - lr g with
-    keep = 1 - lr weight_decay, which is PyTorch's g + wd p rule rearranged.
+    """A plain SGD step (no momentum) to apply inside backward: p <- p - lr (g + wd p), PyTorch's
+    rule.
 
-    Done in backward, the weight step is one GEMM straight into W (alpha = -lr, beta = keep):
-    no pass writing the gradient out and no pass reading it back for the update.
+    Done in backward, the weight step is one GEMM straight into W (alpha = -lr, beta = 1): no
+    pass writing the gradient out and no pass reading it back for the update. With weight decay
+    the GEMM adds into a scratch holding -lr wd W, which is then added to W: folding the decay
+    into beta = 1 - lr wd instead would round that factor to a multiple of 2**-24 in float32, so
+    a small lr wd would decay by up to twice its amount or (below 2**-25) not at all.
     """
 
     lr: float
     weight_decay: float = 0.0
-
-    @property
-    def keep(self) -> float:
-        return 1.0 - self.lr * self.weight_decay
 
 
 class Layer:
@@ -149,19 +148,23 @@ class Dense(Layer):
         self.db += dy.sum(axis=0)
 
     def _sgd_step(self, x: np.ndarray, dy: np.ndarray, update: SGDUpdate) -> None:
-        """W <- keep W - lr x^T dy and b <- keep b - lr sum_B dy."""
-        lr, keep = update.lr, update.keep
-        if not gemm(x.T, dy, self.W, alpha=-lr, beta=keep):
-            self._dW_step = dW_step = _buffer(self._dW_step, self.W.shape, self.W.dtype)
-            np.matmul(x.T, dy, out=dW_step)  # (n_in, B) @ (B, n_out) -> (n_in, n_out)
-            dW_step *= lr
-            if keep != 1.0:
-                self.W *= keep
-            self.W -= dW_step
+        """W <- W - lr (x^T dy + wd W) and b <- b - lr (sum_B dy + wd b)."""
+        lr, decay = update.lr, update.lr * update.weight_decay
+        self._dW_step = step = _buffer(self._dW_step, self.W.shape, self.W.dtype)
+        if decay:
+            # The decay joins the gradient's step before W is touched, so W is rounded once, as
+            # in the separate step: a decay far below W's last bit still moves W on average.
+            np.multiply(self.W, -decay, out=step)
+            if not gemm(x.T, dy, step, alpha=-lr, beta=1.0):
+                step -= lr * (x.T @ dy)
+            self.W += step
+        elif not gemm(x.T, dy, self.W, alpha=-lr, beta=1.0):
+            np.matmul(x.T, dy, out=step)  # (n_in, B) @ (B, n_out) -> (n_in, n_out)
+            step *= lr
+            self.W -= step
         db = dy.sum(axis=0)
+        db += update.weight_decay * self.b
         db *= lr
-        if keep != 1.0:
-            self.b *= keep
         self.b -= db
 
 

@@ -142,3 +142,11 @@ def test_maps_lines_name_each_openblas_once_even_with_spaces_in_the_path() -> No
     ]
     assert list(blas.openblas_paths(lines)) == [
         "/opt/my env/numpy.libs/libscipy_openblas64_-ab.so", "/usr/lib/libopenblas.so.0"]
+
+
+def test_numpys_own_openblas_is_tried_first() -> None:
+    paths = ["/tmp/x/libopenblas.so", "/v/site-packages/numpy.libs/libscipy_openblas64_-a.so",
+             "/v/site-packages/numpy/core/libopenblas.so",
+             "/v/site-packages/numpyfoo/libopenblas.so"]
+    assert blas.numpy_first(paths, "/v/site-packages/numpy") == [
+        paths[1], paths[2], paths[0], paths[3]]

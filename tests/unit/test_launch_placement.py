@@ -34,9 +34,19 @@ def test_more_ranks_than_cores_are_pinned(ranks: int, cores: int) -> None:
 
 @pytest.mark.parametrize("user", ["--bind-to none", "--map-by slot", "-bind-to core",
                                   "--mca btl tcp,self --rankfile rf", "--cpu-set 0,1",
-                                  "--map-by=ppr:2:core"])
+                                  "--map-by=ppr:2:core", "-N 4", "--npernode 4",
+                                  "--ppr 2:core"])
 def test_the_users_placement_wins(user: str) -> None:
     assert placement_flags(4, 2, user) == ["--oversubscribe"]
+
+
+@pytest.mark.parametrize("var", ["OMPI_MCA_hwloc_base_binding_policy",
+                                 "PRTE_MCA_rmaps_default_mapping_policy"])
+def test_a_policy_in_the_environment_wins(var: str) -> None:
+    res = subprocess.run(["bash", "-c", 'source "$0"; placement_flags 4 2 ""', str(PLACEMENT)],
+                         capture_output=True, text=True, timeout=30, check=True,
+                         env={**os.environ, var: "none"})
+    assert res.stdout.split() == ["--oversubscribe"]
 
 
 def test_a_longer_flag_that_only_starts_alike_is_not_a_placement() -> None:

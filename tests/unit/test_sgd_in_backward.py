@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distnet.common.errors import UserError
-from distnet.nn import layers
+from distnet.nn import blas, layers
 from distnet.nn.layers import SGDUpdate
 from distnet.nn.losses import softmax_cross_entropy
 from distnet.nn.model import Sequential, build_mlp
@@ -67,7 +67,31 @@ def test_fused_step_gives_the_weights_of_the_separate_step(dtype: Any, tol: floa
     assert not np.array_equal(want[0], want[-1])  # the weights did move
 
 
+@pytest.mark.parametrize("weight_decay", [1e-6, 1e-5])
+def test_small_float32_decay_is_applied_in_full(weight_decay: float) -> None:
+    """With lr wd near or below float32's last bit of W, one fused step's decay (W after the
+    step with decay minus W after it without) is -lr wd W on average. Folded into one factor
+    1 - lr wd it was not: that factor rounds to 1 (lr wd = 1e-8, no decay at all) or to
+    1 - 1.19e-7 (lr wd = 1e-7, 1.15x the decay)."""
+    lr, rng = 0.01, np.random.default_rng(0)
+    x = rng.standard_normal((16, 256)).astype(np.float32)
+    dy = rng.standard_normal((16, 256)).astype(np.float32)
+    after = []
+    for wd in (0.0, weight_decay):
+        layer = layers.Dense(256, 256, rng=np.random.default_rng(1))
+        layer.W, layer.b = layer.W.astype(np.float32), layer.b.astype(np.float32)
+        w0 = layer.W.astype(np.float64)
+        layer.forward(x, True)
+        layer.backward(dy, need_dx=False, update=SGDUpdate(lr, wd))
+        after.append(layer.W.astype(np.float64))
+    want = -lr * weight_decay * w0
+    ratio = float(np.sum((after[1] - after[0]) * want) / np.sum(want * want))
+    assert abs(ratio - 1.0) < 0.05, f"decay applied {ratio:.3f}x"
+
+
 def test_numpy_fallback_gives_the_same_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not blas.available():
+        pytest.skip("no usable OpenBLAS: both sides would run the fallback")
     (blas_model, blas_opt), (np_model, np_opt) = _pair(np.float64, 0.0, 0.01)
     want = _train(blas_model, blas_opt, fused=True)
     monkeypatch.setattr(layers, "gemm", lambda *args, **kwargs: False)
@@ -120,4 +144,4 @@ def test_update_in_backward_only_without_momentum() -> None:
     assert opt.update_in_backward() == SGDUpdate(0.1, 0.5)
     opt.lr = 0.2
     update = opt.update_in_backward()
-    assert update is not None and update.lr == 0.2 and update.keep == pytest.approx(0.9)
+    assert update is not None and update.lr == 0.2 and update.weight_decay == 0.5
