@@ -745,8 +745,8 @@ def run(
                 tid = h_i[pos]
                 lane = _take(I, Q, h_t, h_q, h_k, h_i, pos)
                 if COMPILED and lane >= 0:
-                    _ahead(I, Q, h_t, h_q, h_i, T, G, t_bytes, compute_free, r_cur, p_ptr, p_link,
-                   p_frac, p_lat, p_cls, p_twice, L, lane)
+                    _ahead(I, Q, h_t, h_q, h_i, T, G, t_bytes, compute_free, r_cur, p_ptr,
+                           p_link, p_frac, p_lat, p_cls, p_twice, L, lane)
                 k = tid - I[I_TBASE]
                 pr = T[k, T_PAIR]
             if ns > 0:

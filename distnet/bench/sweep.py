@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ import numpy as np
 from distnet.common.errors import UserError
 from distnet.common.memory import check_fits
 from distnet.common.plotting import pyplot
+from distnet.common.threads import allowed_cpus
 from distnet.common.units import MIB, human_bytes, parse_size
 
 MAX_SIZES = 200  # a step factor of 1.0001 must not plan a million sizes
@@ -320,10 +322,6 @@ def memory_bandwidth(comm: Any) -> dict[str, float]:
 
 def placement(comm: Any) -> list[dict[str, Any]]:
     """Where each rank may run, in rank order: its host and the CPUs its affinity allows."""
-    import socket
-
-    from distnet.common.threads import allowed_cpus
-
     return [{"host": h, "cpus": c} for h, c in comm.allgather((socket.gethostname(),
                                                                 allowed_cpus()))]
 

@@ -150,15 +150,16 @@ class Dense(Layer):
     def _sgd_step(self, x: np.ndarray, dy: np.ndarray, update: SGDUpdate) -> None:
         """W <- W - lr (x^T dy + wd W) and b <- b - lr (sum_B dy + wd b)."""
         lr, decay = update.lr, update.lr * update.weight_decay
-        self._dW_step = step = _buffer(self._dW_step, self.W.shape, self.W.dtype)
         if decay:
             # The decay joins the gradient's step before W is touched, so W is rounded once, as
             # in the separate step: a decay far below W's last bit still moves W on average.
+            self._dW_step = step = _buffer(self._dW_step, self.W.shape, self.W.dtype)
             np.multiply(self.W, -decay, out=step)
             if not gemm(x.T, dy, step, alpha=-lr, beta=1.0):
                 step -= lr * (x.T @ dy)
             self.W += step
         elif not gemm(x.T, dy, self.W, alpha=-lr, beta=1.0):
+            self._dW_step = step = _buffer(self._dW_step, self.W.shape, self.W.dtype)
             np.matmul(x.T, dy, out=step)  # (n_in, B) @ (B, n_out) -> (n_in, n_out)
             step *= lr
             self.W -= step

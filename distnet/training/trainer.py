@@ -257,8 +257,10 @@ class Trainer:
         t0 = time.perf_counter()
         self._stepped_in_backward = False
         update = self._update_in_backward()
-        if update is None:
-            model.zero_grad()  # (a step inside backward leaves the gradients alone)
+        if update is None or not len(idx):
+            # a step inside backward leaves the gradients alone; without a backward (no
+            # samples here), apply_update's opt.step() must find zeros, not an old step's
+            model.zero_grad()
         if not len(idx):
             return 0.0, time.perf_counter() - t0, 0.0
         xb, yb = self.data.x_train[idx], self.data.y_train[idx]
