@@ -212,7 +212,7 @@ def _valid_files(folder: Path) -> dict[str, bytes]:
         "checkpoint": ck.read_bytes(),
         "metrics": b'{"schema": 1, "event": "step", "forward_s": 0.1}\n',
         "plan": b'[{"kind": "slow", "rank": 0, "step": 1, "seconds": 0.1}]',
-        "tune": b'{"2": [[8, "ring"]]}',
+        "tune": b'{"2": [[8, "ring"]], "race": {"2": [[8, ["ring", "tree"]]]}}',
         "topology": json.dumps({"nodes": {"h0": 0, "h1": 0, "s": 1},
                                 "cables": [["h0", "s"], ["h1", "s", {"gbps": 100}]]}).encode(),
         "calibration": b'[{"algorithm": "ring", "bytes": 8, "ranks": 2, "avg_s": 1e-6}]',
@@ -220,7 +220,7 @@ def _valid_files(folder: Path) -> dict[str, bytes]:
 
 
 def _read(kind: str, path: str) -> None:
-    from distnet.allreduce.auto import load_table
+    from distnet.allreduce.auto import load_tune
     from distnet.analysis.projection import load_profile
     from distnet.common.errors import UserError
     from distnet.data.dataset import load
@@ -233,7 +233,7 @@ def _read(kind: str, path: str) -> None:
         "npz": lambda: load(path), "csv": lambda: load(path), "idx": lambda: load(path),
         "checkpoint": lambda: checkpoint.resume_point(os.path.dirname(path)),
         "metrics": lambda: load_profile(path), "plan": lambda: load_plan(path, 2),
-        "tune": lambda: load_table(Path(path)),
+        "tune": lambda: load_tune(Path(path)),
         "topology": lambda: parse_network(f"custom:{path}"),
         "calibration": lambda: load_records(path),
     }

@@ -338,9 +338,15 @@ class CommState:
         self.ranks_per_node_env: str | None = None
         # hierarchical: node map -> (node communicator, leaders' or None, its ShmAllreduce)
         self.node_parts: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
-        # auto: rank 0's tune table once agreed, and the choice per message size
+        # auto: rank 0's tune table, race candidates and DISTNET_AUTO_RACE once agreed; per
+        # message size the function it runs (or the Race still deciding it), its name, and the
+        # decided race (for reports)
         self.auto_table: dict[int, list[tuple[int, str]]] | None = None
-        self.auto_choices: dict[int, Callable[..., None]] = {}
+        self.auto_race: dict[int, list[tuple[int, tuple[str, ...]]]] | None = None
+        self.auto_race_on = False
+        self.auto_choices: dict[int, Any] = {}
+        self.auto_names: dict[int, str] = {}
+        self.auto_races: dict[int, Any] = {}
         # set by fault tolerance (ft/ulfm.py): auto must pick only algorithms a revoke can wake
         self.revocable_only = False
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from distnet.allreduce import auto
+from distnet.allreduce.mpi import comm_state
 from distnet.bench import sweep as bench
 from distnet.bench import tuning
 from distnet.common.errors import UserError
@@ -53,26 +54,38 @@ def best_by_size(records: list[Record], exclude: tuple[str, ...] = ("auto",),
     return best
 
 
+def borders(sizes: list[int]) -> list[int]:
+    """The largest message each measured size decides for: the geometric mean of it and the
+    next size (sizes are log-spaced), the last size for the last."""
+    return [s if i + 1 == len(sizes) else int(math.sqrt(s * sizes[i + 1]))
+            for i, s in enumerate(sizes)]
+
+
 def tune_entries(records: list[Record],
                  picks: dict[int, str] | None = None) -> list[tuple[int, str]]:
     """The auto table row for this p: (max_bytes, algorithm) from the pick at each size
     (`picks`, else the size's fastest median).
 
     Neighbouring sizes with the same pick merge; the border between two picks sits at the
-    geometric mean of the two measured sizes (sizes are log-spaced).
+    geometric mean of the two measured sizes (`borders`).
     """
     if picks is None:
         picks = {s: r["algorithm"] for s, r in best_by_size(records).items()}
     sizes = sorted(picks)
     entries: list[tuple[int, str]] = []
-    for i, s in enumerate(sizes):
+    for s, upper in zip(sizes, borders(sizes), strict=True):
         name = picks[s]
-        upper = s if i + 1 == len(sizes) else int(math.sqrt(s * sizes[i + 1]))
         if entries and entries[-1][1] == name:
             entries[-1] = (upper, name)
         else:
             entries.append((upper, name))
     return entries
+
+
+def race_entries(race: dict[int, list[str]]) -> list[tuple[int, tuple[str, ...]]]:
+    """The race rows for this p: (max_bytes, candidates) per measured size, same borders."""
+    sizes = sorted(race)
+    return [(upper, tuple(race[s])) for s, upper in zip(sizes, borders(sizes), strict=True)]
 
 
 # The issue's targets: best custom / native time ratio at 256 KiB – 64 MiB (1.5x with two ranks,
@@ -212,8 +225,12 @@ def format_table(records: list[Record], header: Record) -> str:
             if ran and "best_algorithm" in ran[0]:
                 a = ran[0]
                 ratio = a["median_s"] / a["best_same_pass_s"]
-                note = (f"; auto ran {a['auto_choice']}: {ratio:.2f}x {a['best_algorithm']}, "
-                        f"the best interleaved with it (paired {a['paired_ratio']:.2f}x)")
+                raced = (f" (raced {','.join(a['auto_race'])} in {a['settle_calls']} calls, "
+                         f"{a['settle_s'] * 1e3:.2f} ms once; tune pick {a['auto_pick']})"
+                         if a.get("auto_race") else "")
+                note = (f"; auto ran {a['auto_choice']}{raced}: {ratio:.2f}x "
+                        f"{a['best_algorithm']}, the best interleaved with it "
+                        f"(paired {a['paired_ratio']:.2f}x)")
             elif ran:
                 note = f"; auto ran {ran[0]['auto_choice']}"
             lines.append(f"{'':>8} winner (median): {best[s]['algorithm']}{note}")
@@ -279,13 +296,16 @@ def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
     at each size auto and those algorithms take turns round by round in a rotating order
     (`sweep.measure_interleaved`), and the auto record carries the fastest of them from these
     same rounds as best_same_pass_s (which the auto target uses), all their medians, and
-    paired_ratio: the median over rounds of auto's round median ÷ that algorithm's.
+    paired_ratio: the median over rounds of auto's round median ÷ that algorithm's. Before the
+    rounds auto settles its choice on the rounds' buffer (its race, if the tune kept near
+    candidates); the record says what that cost (settle_calls, settle_s) and what it raced.
     """
     rivals = [a for a in dict.fromkeys(r["algorithm"] for r in records)
               if a != "auto" and not bench.is_placed(a)]
     out = []
     for s in sizes:
-        got = bench.measure_interleaved(comm, [*rivals, "auto"], [s], dtype, iters, warmup)
+        got = bench.measure_interleaved(comm, [*rivals, "auto"], [s], dtype, iters, warmup,
+                                        settle="auto")
         mine = next(r for r in got if r["algorithm"] == "auto")
         others = [r for r in got if r is not mine]
         if others:
@@ -296,7 +316,11 @@ def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
                 [a / b for a, b in zip(mine["round_medians_s"], best["round_medians_s"],
                                        strict=True)]))
             mine["interleaved_median_s"] = {r["algorithm"]: r["median_s"] for r in others}
-        mine["auto_choice"] = auto.resolve(comm, s)
+        mine["auto_choice"] = auto.chosen(comm, s)
+        mine["auto_pick"] = auto.resolve(comm, s)
+        done = comm_state(comm).auto_races.get(s)
+        if done is not None:
+            mine["auto_race"] = dict(zip(done.names, done.medians_s, strict=True))
         out.append(mine)
     return out
 
@@ -333,12 +357,14 @@ def run(comm: Any, args: Any) -> tuple[str, int]:
             raise UserError(f"--tune {args.tune!r}: {e}") from None
         spread = tuning.spread_rows(records)
         entries = tune_entries(records, {r["bytes"]: r["pick"] for r in spread})
+        race = tuning.race_rows(records)
         problem = None
         if comm.rank == 0:
             try:
                 table = auto.load_table(path)  # the other world sizes' rows are kept
                 table[comm.size] = entries
-                auto.save_table(table, path, spread={comm.size: spread})
+                auto.save_table(table, path, spread={comm.size: spread},
+                                race={comm.size: race_entries(race)})
             except UserError as e:
                 problem = f"{e} (remove it to tune afresh)"
             except OSError as e:
@@ -349,7 +375,9 @@ def run(comm: Any, args: Any) -> tuple[str, int]:
         notes.append(f"# tune table for p={comm.size} ({passes} passes) written to {path}: "
                      f"{entries}")
         notes += [f"#   {human_bytes(r['bytes'])}: {r['pick']} (spread {r['spread']:.0%})"
-                  + (f", near-tie {r['runner_up']}" if r["runner_up"] else "") for r in spread]
+                  + (f", near-tie {r['runner_up']}" if r["runner_up"] else "")
+                  + (f"; auto races {','.join(race[r['bytes']])}"
+                     if len(race.get(r["bytes"], [])) > 1 else "") for r in spread]
         # The issue judges auto in a run after this one: here it would run on the very
         # measurements it was tuned on.
         notes.append("# judge auto in a later run: python -m distnet.bench with "

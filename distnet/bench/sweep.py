@@ -393,7 +393,7 @@ ROUNDS = 8
 
 def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtype: Any,
                         iters: int | None, warmup: int | None,
-                        rounds: int = ROUNDS) -> list[dict[str, Any]]:
+                        rounds: int = ROUNDS, settle: str | None = None) -> list[dict[str, Any]]:
     """One in-place record per (algorithm, size), the algorithms taking turns at each size.
 
     On a shared machine the load drifts over seconds, and an algorithm timed in one block
@@ -404,6 +404,13 @@ def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtyp
     the caches). median_s and the
     other statistics pool the timed iterations of every round; round_medians_s keeps one
     median per round.
+
+    `settle` names an algorithm (auto) whose one-time choice at a size is made before the
+    rounds, on the buffer the rounds use: it is called until `auto.deciding` says the choice is
+    made (its race, `distnet.allreduce.race`), and its record carries settle_calls and
+    settle_s, the calls and the seconds (max over ranks) that took, so the cost is shown, not
+    hidden. The rounds then time it as it runs for the rest of a run, as the warm-up
+    iterations of OSU and nccl-tests leave a library's own set-up out of its times.
     """
     from distnet.common.progress import bar
 
@@ -422,6 +429,7 @@ def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtyp
                 for name, fn in fns.items()}
         times: dict[str, list[np.ndarray]] = {name: [] for name in algorithms}
         wrong = dict.fromkeys(algorithms, 0)
+        settled = _settle(comm, fns[settle], bufs[settle], base, nbytes) if settle else {}
         for k in range(turns):
             # A fresh order each round, the same on every rank (seeded). A fixed rotation always
             # put the same algorithm before each one, and a batch may pay for what its
@@ -438,12 +446,33 @@ def measure_interleaved(comm: Any, algorithms: list[str], sizes: list[int], dtyp
             records.append({"algorithm": name, "bytes": nbytes, "ranks": p,
                             "dtype": np.dtype(dtype).name, "iters": int(t.size),
                             "rounds": turns, **stats("", t, wrong[name], nbytes, p),
-                            "round_medians_s": [float(np.median(x)) for x in times[name]]})
+                            "round_medians_s": [float(np.median(x)) for x in times[name]],
+                            **(settled if name == settle else {})})
             if bufs[name] is not private:
                 fns[name].release(bufs[name])  # type: ignore[attr-defined]  # collective
         progress.update()
     progress.close()
     return records
+
+
+def _settle(comm: Any, fn: Callable[..., None], buf: np.ndarray, base: np.ndarray,
+            nbytes: int) -> dict[str, Any]:
+    """Call auto on buf (reset to this rank's input each time, so the sums stay finite) until
+    its choice for nbytes is made; the calls and seconds it took (max over ranks)."""
+    from mpi4py import MPI
+
+    from distnet.allreduce import auto
+
+    calls = 0
+    spent_s = 0.0
+    while auto.deciding(comm, nbytes):  # the same on every rank: the race is deterministic
+        np.add(base, comm.rank + 1, out=buf)
+        comm.Barrier()
+        t0 = time.perf_counter()
+        fn(comm, buf)
+        spent_s += time.perf_counter() - t0
+        calls += 1
+    return {"settle_calls": calls, "settle_s": comm.allreduce(spent_s, op=MPI.MAX)}
 
 
 def wrong_results(records: list[dict[str, Any]]) -> list[str]:

@@ -9,6 +9,9 @@ seconds does too. Each algorithm is ranked by the median over the passes of its 
 relative to each pass's fastest (`scores`), so one pass that a burst of outside load hit does
 not decide the pick.
 
+The tune file also records, per size, the candidates `auto` races in the runs after it
+(`race_rows`: the pick and whatever scored within RACE_SCORE of it, at most RACE_MAX).
+
 The tune file records, per size, the pick, its score, its mean time and its spread over the passes,
 (max − min) / mean, which says how far one run can move it; and the runner-up, with its own
 mean and spread, when it is within noise of the pick (its mean is no more than the larger of
@@ -23,6 +26,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from distnet.allreduce.race import RACE_MAX, RACE_SCORE
 
 Record = dict[str, Any]
 
@@ -101,3 +106,17 @@ def spread_rows(records: list[Record], exclude: tuple[str, ...] = ("auto",)) -> 
                            runner_up_spread=second.get("spread", 0.0))
         rows.append(row)
     return rows
+
+
+def race_rows(records: list[Record], exclude: tuple[str, ...] = ("auto",)) -> dict[int, list[str]]:
+    """Per size, what auto races in a later run: the algorithms whose score (`scores`) is
+    within RACE_SCORE of the pick's, best first (equal scores: lower mean time), at most
+    RACE_MAX; the pick alone when nothing else comes close."""
+    by_size = scores(records, exclude)
+    rec = {(r["algorithm"], r["bytes"]): r for r in records}
+    out: dict[int, list[str]] = {}
+    for s, score in sorted(by_size.items()):
+        ranked = sorted(score, key=lambda a: (score[a], rec[(a, s)]["median_s"]))
+        top = score[ranked[0]]
+        out[s] = [a for a in ranked if score[a] <= RACE_SCORE * top][:RACE_MAX]
+    return out

@@ -220,3 +220,102 @@ def test_auto_on_a_fault_tolerant_comm_skips_shared_memory_waits(
         finally:
             plain.Free()
             hardened.Free()
+
+
+def _slow_native(comm, buf, op=None) -> None:
+    """native, 3 ms later: a candidate that must lose a race."""
+    import time
+
+    from distnet.allreduce.native import native_allreduce
+
+    time.sleep(3e-3)
+    native_allreduce(comm, buf) if op is None else native_allreduce(comm, buf, op=op)
+
+
+def _race_file(p: int) -> str:
+    return json.dumps({str(p): [[1 << 30, "dn_test_slow"]],
+                       "race": {str(p): [[1 << 30, ["dn_test_slow", "native"]]]}})
+
+
+@pytest.mark.mpi(min_size=1)
+def test_race_keeps_the_faster_candidate_and_every_sum_is_exact(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tune picked a slow algorithm and kept native as a near candidate: auto's first calls
+    time both on every rank alike, every call's result is exact, then native runs."""
+    from distnet.allreduce import race
+    from distnet.allreduce.registry import ALGORITHMS
+
+    comm = _comm()
+    monkeypatch.setitem(ALGORITHMS, "dn_test_slow", _slow_native)
+    monkeypatch.delenv(auto.RACE_ENV, raising=False)
+    with _tune_file(monkeypatch, _race_file(comm.size)):
+        fresh = comm.Dup()
+        try:
+            n = 1001
+            calls = 0
+            while auto.deciding(fresh, n * 8):
+                x = _data(n, comm.rank, seed=calls)
+                ref = _reference(comm, x)
+                auto.auto_allreduce(fresh, x)
+                assert np.array_equal(x, ref)
+                calls += 1
+            assert calls == 2 * (race.PASSES * race.WARM + race.timed_calls(n * 8))
+            assert comm.allgather(auto.chosen(fresh, n * 8)) == ["native"] * comm.size
+            assert auto.resolve(fresh, n * 8) == "dn_test_slow"  # the bucketed path: the pick
+            x = _data(n, comm.rank, seed=99)
+            ref = _reference(comm, x)
+            auto.auto_allreduce(fresh, x)
+            assert np.array_equal(x, ref)
+        finally:
+            fresh.Free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_race_setting_is_rank_0s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DISTNET_AUTO_RACE=0 on rank 0 turns the race off on every rank (a rank that raced alone
+    would wait in the decision forever); a bad value on rank 0 stops every rank."""
+    from distnet.allreduce.registry import ALGORITHMS
+
+    comm = _comm()
+    monkeypatch.setitem(ALGORITHMS, "dn_test_slow", _slow_native)
+    with _tune_file(monkeypatch, _race_file(comm.size)):
+        monkeypatch.setenv(auto.RACE_ENV, "0" if comm.rank == 0 else "1")
+        fresh = comm.Dup()
+        try:
+            x = _data(10, comm.rank, seed=3)
+            ref = _reference(comm, x)
+            auto.auto_allreduce(fresh, x)
+            assert np.array_equal(x, ref)
+            assert not auto.deciding(fresh, x.nbytes)
+            assert auto.chosen(fresh, x.nbytes) == "dn_test_slow"
+        finally:
+            fresh.Free()
+        monkeypatch.setenv(auto.RACE_ENV, "on" if comm.rank == 0 else "1")
+        fresh = comm.Dup()
+        try:
+            with pytest.raises(UserError, match="DISTNET_AUTO_RACE must be 0 or 1"):
+                auto.resolve(fresh, 80)
+        finally:
+            fresh.Free()
+
+
+@pytest.mark.mpi(min_size=1)
+def test_no_race_on_a_fault_tolerant_comm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A race ends in an all-reduce of its timings that a revoke could not be relied on to
+    wake cleanly mid-race: a hardened communicator runs the pick at once."""
+    from distnet.allreduce.registry import ALGORITHMS
+    from distnet.ft.ulfm import harden
+
+    comm = _comm()
+    monkeypatch.setitem(ALGORITHMS, "dn_test_slow", _slow_native)
+    monkeypatch.delenv(auto.RACE_ENV, raising=False)
+    with _tune_file(monkeypatch, _race_file(comm.size)):
+        hardened = harden(comm)
+        try:
+            x = _data(10, comm.rank, seed=4)
+            ref = _reference(comm, x)
+            auto.auto_allreduce(hardened, x)
+            assert np.array_equal(x, ref)
+            assert not auto.deciding(hardened, x.nbytes)
+        finally:
+            hardened.Free()
