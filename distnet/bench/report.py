@@ -287,6 +287,18 @@ def plot(path: str, records: list[Record]) -> None:
     save_figure(fig, path)
 
 
+# Timed calls per algorithm in the auto verdict, at least: the sweep's default at 8-64 MiB is
+# 16-32, two to four per round, and there one algorithm's round medians moved 1.5x from round
+# to round (p = 2), so the pooled median of 16 put auto 1.39x the ring it ran (paired 0.98x).
+VERDICT_ITERS = 48
+
+
+def verdict_iters(nbytes: int, iters: int | None) -> int:
+    """Timed calls per algorithm at nbytes in the auto verdict: --iters if given, else the
+    sweep's default but at least VERDICT_ITERS."""
+    return iters if iters is not None else max(VERDICT_ITERS, bench.default_iters(nbytes))
+
+
 def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
                  iters: int | None, warmup: int | None) -> list[Record]:
     """Time auto per size interleaved with every algorithm it could have picked.
@@ -304,8 +316,8 @@ def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
               if a != "auto" and not bench.is_placed(a)]
     out = []
     for s in sizes:
-        got = bench.measure_interleaved(comm, [*rivals, "auto"], [s], dtype, iters, warmup,
-                                        settle="auto")
+        got = bench.measure_interleaved(comm, [*rivals, "auto"], [s], dtype,
+                                        verdict_iters(s, iters), warmup, settle="auto")
         mine = next(r for r in got if r["algorithm"] == "auto")
         others = [r for r in got if r is not mine]
         if others:
