@@ -384,8 +384,8 @@ def auto_allreduce(comm: Any, buf: Any, op: Any = None) -> None:
 
     Cost: that of the chosen algorithm, plus one broadcast of the table the first time a
     communicator is used. Where the tune kept near candidates, the first calls at a size race
-    them (`distnet.allreduce.race`: k·(PASSES·WARM + timed_calls(n)) calls, 4 to 48 of them
-    timed, and one k-float all-reduce) and the winner runs from then on. The choice per
+    them (`distnet.allreduce.race`: k·(PASSES·WARM + timed_calls(n)) calls, 8 to 48 of them
+    timed, and one small all-reduce) and the winner runs from then on. The choice per
     (communicator, size) is kept in its CommState.
     """
     global _last
