@@ -287,16 +287,29 @@ def plot(path: str, records: list[Record]) -> None:
     save_figure(fig, path)
 
 
-# Timed calls per algorithm in the auto verdict, at least: the sweep's default at 8-64 MiB is
-# 16-32, two to four per round, and there one algorithm's round medians moved 1.5x from round
-# to round (p = 2), so the pooled median of 16 put auto 1.39x the ring it ran (paired 0.98x).
-VERDICT_ITERS = 48
+# The auto verdict times more calls, in more rounds, than the sweep, because drift decides it:
+# at 16-64 MiB the sweep's default is 16 calls, two per round, and one algorithm's round
+# medians moved 1.5x from round to round (p = 2), so the pooled median put auto 1.39x the ring
+# it ran (paired 0.98x); at 8 B - 2 KiB the same algorithm's 25-call rounds took 2.2 or 3.4 us
+# as the machine went in and out of a slow state, so whichever algorithm had more slow rounds
+# lost by 1.2x. Shorter rounds give every algorithm its share of both states.
+VERDICT_BYTES = 512 << 20  # payload per algorithm and size: 384 calls up to 1 MiB, 48 at 16 MiB
+VERDICT_ITERS = (48, 384)
+CALLS_PER_ROUND = 12
+VERDICT_ROUNDS = (bench.ROUNDS, 32)
 
 
 def verdict_iters(nbytes: int, iters: int | None) -> int:
-    """Timed calls per algorithm at nbytes in the auto verdict: --iters if given, else the
-    sweep's default but at least VERDICT_ITERS."""
-    return iters if iters is not None else max(VERDICT_ITERS, bench.default_iters(nbytes))
+    """Timed calls per algorithm at nbytes in the auto verdict: --iters if given, else
+    VERDICT_BYTES' worth within VERDICT_ITERS."""
+    low, high = VERDICT_ITERS
+    return iters if iters is not None else max(low, min(high, VERDICT_BYTES // max(nbytes, 1)))
+
+
+def verdict_rounds(iters: int) -> int:
+    """Rounds the verdict's calls are split into: CALLS_PER_ROUND each, within VERDICT_ROUNDS."""
+    low, high = VERDICT_ROUNDS
+    return max(low, min(high, iters // CALLS_PER_ROUND))
 
 
 def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
@@ -316,8 +329,9 @@ def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
               if a != "auto" and not bench.is_placed(a)]
     out = []
     for s in sizes:
-        got = bench.measure_interleaved(comm, [*rivals, "auto"], [s], dtype,
-                                        verdict_iters(s, iters), warmup, settle="auto")
+        it = verdict_iters(s, iters)
+        got = bench.measure_interleaved(comm, [*rivals, "auto"], [s], dtype, it, warmup,
+                                        rounds=verdict_rounds(it), settle="auto")
         mine = next(r for r in got if r["algorithm"] == "auto")
         others = [r for r in got if r is not mine]
         if others:
