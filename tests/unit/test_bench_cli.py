@@ -48,7 +48,11 @@ def test_tune_writes_table_auto_reads(tmp_path: Path) -> None:
         assert set(r["interleaved_median_s"]) == {"native", "ring"}
         assert r["best_algorithm"] in {"native", "ring"} and r["paired_ratio"] > 0
         assert r["rounds"] == len(r["round_medians_s"])
+        assert set(r["paired_ratios"]) == {"native", "ring"}
+        assert r["paired_worst"] == max(r["paired_ratios"].values())
+        assert r["paired_ratios"][r["best_algorithm"]] == r["paired_ratio"]
     assert "auto within 10%" in res.stdout and "n/a  auto" not in res.stdout
+    assert ", paired (" in res.stdout and "pooled medians:" in res.stdout
 
 
 def test_damaged_tune_file_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -100,6 +100,14 @@ def test_verdicts_and_ratios() -> None:
     assert report.verdicts(recs)[2].startswith("FAIL")
     recs[2]["best_same_pass_s"] = 1.15  # ... but the winner re-timed next to it was slow too
     assert report.verdicts(recs)[2].startswith("PASS")
+    # Interleaved rounds judge paired: the pooled medians say 1.04x, but round by round auto
+    # was 1.3x behind some rival at both sizes.
+    recs[2]["paired_worst"] = recs[5]["paired_worst"] = 1.3
+    line = report.verdicts(recs)[2]
+    assert line.startswith("FAIL") and "paired (2/2 sizes miss" in line
+    assert "pooled medians: 0 miss" in line
+    recs[2]["paired_worst"] = recs[5]["paired_worst"] = 1.08
+    assert report.verdicts(recs)[2].startswith("PASS")
 
 
 def test_tune_table_roundtrip(tmp_path: Path) -> None:
