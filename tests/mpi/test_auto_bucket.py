@@ -45,6 +45,15 @@ def _reference(comm, x: np.ndarray) -> np.ndarray:
     return ref
 
 
+def _auto_is_exact(comm, on, n: int, seed: int) -> np.ndarray:
+    """auto on communicator `on` (comm or a copy) sums this rank's data exactly."""
+    x = _data(n, comm.rank, seed=seed)
+    ref = _reference(comm, x)
+    auto.auto_allreduce(on, x)
+    assert np.array_equal(x, ref)
+    return x
+
+
 @pytest.mark.mpi(min_size=1)
 @pytest.mark.parametrize("n", [1, 3, 7, 1000, 4099, 300_001])
 def test_auto_matches_native(n: int) -> None:
@@ -254,18 +263,12 @@ def test_race_keeps_the_faster_candidate_and_every_sum_is_exact(
             n = 1001
             calls = 0
             while auto.deciding(fresh, n * 8):
-                x = _data(n, comm.rank, seed=calls)
-                ref = _reference(comm, x)
-                auto.auto_allreduce(fresh, x)
-                assert np.array_equal(x, ref)
+                _auto_is_exact(comm, fresh, n, seed=calls)
                 calls += 1
             assert calls == 2 * (race.PASSES * race.WARM + race.timed_calls(n * 8))
             assert comm.allgather(auto.chosen(fresh, n * 8)) == ["native"] * comm.size
             assert auto.resolve(fresh, n * 8) == "dn_test_slow"  # the bucketed path: the pick
-            x = _data(n, comm.rank, seed=99)
-            ref = _reference(comm, x)
-            auto.auto_allreduce(fresh, x)
-            assert np.array_equal(x, ref)
+            _auto_is_exact(comm, fresh, n, seed=99)  # and then the winner's
         finally:
             fresh.Free()
 
@@ -282,10 +285,7 @@ def test_race_setting_is_rank_0s(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(auto.RACE_ENV, "0" if comm.rank == 0 else "1")
         fresh = comm.Dup()
         try:
-            x = _data(10, comm.rank, seed=3)
-            ref = _reference(comm, x)
-            auto.auto_allreduce(fresh, x)
-            assert np.array_equal(x, ref)
+            x = _auto_is_exact(comm, fresh, 10, seed=3)
             assert not auto.deciding(fresh, x.nbytes)
             assert auto.chosen(fresh, x.nbytes) == "dn_test_slow"
         finally:
@@ -312,10 +312,7 @@ def test_no_race_on_a_fault_tolerant_comm(monkeypatch: pytest.MonkeyPatch) -> No
     with _tune_file(monkeypatch, _race_file(comm.size)):
         hardened = harden(comm)
         try:
-            x = _data(10, comm.rank, seed=4)
-            ref = _reference(comm, x)
-            auto.auto_allreduce(hardened, x)
-            assert np.array_equal(x, ref)
+            x = _auto_is_exact(comm, hardened, 10, seed=4)
             assert not auto.deciding(hardened, x.nbytes)
         finally:
             hardened.Free()
