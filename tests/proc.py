@@ -4,7 +4,9 @@ can hang and mpirun can leave orphaned ranks)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from distnet.common.procgroup import Finished, mpirun_prefix, run_group
@@ -20,9 +22,16 @@ def mpirun_cmd(n: int, *args: str, ft: bool = False) -> list[str]:
 
 def run(cmd: list[str], timeout_s: float, cwd: Path | None = None,
         env: dict[str, str] | None = None) -> Result:
-    """Run cmd in its own process group; on timeout kill the group and report timed_out."""
-    return run_group(cmd, timeout_s, env={"OMP_NUM_THREADS": "1", **(env or {})},
-                     cwd=cwd or ROOT)
+    """Run cmd in its own process group; on timeout kill the group and report timed_out.
+
+    Open MPI's shared-memory segments go to a directory of this run's own, removed after it:
+    a rank that a fault test kills (or a timeout) never unlinks its segment, and in /dev/shm
+    it would outlive the test (13 of them after one CI run, 16 MiB each)."""
+    parent = "/dev/shm" if os.path.isdir("/dev/shm") else None  # tmpfs: as fast as the default
+    with tempfile.TemporaryDirectory(prefix="distnet-test-sm-", dir=parent) as segments:
+        return run_group(cmd, timeout_s, env={"OMP_NUM_THREADS": "1",
+                                              "OMPI_MCA_btl_sm_backing_directory": segments,
+                                              **(env or {})}, cwd=cwd or ROOT)
 
 
 def mpi_python(n: int, *args: str, timeout_s: float = 120, ft: bool = False,
