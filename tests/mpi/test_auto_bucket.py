@@ -45,6 +45,17 @@ def _reference(comm, x: np.ndarray) -> np.ndarray:
     return ref
 
 
+@contextmanager
+def _fresh(comm) -> Iterator:
+    """A Dup of comm for the block, freed after it: auto keeps its table and choices per
+    communicator, so a test that needs a clean state starts from a new one."""
+    dup = comm.Dup()
+    try:
+        yield dup
+    finally:
+        dup.Free()
+
+
 def _auto_is_exact(comm, on, n: int, seed: int) -> np.ndarray:
     """auto on communicator `on` (comm or a copy) sums this rank's data exactly."""
     x = _data(n, comm.rank, seed=seed)
@@ -58,10 +69,7 @@ def _auto_is_exact(comm, on, n: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 3, 7, 1000, 4099, 300_001])
 def test_auto_matches_native(n: int) -> None:
     comm = _comm()
-    x = _data(n, comm.rank, seed=n)
-    ref = _reference(comm, x)
-    auto.auto_allreduce(comm, x)
-    assert np.array_equal(x, ref)
+    _auto_is_exact(comm, comm, n, seed=n)
 
 
 @pytest.mark.mpi(min_size=2)
@@ -71,16 +79,11 @@ def test_auto_agrees_despite_differing_tables(monkeypatch: pytest.MonkeyPatch) -
     known = sorted(auto.candidates())
     mine = known[comm.rank % len(known)]
     with _tune_file(monkeypatch, json.dumps({str(comm.size): [[1 << 30, mine]]})):
-        fresh = comm.Dup()  # the table is cached per communicator; start from a clean one
-        try:
+        # the table is cached per communicator; start from a clean one
+        with _fresh(comm) as fresh:
             choice = auto.resolve(fresh, 800)
             assert comm.allgather(choice) == [known[0]] * comm.size
-            x = _data(100, comm.rank, seed=5)
-            ref = _reference(comm, x)
-            auto.auto_allreduce(fresh, x)
-            assert np.array_equal(x, ref)
-        finally:
-            fresh.Free()
+            _auto_is_exact(comm, fresh, 100, seed=5)
 
 
 @pytest.mark.mpi(min_size=2)
@@ -89,12 +92,9 @@ def test_damaged_table_on_rank_0_stops_every_rank(monkeypatch: pytest.MonkeyPatc
     comm = _comm()
     good = {str(comm.size): [[1 << 30, "native"]]}
     with _tune_file(monkeypatch, '{"2": [[1, NaN]]}' if comm.rank == 0 else json.dumps(good)):
-        fresh = comm.Dup()
-        try:
+        with _fresh(comm) as fresh:
             with pytest.raises(UserError, match="not valid JSON"):
                 auto.resolve(fresh, 800)
-        finally:
-            fresh.Free()
 
 
 @pytest.mark.mpi(min_size=1)
@@ -111,12 +111,10 @@ def test_auto_choices_live_on_the_communicator() -> None:
     from distnet.allreduce import mpi
 
     assert mpi._STATE._last is None  # Free's delete callback: the state is not kept alive
-    again = comm.Dup()  # may get the freed handle back: it must not inherit the old choices
-    try:
+    # may get the freed handle back: it must not inherit the old choices
+    with _fresh(comm) as again:
         assert comm_state(again).auto_choices == {}
         assert comm_state(again).auto_table is None
-    finally:
-        again.Free()
 
 
 # Layers as (start, end) slices of the flat buffer, in forward order; 8-byte items.
@@ -222,10 +220,7 @@ def test_auto_on_a_fault_tolerant_comm_skips_shared_memory_waits(
             assert auto.resolve(plain, 8) == "shm"
             for nbytes in (8, 800, 8 << 20):
                 assert auto.resolve(hardened, nbytes) not in NOT_REVOCABLE
-            x = _data(1001, comm.rank, seed=9)
-            ref = _reference(comm, x)
-            auto.auto_allreduce(hardened, x)
-            assert np.array_equal(x, ref)
+            _auto_is_exact(comm, hardened, 1001, seed=9)
         finally:
             plain.Free()
             hardened.Free()
@@ -258,8 +253,7 @@ def test_race_keeps_the_faster_candidate_and_every_sum_is_exact(
     monkeypatch.setitem(ALGORITHMS, "dn_test_slow", _slow_native)
     monkeypatch.delenv(auto.RACE_ENV, raising=False)
     with _tune_file(monkeypatch, _race_file(comm.size)):
-        fresh = comm.Dup()
-        try:
+        with _fresh(comm) as fresh:
             n = 1001
             calls = 0
             while auto.deciding(fresh, n * 8):
@@ -269,8 +263,6 @@ def test_race_keeps_the_faster_candidate_and_every_sum_is_exact(
             assert comm.allgather(auto.chosen(fresh, n * 8)) == ["native"] * comm.size
             assert auto.resolve(fresh, n * 8) == "dn_test_slow"  # the bucketed path: the pick
             _auto_is_exact(comm, fresh, n, seed=99)  # and then the winner's
-        finally:
-            fresh.Free()
 
 
 @pytest.mark.mpi(min_size=2)
@@ -283,20 +275,14 @@ def test_race_setting_is_rank_0s(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ALGORITHMS, "dn_test_slow", _slow_native)
     with _tune_file(monkeypatch, _race_file(comm.size)):
         monkeypatch.setenv(auto.RACE_ENV, "0" if comm.rank == 0 else "1")
-        fresh = comm.Dup()
-        try:
+        with _fresh(comm) as fresh:
             x = _auto_is_exact(comm, fresh, 10, seed=3)
             assert not auto.deciding(fresh, x.nbytes)
             assert auto.chosen(fresh, x.nbytes) == "dn_test_slow"
-        finally:
-            fresh.Free()
         monkeypatch.setenv(auto.RACE_ENV, "on" if comm.rank == 0 else "1")
-        fresh = comm.Dup()
-        try:
+        with _fresh(comm) as fresh:
             with pytest.raises(UserError, match="DISTNET_AUTO_RACE must be 0 or 1"):
                 auto.resolve(fresh, 80)
-        finally:
-            fresh.Free()
 
 
 @pytest.mark.mpi(min_size=1)
