@@ -350,15 +350,14 @@ def measure_auto(comm: Any, records: list[Record], sizes: list[int], dtype: Any,
             best = min(others, key=lambda r: r["median_s"])
             mine["best_same_pass_s"] = best["median_s"]
             mine["best_algorithm"] = best["algorithm"]
-            mine["paired_ratio"] = float(np.median(
-                [a / b for a, b in zip(mine["round_medians_s"], best["round_medians_s"],
-                                       strict=True)]))
             mine["interleaved_median_s"] = {r["algorithm"]: r["median_s"] for r in others}
-            mine["paired_ratios"] = {r["algorithm"]: float(np.median(
+            paired = {r["algorithm"]: float(np.median(
                 [a / b for a, b in zip(mine["round_medians_s"], r["round_medians_s"],
                                        strict=True)])) for r in others}
-            worst = max(mine["paired_ratios"], key=mine["paired_ratios"].get)
-            mine["paired_worst"] = mine["paired_ratios"][worst]
+            mine["paired_ratios"] = paired
+            mine["paired_ratio"] = paired[best["algorithm"]]
+            worst = max(paired, key=paired.__getitem__)
+            mine["paired_worst"] = paired[worst]
             mine["paired_worst_algorithm"] = worst
         mine["auto_choice"] = auto.chosen(comm, s)
         mine["auto_pick"] = auto.resolve(comm, s)
