@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from distnet.common.abort import abort_job
 from distnet.common.errors import UserError
 
 T = TypeVar("T")
@@ -71,21 +72,19 @@ def run(main: Callable[[Any], int], prog: str) -> int:
         _wait_for_rank_0(comm)
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         if comm.Get_size() > 1:
-            comm.Abort(EXIT_USER_ERROR)
+            abort_job(comm, EXIT_USER_ERROR)
         return EXIT_USER_ERROR
     except _AbortAll as exc:
         _wait_for_rank_0(comm)
         print(f"{prog}: error (rank {comm.Get_rank()}): {exc}", file=sys.stderr, flush=True)
-        comm.Abort(exc.status)
-        return exc.status
+        abort_job(comm, exc.status)
     except KeyboardInterrupt:
-        comm.Abort(130)
-        return 130
+        abort_job(comm, 130)
     except Exception:
         traceback.print_exc()
         sys.stderr.flush()
         if comm.Get_size() > 1:
-            comm.Abort(EXIT_BUG)
+            abort_job(comm, EXIT_BUG)
         return EXIT_BUG
 
 

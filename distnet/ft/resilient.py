@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from distnet.common.abort import abort_job
 from distnet.common.errors import UserError
 from distnet.common.runner import AgreedError, abort_all, agree
 from distnet.data.shard import global_batch
@@ -218,7 +219,7 @@ class FaultTolerantTrainer(Trainer):
               f"{self.progress.step} did not finish within {limit_s:.0f} s (a rank stopped "
               "answering outside a step, where it cannot be fenced): aborting the job for a "
               "restart from the latest checkpoint", file=sys.stderr, flush=True)
-        MPI.COMM_WORLD.Abort(EXIT_FAULT)
+        abort_job(MPI.COMM_WORLD, EXIT_FAULT)
 
     def _evaluation_estimate_s(self) -> float:
         """A forward pass over this rank's share of the validation set, priced at the step
@@ -253,8 +254,7 @@ class FaultTolerantTrainer(Trainer):
             print(f"distnet: error (world rank {self.world_rank}): {who} the {dl:.1f} s "
                   f"deadline at step {step} (--ft {self.mode}): aborting", file=sys.stderr,
                   flush=True)
-            self.comm.Abort(EXIT_FAULT)
-            return
+            abort_job(self.comm, EXIT_FAULT)
         if lost:
             said = f"world rank(s) {lost} never arrived"
         else:
@@ -465,7 +465,7 @@ class FaultTolerantTrainer(Trainer):
         print(f"distnet: error (world rank {self.world_rank}): the shrink after step {step} "
               f"did not finish within {limit_s:.0f} s (a live rank never joined it): aborting "
               "the job for a restart from the latest checkpoint", file=sys.stderr, flush=True)
-        MPI.COMM_WORLD.Abort(EXIT_FAULT)
+        abort_job(MPI.COMM_WORLD, EXIT_FAULT)
 
     def _fence(self, world_ranks: list[int], members: list[int]) -> None:
         """Make silent ranks really dead, so that Shrink (which waits for live ranks) can drop
@@ -482,7 +482,7 @@ class FaultTolerantTrainer(Trainer):
                   "restart from the latest checkpoint", file=sys.stderr, flush=True)
             from mpi4py import MPI
 
-            MPI.COMM_WORLD.Abort(EXIT_FAULT)
+            abort_job(MPI.COMM_WORLD, EXIT_FAULT)
         if remote and not fence.may_fence(heard, len(members)):
             print(f"distnet: world rank {self.world_rank} on {self.host}: cut off (heard "
                   f"{heard} of {len(members)} ranks, no majority): ending this rank; the "
@@ -501,8 +501,7 @@ class FaultTolerantTrainer(Trainer):
                       flush=True)
                 from mpi4py import MPI
 
-                MPI.COMM_WORLD.Abort(EXIT_FAULT)
-                return
+                abort_job(MPI.COMM_WORLD, EXIT_FAULT)
             for w, pid in zip(ranks, pids, strict=True):
                 print(f"distnet: world rank {self.world_rank}: fencing world rank {w} "
                       f"(SIGKILL pid {pid}{'' if how == 'SIGKILL' else ', ' + how})",

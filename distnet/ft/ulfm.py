@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from distnet.allreduce.mpi import comm_state
+from distnet.common.abort import under_ulfm
 from distnet.common.errors import UserError
 
 
@@ -24,7 +25,7 @@ def check_support() -> None:
 
     if not hasattr(MPI.Comm, "Shrink"):
         raise UserError("--ft ulfm: this MPI library has no ULFM (MPI_Comm_shrink missing)")
-    if os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() not in ("1", "true", "yes"):
+    if not under_ulfm():
         raise UserError("--ft ulfm needs `mpirun --with-ft ulfm --mca btl tcp,self` "
                         "(or launch/ft.sh)")
     btl = os.environ.get("OMPI_MCA_btl", "")
